@@ -1,0 +1,1 @@
+"""Poison Lab core: data, softmax and LGM models, training, checkpoints (no UI code here)."""

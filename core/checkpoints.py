@@ -1,0 +1,87 @@
+"""Checkpoints: a ``state_dict`` file plus a JSON side file, loaded without trusting pickle.
+
+``NAME.pt`` holds only tensors (``torch.save(model.state_dict())``); ``NAME.json`` holds the
+architecture, hyper-parameters, seed, train time, test accuracy and the sha256 of ``NAME.pt``.
+Loading checks the hash first, then uses ``torch.load(weights_only=True)``, so a tampered or
+malicious file is refused before any of it is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from .models import Classifier, ModelConfig
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, tampered with or does not fit its description."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def side_file(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def save_checkpoint(model: Classifier, path: str | Path, meta: dict) -> Path:
+    """Write weights and the side file; ``meta`` adds training facts (seed, time, accuracy...)."""
+    path = Path(path).with_suffix(".pt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    torch.save(state, path)
+    info = {"config": model.config.to_dict(), **meta, "sha256": sha256_file(path), "weights": path.name}
+    side_file(path).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_meta(path: str | Path) -> dict:
+    """The side file of a checkpoint, validated enough to rebuild the model."""
+    meta_path = side_file(path)
+    try:
+        meta = json.loads(meta_path.read_text())
+        ModelConfig(**meta["config"])
+    except FileNotFoundError:
+        raise CheckpointError(f"{meta_path}: side file missing (every checkpoint needs NAME.json)") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{meta_path}: unreadable side file ({exc})") from None
+    return meta
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
+                    verify_hash: bool = True) -> tuple[Classifier, dict]:
+    """Rebuild the model and load its weights; returns ``(model in eval mode, side-file dict)``."""
+    path = Path(path).with_suffix(".pt")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    meta = read_meta(path)
+    if verify_hash and sha256_file(path) != meta.get("sha256"):
+        raise CheckpointError(f"{path}: sha256 does not match {side_file(path).name}; the file was "
+                              "changed or truncated, refusing to load it")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        raise CheckpointError(f"{path}: not a loadable weights-only checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    model = Classifier(ModelConfig(**meta["config"]))
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: weights do not fit the architecture in its side file ({exc})") from None
+    return model.to(device).eval(), meta
+
+
+def list_checkpoints(folder: str | Path = CHECKPOINT_DIR) -> list[Path]:
+    """Every ``*.pt`` with a side file in ``folder``, sorted by name."""
+    return sorted(p for p in Path(folder).glob("*.pt") if side_file(p).is_file())

@@ -1,0 +1,150 @@
+"""``python -m core ...``: everything the dashboard does, headless.
+
+Commands print one JSON object on stdout (progress goes to stderr) so results can be piped.
+Bad arguments exit with status 2 and a one-line message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from .data import DATASETS, DataUnavailable, load_dataset, load_demo, write_demo
+from .models import Classifier, default_config, pick_device
+from .train import TrainConfig, TrainingDiverged, accuracy, fit
+
+
+def _bounded(kind: type, lo: float, hi: float):
+    """An argparse type that rejects values outside [lo, hi] with a clear message."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+        if not (lo <= value <= hi) or (isinstance(value, float) and not np.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{value} is outside [{lo}, {hi}]")
+        return value
+    return parse
+
+
+def _data(args: argparse.Namespace, name: str):
+    return load_demo(name) if getattr(args, "demo", False) else load_dataset(name, args.data_dir)
+
+
+def cmd_train(args: argparse.Namespace) -> dict:
+    torch.manual_seed(args.seed)
+    data = _data(args, args.dataset)
+    config = default_config(args.dataset, args.head, args.feat_dim, depth=args.depth, width=args.width,
+                            alpha=args.alpha, lam=args.lam, covariance=args.covariance)
+    x, y = data.x_train, data.y_train
+    if args.subset:
+        rng = np.random.default_rng(args.seed)
+        keep = np.sort(rng.permutation(len(x))[:args.subset])
+        x, y = x[keep], y[keep]
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                      augment=args.augment or ("crop-flip" if args.dataset == "cifar10" else "none"),
+                      weight_decay=args.weight_decay, margin_warmup_epochs=args.margin_warmup)
+    device = pick_device(args.device)
+    model = Classifier(config).to(device)
+    out = Path(args.out).with_suffix(".pt")
+    state_path = out.with_suffix(".state")
+    history = fit(model, x, y, cfg, state_path=state_path, resume=args.resume,
+                  progress=not args.quiet, eval_data=(data.x_test, data.y_test))
+    test_acc = accuracy(model, data.x_test, data.y_test)
+    meta = {"dataset": args.dataset, "head": args.head, "feat_dim": args.feat_dim, "seed": args.seed,
+            "train": history["config"], "train_time_s": round(history["train_time_s"], 1),
+            "n_train": int(len(x)), "data_source": data.source, "test_accuracy": test_acc,
+            "n_test": int(len(data.y_test)), "epoch_test_accuracy": history["epoch_test_accuracy"],
+            "torch": torch.__version__, "device": str(device)}
+    save_checkpoint(model, out, meta)
+    state_path.unlink(missing_ok=True)
+    return {"checkpoint": str(out), "test_accuracy": test_acc, "train_time_s": meta["train_time_s"]}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict:
+    model, meta = load_checkpoint(args.checkpoint, pick_device(args.device))
+    cfg = meta["config"]
+    data = _data(args, cfg["dataset"])
+    x, y = data.x_test, data.y_test
+    if args.limit:
+        x, y = x[:args.limit], y[:args.limit]
+    t0 = time.perf_counter()
+    acc = accuracy(model, x, y)
+    return {"accuracy": acc, "n_test": int(len(y)), "dataset": cfg["dataset"], "head": cfg["head"],
+            "feat_dim": cfg["feat_dim"], "arch": cfg["arch"], "recorded_accuracy": meta.get("test_accuracy"),
+            "data_source": data.source, "eval_time_s": round(time.perf_counter() - t0, 2)}
+
+
+def cmd_make_demo(args: argparse.Namespace) -> dict:
+    data = load_dataset(args.dataset, args.data_dir, download=False)
+    path = write_demo(data, args.train_per_class, args.test_per_class, args.seed)
+    return {"demo": str(path), "bytes": path.stat().st_size}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m core", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def data_flags(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--data-dir", help="folder with NAME.npz or torchvision's files "
+                        "(default: $POISONLAB_DATA_DIR, then a torchvision download)")
+        sp.add_argument("--demo", action="store_true", help="use the embedded demo sample (no dataset needed)")
+        sp.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+
+    t = sub.add_parser("train", help="train a softmax or LGM model and write a checkpoint")
+    t.add_argument("--dataset", choices=DATASETS, required=True)
+    t.add_argument("--head", choices=("softmax", "lgm"), required=True)
+    t.add_argument("--feat-dim", type=_bounded(int, 2, 1024), default=2)
+    t.add_argument("--epochs", type=_bounded(int, 1, 1000), default=10)
+    t.add_argument("--batch-size", type=_bounded(int, 1, 4096), default=128)
+    t.add_argument("--lr", type=_bounded(float, 1e-6, 10.0), default=0.05)
+    t.add_argument("--weight-decay", type=_bounded(float, 0.0, 1.0), default=5e-4)
+    t.add_argument("--alpha", type=_bounded(float, 0.0, 10.0), help="LGM margin (default 1.0; CIFAR 0.3)")
+    t.add_argument("--lam", type=_bounded(float, 0.0, 10.0), help="LGM likelihood weight (default 0.1)")
+    t.add_argument("--covariance", choices=("identity", "diag"), default="identity")
+    t.add_argument("--margin-warmup", type=_bounded(float, 0.0, 100.0), default=1.0,
+                   help="epochs over which the LGM margin ramps up")
+    t.add_argument("--depth", type=_bounded(int, 1, 20), help="ResNet blocks per stage (CIFAR)")
+    t.add_argument("--width", type=_bounded(int, 4, 256), help="ResNet first-stage width (CIFAR)")
+    t.add_argument("--augment", choices=("none", "shift", "crop-flip"))
+    t.add_argument("--subset", type=_bounded(int, 1, 10_000_000), help="train on this many random examples")
+    t.add_argument("--seed", type=_bounded(int, 0, 2**31 - 1), default=0)
+    t.add_argument("--out", required=True, help="checkpoint path (NAME.pt; NAME.json is written beside it)")
+    t.add_argument("--resume", action="store_true", help="continue from NAME.state if present")
+    t.add_argument("--quiet", action="store_true")
+    data_flags(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="test accuracy of a checkpoint, as JSON")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--limit", type=_bounded(int, 1, 10_000_000), help="only the first N test images")
+    data_flags(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    m = sub.add_parser("make-demo", help="write the embedded demo sample from a full dataset")
+    m.add_argument("--dataset", choices=DATASETS, required=True)
+    m.add_argument("--train-per-class", type=_bounded(int, 1, 10_000), default=200)
+    m.add_argument("--test-per-class", type=_bounded(int, 1, 10_000), default=100)
+    m.add_argument("--seed", type=_bounded(int, 0, 2**31 - 1), default=0)
+    m.add_argument("--data-dir")
+    m.set_defaults(func=cmd_make_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except (DataUnavailable, CheckpointError, TrainingDiverged, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, default=float))
+    return 0

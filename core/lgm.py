@@ -1,0 +1,108 @@
+"""The Large-Margin Gaussian Mixture head (Wan et al., CVPR 2018) and the plain softmax head.
+
+LGM models the penultimate feature f of class k as N(mu_k, Lambda_k). With
+d_k(f) = 1/2 (f - mu_k)^T Lambda_k^-1 (f - mu_k), the training logits are
+-d_k(f) * (1 + alpha * [k == y]) - 1/2 log|Lambda_k| (margin on the true class only), and
+
+    loss = CE(training logits, y) + lambda * mean_i (d_{y_i}(f_i) + 1/2 log|Lambda_{y_i}|).
+
+The likelihood term is what makes features *actually* Gaussian per class, so a training example's
+log-likelihood under its claimed label is a meaningful poison score: the paper's defence.
+
+Diagonal log-variances are bounded smoothly to [LOGVAR_MIN, LOGVAR_MAX]: unbounded variances
+collapse to zero under the likelihood term and the loss runs to -inf/NaN (a known failure of
+public ports).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOGVAR_MIN, LOGVAR_MAX = -4.0, 4.0
+
+
+class SoftmaxHead(nn.Module):
+    """A linear classifier on the features, trained with cross-entropy."""
+
+    kind = "softmax"
+
+    def __init__(self, feat_dim: int, n_classes: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(feat_dim, n_classes)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.linear(f)
+
+    def loss(self, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.linear(f), y)
+
+
+class LGMHead(nn.Module):
+    """Gaussian class-conditionals on the features with a margin on the true class."""
+
+    kind = "lgm"
+
+    def __init__(self, feat_dim: int, n_classes: int, alpha: float = 1.0, lam: float = 0.1,
+                 covariance: str = "identity", init_scale: float = 1.0) -> None:
+        super().__init__()
+        if covariance not in ("identity", "diag"):
+            raise ValueError("covariance must be 'identity' or 'diag'")
+        self.feat_dim, self.n_classes, self.covariance = feat_dim, n_classes, covariance
+        self.alpha, self.lam = float(alpha), float(lam)
+        self.means = nn.Parameter(torch.randn(n_classes, feat_dim) * init_scale)
+        # raw parameter -> bounded log-variance; zero raw maps to log-variance 0 (unit variance)
+        self.logvar_raw = nn.Parameter(torch.zeros(n_classes, feat_dim),
+                                       requires_grad=covariance == "diag")
+
+    def log_var(self) -> torch.Tensor:
+        """Per-class, per-dimension log-variance, inside [LOGVAR_MIN, LOGVAR_MAX]."""
+        if self.covariance == "identity":
+            return torch.zeros_like(self.logvar_raw)
+        half = (LOGVAR_MAX - LOGVAR_MIN) / 2
+        centre = (LOGVAR_MAX + LOGVAR_MIN) / 2
+        return centre + half * torch.tanh(self.logvar_raw / half)
+
+    def variances(self) -> torch.Tensor:
+        return self.log_var().exp()
+
+    def half_log_det(self) -> torch.Tensor:
+        """1/2 log|Lambda_k| for each class, shape [K]."""
+        return 0.5 * self.log_var().sum(dim=1)
+
+    def mahalanobis(self, f: torch.Tensor) -> torch.Tensor:
+        """d_k(f) = 1/2 (f - mu_k)^T Lambda_k^-1 (f - mu_k) for every class, shape [N, K]."""
+        diff = f.unsqueeze(1) - self.means.unsqueeze(0)
+        return 0.5 * (diff.pow(2) * torch.exp(-self.log_var()).unsqueeze(0)).sum(dim=2)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        """Inference logits (no margin): the class log-posterior up to a constant."""
+        return -self.mahalanobis(f) - self.half_log_det().unsqueeze(0)
+
+    def _with_margin(self, dist: torch.Tensor, y: torch.Tensor, alpha: float | None) -> torch.Tensor:
+        a = self.alpha if alpha is None else alpha
+        scale = 1.0 + a * F.one_hot(y, self.n_classes).to(dist.dtype)
+        return -dist * scale - self.half_log_det().unsqueeze(0)
+
+    def margin_logits(self, f: torch.Tensor, y: torch.Tensor, alpha: float | None = None) -> torch.Tensor:
+        """Training logits: only the true class's distance is scaled by (1 + alpha)."""
+        return self._with_margin(self.mahalanobis(f), y, alpha)
+
+    def loss(self, f: torch.Tensor, y: torch.Tensor, alpha: float | None = None) -> torch.Tensor:
+        """Margin cross-entropy plus lambda times the likelihood regulariser (``alpha`` overrides
+        the margin, e.g. during warm-up)."""
+        dist = self.mahalanobis(f)
+        likelihood = dist.gather(1, y[:, None]).squeeze(1) + self.half_log_det()[y]
+        return F.cross_entropy(self._with_margin(dist, y, alpha), y) + self.lam * likelihood.mean()
+
+    def log_likelihood(self, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """log N(f; mu_y, Lambda_y) under the given (claimed) labels, shape [N]."""
+        dist = self.mahalanobis(f).gather(1, y[:, None]).squeeze(1)
+        return -dist - self.half_log_det()[y] - 0.5 * self.feat_dim * math.log(2 * math.pi)
+
+    def gaussians(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(means [K, d], variances [K, d]) detached, for drawing ellipses and for defences."""
+        return self.means.detach().clone(), self.variances().detach().clone()
