@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .attacks import ATTACKS, craft
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DATASETS, DataUnavailable, load_dataset, load_demo, write_demo
 from .models import Classifier, default_config, pick_device
 from .train import TrainConfig, TrainingDiverged, accuracy, fit
+from .victim import SETTINGS, retrain_victim
 
 
 def _bounded(kind: type, lo: float, hi: float):
@@ -88,6 +90,58 @@ def cmd_make_demo(args: argparse.Namespace) -> dict:
     return {"demo": str(path), "bytes": path.stat().st_size}
 
 
+def pick_attack_data(labels_train: np.ndarray, target_label: int, base_class: int, n_poisons: int,
+                     n_clean: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded choice of base images (class B) and of a clean retraining subset without them."""
+    if base_class == target_label:
+        raise ValueError("the base class must differ from the target's class")
+    rng = np.random.default_rng(seed)
+    candidates = np.flatnonzero(labels_train == base_class)
+    if len(candidates) < n_poisons:
+        raise ValueError(f"only {len(candidates)} training images of class {base_class}; ask for fewer poisons")
+    bases = rng.choice(candidates, n_poisons, replace=False)
+    rest = np.setdiff1d(np.arange(len(labels_train)), bases)
+    clean = np.sort(rng.choice(rest, min(n_clean, len(rest)), replace=False))
+    return bases, clean
+
+
+def _craft_from_args(args: argparse.Namespace):
+    model, meta = load_checkpoint(args.checkpoint, pick_device(args.device))
+    data = _data(args, meta["config"]["dataset"])
+    if not 0 <= args.target_index < len(data.y_test):
+        raise ValueError(f"--target-index must be in 0..{len(data.y_test) - 1} ({data.source})")
+    target_label = int(data.y_test[args.target_index])
+    bases, clean = pick_attack_data(data.y_train, target_label, args.base_class, args.n_poisons,
+                                    getattr(args, "n_clean", 0), args.seed)
+    knobs = {"iters": args.iters, "record_every": max(1, args.iters // 100)}
+    if args.attack in ("fc", "fc-adaptive"):
+        knobs.update(beta0=args.beta, opacity=args.opacity, eps=args.eps)
+        if args.attack == "fc-adaptive":
+            knobs["adaptive_weight"] = args.adaptive_weight
+    else:
+        knobs["eps"] = args.eps if args.eps is not None else 8 / 255
+    poisons = craft(model, args.attack, data.x_train[bases], data.x_test[args.target_index:args.target_index + 1],
+                    np.full(len(bases), args.base_class), target_label, **knobs)
+    poisons.params.update(checkpoint=str(args.checkpoint), target_index=args.target_index, seed=args.seed,
+                          base_indices=bases.tolist(), data_source=data.source)
+    return model, data, poisons, clean
+
+
+def cmd_craft(args: argparse.Namespace) -> dict:
+    _, _, poisons, _ = _craft_from_args(args)
+    if args.out:
+        poisons.save(args.out)
+    return {**poisons.summary(), "out": args.out}
+
+
+def cmd_attack(args: argparse.Namespace) -> dict:
+    model, data, poisons, clean = _craft_from_args(args)
+    test = slice(0, args.n_test)
+    outcome, _ = retrain_victim(model, poisons, data.x_train[clean], data.y_train[clean], data.x_test[test],
+                                data.y_test[test], args.setting, seed=args.seed, epochs=args.epochs)
+    return {"attack": poisons.summary(), "outcome": outcome.to_dict()}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -127,6 +181,35 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=_bounded(int, 1, 10_000_000), help="only the first N test images")
     data_flags(e)
     e.set_defaults(func=cmd_evaluate)
+
+    def attack_flags(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--checkpoint", required=True)
+        sp.add_argument("--attack", choices=ATTACKS, default="fc")
+        sp.add_argument("--target-index", type=_bounded(int, 0, 10_000_000), required=True,
+                        help="index of the target in the test split")
+        sp.add_argument("--base-class", type=_bounded(int, 0, 9), required=True)
+        sp.add_argument("--n-poisons", type=_bounded(int, 1, 500), default=5)
+        sp.add_argument("--iters", type=_bounded(int, 1, 20_000), default=1000)
+        sp.add_argument("--beta", type=_bounded(float, 0.0, 1e6), default=0.25, help="beta0 (fc)")
+        sp.add_argument("--opacity", type=_bounded(float, 0.0, 1.0), default=0.0, help="watermark (fc)")
+        sp.add_argument("--eps", type=_bounded(float, 1e-4, 1.0), help="l_inf budget around the base")
+        sp.add_argument("--adaptive-weight", type=_bounded(float, 0.0, 1e4), default=1.0,
+                        help="weight of the claimed-class Mahalanobis term (fc-adaptive)")
+        sp.add_argument("--seed", type=_bounded(int, 0, 2**31 - 1), default=0)
+        data_flags(sp)
+
+    c = sub.add_parser("craft", help="craft poisons against a checkpoint; JSON summary, poisons to --out")
+    attack_flags(c)
+    c.add_argument("--out", help="write poisons, bases, target, parameters and trajectory (.npz)")
+    c.set_defaults(func=cmd_craft)
+
+    a = sub.add_parser("attack", help="craft, retrain a victim, print the outcome record")
+    attack_flags(a)
+    a.add_argument("--setting", choices=SETTINGS, default="transfer")
+    a.add_argument("--n-clean", type=_bounded(int, 10, 1_000_000), default=1000, help="clean retraining images")
+    a.add_argument("--n-test", type=_bounded(int, 10, 1_000_000), default=1000, help="test images for accuracy")
+    a.add_argument("--epochs", type=_bounded(int, 1, 100), default=2, help="end2end fine-tuning epochs")
+    a.set_defaults(func=cmd_attack)
 
     m = sub.add_parser("make-demo", help="write the embedded demo sample from a full dataset")
     m.add_argument("--dataset", choices=DATASETS, required=True)

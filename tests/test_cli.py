@@ -46,3 +46,35 @@ def test_missing_data_is_one_line(tmp_path, capsys, monkeypatch):
     code = main(["train", "--dataset", "cifar10", "--head", "softmax", "--data-dir", str(tmp_path),
                  "--out", str(tmp_path / "m.pt")])
     assert code == 1 and "could not load 'cifar10'" in capsys.readouterr().err
+
+
+def test_craft_and_attack_commands(tmp_path, capsys):
+    ckpt = tmp_path / "m.pt"
+    assert main(["train", "--dataset", "mnist", "--head", "softmax", "--feat-dim", "8", "--epochs", "1",
+                 "--subset", "256", "--demo", "--quiet", "--out", str(ckpt)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "p.npz"
+    common = ["--checkpoint", str(ckpt), "--target-index", "0", "--base-class", "8", "--n-poisons", "2",
+              "--iters", "10", "--demo", "--seed", "1"]
+    assert main(["craft", *common, "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_poisons"] == 2 and out.is_file() and summary["iterations"] == 10
+    assert main(["attack", *common, "--attack", "bp", "--n-clean", "100", "--n-test", "50"]) == 0
+    record = json.loads(capsys.readouterr().out)["outcome"]
+    assert {"success", "probs_before", "probs_after", "clean_acc_before", "clean_acc_after",
+            "poison_l2", "poison_linf", "feature_distance"} <= set(record)
+    assert record["base_label"] == 8 and record["n_clean"] == 100
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (["--target-index", "999999"], "target-index must be in"),
+    (["--target-index", "0", "--base-class", "4"], "must differ"),
+])
+def test_attack_argument_errors(tmp_path, capsys, extra, msg):
+    ckpt = tmp_path / "m.pt"
+    main(["train", "--dataset", "mnist", "--head", "softmax", "--feat-dim", "4", "--epochs", "1",
+          "--subset", "64", "--demo", "--quiet", "--out", str(ckpt)])
+    capsys.readouterr()
+    args = ["craft", "--checkpoint", str(ckpt), "--demo", "--iters", "2", "--base-class", "8", *extra]
+    assert main(args) == 1
+    assert msg in capsys.readouterr().err

@@ -1,0 +1,142 @@
+"""Poison crafting and victim retraining on tiny models (seconds, not minutes)."""
+
+import numpy as np
+import pytest
+import torch
+
+from core.attacks import Poisons, craft, feature_collision, polytope
+from core.models import Classifier, default_config
+from core.train import TrainConfig, fit
+from core.victim import retrain_victim
+
+
+@pytest.fixture(scope="module")
+def tiny(mnist_demo):
+    """A small ResNet on MNIST, trained for a few seconds; softmax and LGM heads."""
+    models = {}
+    for head in ("softmax", "lgm"):
+        torch.manual_seed(0)
+        m = Classifier(default_config("mnist", head, 16, arch="resnet", depth=1, width=8))
+        fit(m, mnist_demo.x_train, mnist_demo.y_train, TrainConfig(epochs=3, batch_size=64, lr=0.05), progress=False)
+        models[head] = m.eval()
+    return models
+
+
+def _pair(ds, target_class=3, base_class=8, n=4):
+    ti = int(np.flatnonzero(ds.y_test == target_class)[0])
+    bi = np.flatnonzero(ds.y_train == base_class)[-n:]
+    return ds.x_train[bi], ds.x_test[ti:ti + 1], np.full(n, base_class), target_class
+
+
+def _weights(model):
+    return [p.detach().clone() for p in model.state_dict().values()]
+
+
+def test_feature_distance_falls(tiny, mnist_demo):
+    bases, target, bl, tl = _pair(mnist_demo)
+    p = feature_collision(tiny["softmax"], bases, target, bl, tl, iters=60, record_every=5)
+    assert np.all(np.diff(p.traj_objective, axis=0) <= 1e-6)  # accepted steps only: monotone
+    start = np.linalg.norm(p.traj_features[0] - p.target_feature, axis=1)
+    assert np.all(p.final_feature_distance < 0.5 * start)
+    assert p.traj_features.shape == (len(p.traj_iters), 4, 16)
+
+
+def test_beta_keeps_poison_near_base(tiny, mnist_demo):
+    bases, target, bl, tl = _pair(mnist_demo, n=2)
+    dists = []
+    for beta0 in (0.0, 1e3, 1e6):
+        p = feature_collision(tiny["softmax"], bases, target, bl, tl, iters=40, beta0=beta0)
+        dists.append(np.mean(p.perturbation()["l2"]))
+    assert dists[0] > dists[1] > dists[2]
+
+
+def test_eps_projection_is_exact(tiny, mnist_demo):
+    bases, target, bl, tl = _pair(mnist_demo)
+    for attack in ("fc", "bp", "cp"):
+        p = craft(tiny["softmax"], attack, bases, target, bl, tl, iters=20, eps=0.05)
+        assert np.abs(p.poisons - p.bases).max() <= 0.05 + 1e-6
+        assert p.poisons.min() >= 0.0 and p.poisons.max() <= 1.0
+
+
+def test_opacity_blends_target_into_start(tiny, mnist_demo):
+    bases, target, bl, tl = _pair(mnist_demo, n=1)
+    p = feature_collision(tiny["softmax"], bases, target, bl, tl, iters=1, opacity=1.0, beta0=1e9)
+    assert np.abs(p.poisons - target.astype(np.float32) / 255).max() < 1e-3
+
+
+def test_batched_equals_one_by_one(tiny, mnist_demo):
+    bases, target, bl, tl = _pair(mnist_demo, n=3)
+    batch = feature_collision(tiny["softmax"], bases, target, bl, tl, iters=30)
+    singles = [feature_collision(tiny["softmax"], bases[i:i + 1], target, bl[i:i + 1], tl, iters=30)
+               for i in range(3)]
+    stacked = np.concatenate([s.poisons for s in singles])
+    assert np.abs(batch.poisons - stacked).max() < 1e-3
+    assert np.allclose(batch.final_feature_distance, [s.final_feature_distance[0] for s in singles], rtol=1e-2)
+
+
+def test_same_seed_same_poison(tiny, mnist_demo):
+    bases, target, bl, tl = _pair(mnist_demo, n=2)
+    a = craft(tiny["lgm"], "fc-adaptive", bases, target, bl, tl, iters=20)
+    b = craft(tiny["lgm"], "fc-adaptive", bases, target, bl, tl, iters=20)
+    assert np.array_equal(a.poisons, b.poisons)
+
+
+def test_adaptive_attack_trades_collision_for_likelihood(tiny, mnist_demo):
+    bases, target, bl, tl = _pair(mnist_demo, n=3)
+    model = tiny["lgm"]
+    plain = craft(model, "fc", bases, target, bl, tl, iters=80)
+    aware = craft(model, "fc-adaptive", bases, target, bl, tl, iters=80, adaptive_weight=5.0)
+    labels = torch.as_tensor(bl)
+
+    def loglik(p: Poisons) -> float:
+        f = torch.as_tensor(p.traj_features[-1])
+        with torch.no_grad():
+            return float(model.head.log_likelihood(f, labels).mean())
+
+    assert loglik(aware) > loglik(plain)
+    assert aware.final_feature_distance.mean() > plain.final_feature_distance.mean()
+    with pytest.raises(ValueError, match="LGM"):
+        craft(tiny["softmax"], "fc-adaptive", bases, target, bl, tl, iters=5)
+
+
+def test_convex_polytope_coefficients_on_simplex(tiny, mnist_demo):
+    bases, target, bl, tl = _pair(mnist_demo, n=4)
+    p = polytope(tiny["softmax"], bases, target, bl, tl, mode="convex", iters=30, eps=0.3)
+    c = np.array(p.params["coefficients"])
+    assert c.min() >= 0 and abs(c.sum() - 1) < 1e-5
+    assert p.traj_objective[-1, 0] < p.traj_objective[0, 0]
+
+
+def test_save_load_roundtrip(tiny, mnist_demo, tmp_path):
+    bases, target, bl, tl = _pair(mnist_demo, n=2)
+    p = craft(tiny["softmax"], "bp", bases, target, bl, tl, iters=10)
+    q = Poisons.load(p.save(tmp_path / "p.npz"))
+    assert np.array_equal(p.poisons, q.poisons) and q.params == p.params and q.target_label == tl
+
+
+@pytest.mark.parametrize("setting", ["transfer", "end2end"])
+def test_retraining_never_changes_shared_model(tiny, mnist_demo, setting):
+    bases, target, bl, tl = _pair(mnist_demo, n=2)
+    model = tiny["lgm"]
+    before = _weights(model)
+    p = craft(model, "fc", bases, target, bl, tl, iters=10)
+    outcome, victim = retrain_victim(model, p, mnist_demo.x_train[:200], mnist_demo.y_train[:200],
+                                     mnist_demo.x_test[:100], mnist_demo.y_test[:100], setting, epochs=1)
+    assert all(torch.equal(a, b) for a, b in zip(before, _weights(model)))
+    assert victim is not model and outcome.n_poisons == 2 and len(outcome.probs_after) == 10
+
+
+def test_tiny_transfer_attack_succeeds(tiny, mnist_demo):
+    """Feature collision with a handful of poisons flips the target in the transfer setting."""
+    from core.train import predict_logits
+
+    model = tiny["softmax"]
+    pred = predict_logits(model, mnist_demo.x_test[:200]).argmax(1).numpy()
+    ti = int(np.flatnonzero((mnist_demo.y_test[:200] == 3) & (pred == 3))[0])  # a correctly classified 3
+    target = mnist_demo.x_test[ti:ti + 1]
+    bases = mnist_demo.x_train[np.flatnonzero(mnist_demo.y_train == 8)[-8:]]
+    p = craft(model, "fc", bases, target, np.full(8, 8), 3, iters=150, beta0=0.25)
+    outcome, _ = retrain_victim(model, p, mnist_demo.x_train[:300], mnist_demo.y_train[:300],
+                                mnist_demo.x_test[:200], mnist_demo.y_test[:200], "transfer")
+    assert outcome.pred_before == 3
+    assert outcome.success and outcome.pred_after == 8
