@@ -17,7 +17,7 @@ import torch
 
 from .attacks import ATTACKS, craft
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from .data import DATASETS, DataUnavailable, load_dataset, load_demo, write_demo
+from .data import DATASETS, DataUnavailable, load_dataset, load_demo, pick_attack_data, write_demo
 from .models import Classifier, default_config, pick_device
 from .train import TrainConfig, TrainingDiverged, accuracy, fit
 from .victim import SETTINGS, retrain_victim
@@ -88,21 +88,6 @@ def cmd_make_demo(args: argparse.Namespace) -> dict:
     data = load_dataset(args.dataset, args.data_dir, download=False)
     path = write_demo(data, args.train_per_class, args.test_per_class, args.seed)
     return {"demo": str(path), "bytes": path.stat().st_size}
-
-
-def pick_attack_data(labels_train: np.ndarray, target_label: int, base_class: int, n_poisons: int,
-                     n_clean: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded choice of base images (class B) and of a clean retraining subset without them."""
-    if base_class == target_label:
-        raise ValueError("the base class must differ from the target's class")
-    rng = np.random.default_rng(seed)
-    candidates = np.flatnonzero(labels_train == base_class)
-    if len(candidates) < n_poisons:
-        raise ValueError(f"only {len(candidates)} training images of class {base_class}; ask for fewer poisons")
-    bases = rng.choice(candidates, n_poisons, replace=False)
-    rest = np.setdiff1d(np.arange(len(labels_train)), bases)
-    clean = np.sort(rng.choice(rest, min(n_clean, len(rest)), replace=False))
-    return bases, clean
 
 
 def _craft_from_args(args: argparse.Namespace):

@@ -242,3 +242,18 @@ def write_demo(dataset: Dataset, train_per_class: int, test_per_class: int, seed
                         x_test=dataset.x_test[ite], y_test=dataset.y_test[ite],
                         train_index=itr, test_index=ite)
     return path
+
+
+def pick_attack_data(labels_train: np.ndarray, target_label: int, base_class: int, n_poisons: int,
+                     n_clean: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded choice of base images (class B) and of a clean retraining subset without them."""
+    if base_class == target_label:
+        raise ValueError("the base class must differ from the target's class")
+    rng = np.random.default_rng(seed)
+    candidates = np.flatnonzero(labels_train == base_class)
+    if len(candidates) < n_poisons:
+        raise ValueError(f"only {len(candidates)} training images of class {base_class}; ask for fewer poisons")
+    bases = rng.choice(candidates, n_poisons, replace=False)
+    rest = np.setdiff1d(np.arange(len(labels_train)), bases)
+    clean = np.sort(rng.choice(rest, min(n_clean, len(rest)), replace=False))
+    return bases, clean

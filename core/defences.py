@@ -1,0 +1,149 @@
+"""Poison filters on penultimate features: the LGM likelihood filter and the usual baselines.
+
+Every defence maps (features, claimed labels) to a *suspicion score* per example, higher meaning
+more likely a poison; a threshold turns scores into flags. Thresholds are set on clean training
+data at a stated false-positive rate (``threshold_at_fpr``), so every defence throws away the same
+share of clean data and the comparison is fair.
+
+- ``lgm``: minus the log-likelihood of the feature under the Gaussian of its claimed class, read
+  from the LGM head (the paper's built-in defence). For identity covariance 2 d_y follows a
+  chi-square with d degrees of freedom under the model, hence ``chi2_threshold``.
+- ``centroid``: Euclidean distance to the claimed class's mean clean feature; on a softmax model it
+  asks whether the distance alone, without Gaussian training, already helps.
+- ``knn``: Deep k-NN (Peri et al. 2020): the share of the k nearest neighbours whose label differs.
+- ``spectral``: Spectral Signatures (Tran et al. 2018): squared projection of the centred feature
+  on its class's top singular direction.
+- ``ac``: Activation Clustering (Chen et al. 2018): per class, PCA to a few dimensions, 2-means;
+  members of the smaller cluster score 1 - its share of the class.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .lgm import LGMHead
+
+DEFENCES = ("lgm", "centroid", "knn", "spectral", "ac")
+
+
+def lgm_scores(head: LGMHead, feats: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        ll = head.log_likelihood(torch.as_tensor(feats, dtype=torch.float32), torch.as_tensor(labels).long())
+    return -ll.numpy().astype(np.float64)
+
+
+def class_centroids(feats: np.ndarray, labels: np.ndarray, n_classes: int = 10) -> np.ndarray:
+    return np.stack([feats[labels == c].mean(0) if np.any(labels == c) else np.zeros(feats.shape[1])
+                     for c in range(n_classes)])
+
+
+def centroid_scores(feats: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(feats - centroids[labels], axis=1)
+
+
+def knn_scores(feats: np.ndarray, labels: np.ndarray, k: int = 10) -> np.ndarray:
+    """Share of each point's k nearest neighbours (itself excluded) carrying another label."""
+    x = torch.as_tensor(feats, dtype=torch.float64)
+    dist = torch.cdist(x, x)
+    dist.fill_diagonal_(float("inf"))
+    k = min(k, len(feats) - 1)
+    nn = dist.topk(k, largest=False).indices.numpy()
+    return (labels[nn] != labels[:, None]).mean(1)
+
+
+def spectral_scores(feats: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    scores = np.zeros(len(feats))
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        centred = feats[idx] - feats[idx].mean(0)
+        if len(idx) < 2:
+            continue
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        scores[idx] = (centred @ vt[0]) ** 2
+    return scores
+
+
+def _two_means(x: np.ndarray, iters: int = 50) -> np.ndarray:
+    """Lloyd's 2-means started from the two extremes of the first coordinate (the top principal
+    direction after ``ac_scores``' PCA): deterministic, and a small far-off group gets its own centre."""
+    centres = x[[int(np.argmin(x[:, 0])), int(np.argmax(x[:, 0]))]]
+    assign = np.zeros(len(x), dtype=int)
+    for _ in range(iters):
+        assign = np.argmin(((x[:, None] - centres[None]) ** 2).sum(-1), axis=1)
+        new = np.stack([x[assign == j].mean(0) if np.any(assign == j) else centres[j] for j in range(2)])
+        if np.allclose(new, centres):
+            break
+        centres = new
+    return assign
+
+
+def ac_scores(feats: np.ndarray, labels: np.ndarray, dims: int = 10) -> np.ndarray:
+    scores = np.zeros(len(feats))
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < 3:
+            continue
+        centred = feats[idx] - feats[idx].mean(0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        reduced = centred @ vt[:min(dims, vt.shape[0])].T
+        assign = _two_means(reduced)
+        share = np.bincount(assign, minlength=2) / len(idx)
+        small = int(np.argmin(share))
+        scores[idx[assign == small]] = 1.0 - share[small]
+    return scores
+
+
+def score(defence: str, feats: np.ndarray, labels: np.ndarray, *, head: LGMHead | None = None,
+          centroids: np.ndarray | None = None, k: int = 10) -> np.ndarray:
+    """Suspicion scores of one defence over a pool of training features and claimed labels."""
+    feats = np.asarray(feats, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if defence == "lgm":
+        if head is None or getattr(head, "kind", None) != "lgm":
+            raise ValueError("the LGM filter needs an LGM model's head")
+        return lgm_scores(head, feats, labels)
+    if defence == "centroid":
+        return centroid_scores(feats, labels, class_centroids(feats, labels) if centroids is None else centroids)
+    if defence == "knn":
+        return knn_scores(feats, labels, k)
+    if defence == "spectral":
+        return spectral_scores(feats, labels)
+    if defence == "ac":
+        return ac_scores(feats, labels)
+    raise ValueError(f"unknown defence {defence!r}; choose one of {', '.join(DEFENCES)}")
+
+
+def threshold_at_fpr(clean_scores: np.ndarray, fpr: float) -> float:
+    """The score above which only ``fpr`` of clean examples lie (flag when score > threshold)."""
+    if not 0.0 < fpr < 1.0:
+        raise ValueError("fpr must be in (0, 1)")
+    return float(np.quantile(np.asarray(clean_scores, dtype=np.float64), 1.0 - fpr, method="higher"))
+
+
+def chi2_threshold(head: LGMHead, fpr: float) -> float:
+    """Model-based LGM threshold for identity covariance: 2 d_y ~ chi2(d), no clean data needed."""
+    from scipy.stats import chi2
+
+    if head.covariance != "identity":
+        raise ValueError("the chi-square threshold assumes identity covariance")
+    d = head.feat_dim
+    dist = 0.5 * chi2.ppf(1.0 - fpr, d)
+    return float(dist + 0.5 * d * np.log(2 * np.pi))  # as a score: -log N = d_y + d/2 log 2 pi
+
+
+def roc(clean_scores: np.ndarray, poison_scores: np.ndarray) -> dict:
+    """ROC curve (poisons positive), its AUC, and the true-positive rate at 1% and 5% FPR."""
+    s = np.concatenate([clean_scores, poison_scores]).astype(np.float64)
+    y = np.concatenate([np.zeros(len(clean_scores)), np.ones(len(poison_scores))])
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    distinct = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tp = np.cumsum(y)[distinct]
+    fp = np.cumsum(1 - y)[distinct]
+    tpr = np.r_[0.0, tp / max(1, y.sum())]
+    fpr = np.r_[0.0, fp / max(1, (1 - y).sum())]
+    auc = float(np.trapezoid(tpr, fpr)) if hasattr(np, "trapezoid") else float(np.trapz(tpr, fpr))
+    at = {f"tpr_at_fpr_{int(100 * f)}": float(np.mean(poison_scores > threshold_at_fpr(clean_scores, f)))
+          for f in (0.01, 0.05)}
+    return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "auc": auc, **at}
