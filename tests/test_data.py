@@ -122,7 +122,7 @@ def test_unknown_dataset():
 
 
 def test_demo_samples_ship_and_are_stratified():
-    for name, shape in [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))]:
+    for name, shape in [("mnist", (28, 28, 1)), ("fashion-mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))]:
         ds = load_demo(name)
         assert ds.image_shape == shape
         counts = np.bincount(ds.y_test, minlength=10)
