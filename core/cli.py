@@ -127,6 +127,19 @@ def cmd_attack(args: argparse.Namespace) -> dict:
     return {"attack": poisons.summary(), "outcome": outcome.to_dict()}
 
 
+def cmd_experiment(args: argparse.Namespace) -> dict:
+    from .experiments import ExperimentConfig, run_experiment
+
+    cfg = ExperimentConfig.from_file(args.config)
+    overrides = {k: v for k, v in {"n_jobs": args.n_jobs, "backend": args.backend, "trials": args.trials}.items()
+                 if v is not None}
+    if overrides:
+        cfg = ExperimentConfig(**{**cfg.__dict__, **overrides})
+    summary = run_experiment(cfg, args.out, progress=not args.quiet)
+    return {"out": args.out, "n_trials": summary["n_trials"], "cells": len(summary["cells"]),
+            "wall_s_this_run": summary["wall_s_this_run"]}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -151,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--margin-warmup", type=_bounded(float, 0.0, 100.0), default=1.0,
                    help="epochs over which the LGM margin ramps up")
     t.add_argument("--depth", type=_bounded(int, 1, 20), help="ResNet blocks per stage (CIFAR)")
-    t.add_argument("--width", type=_bounded(int, 4, 256), help="ResNet first-stage width (CIFAR)")
+    # widths below 16 hit a oneDNN memory-corruption bug in torch 2.14.1 when batch sizes change
+    t.add_argument("--width", type=_bounded(int, 16, 256), help="ResNet first-stage width (CIFAR)")
     t.add_argument("--augment", choices=("none", "shift", "crop-flip"))
     t.add_argument("--subset", type=_bounded(int, 1, 10_000_000), help="train on this many random examples")
     t.add_argument("--seed", type=_bounded(int, 0, 2**31 - 1), default=0)
@@ -196,6 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--epochs", type=_bounded(int, 1, 100), default=2, help="end2end fine-tuning epochs")
     a.set_defaults(func=cmd_attack)
 
+    x = sub.add_parser("experiment", help="run (or resume) an experiment grid from a JSON config")
+    x.add_argument("--config", required=True)
+    x.add_argument("--out", required=True)
+    x.add_argument("--n-jobs", type=_bounded(int, -1, 512), help="joblib workers (-1: all cores)")
+    x.add_argument("--backend", help="joblib backend (loky, threading, or a registered ray/dask)")
+    x.add_argument("--trials", type=_bounded(int, 1, 100_000), help="override the config's trials per cell")
+    x.add_argument("--quiet", action="store_true")
+    x.set_defaults(func=cmd_experiment)
+
     m = sub.add_parser("make-demo", help="write the embedded demo sample from a full dataset")
     m.add_argument("--dataset", choices=DATASETS, required=True)
     m.add_argument("--train-per-class", type=_bounded(int, 1, 10_000), default=200)
@@ -211,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
-    except (DataUnavailable, CheckpointError, TrainingDiverged, ValueError) as exc:
+    except (DataUnavailable, CheckpointError, TrainingDiverged, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2, default=float))

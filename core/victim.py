@@ -80,10 +80,12 @@ def _as_float_images(images: np.ndarray) -> np.ndarray:
 def retrain_victim(model: Classifier, poisons: Poisons, x_clean: np.ndarray, y_clean: np.ndarray,
                    x_test: np.ndarray, y_test: np.ndarray, setting: str = "transfer", *, seed: int = 0,
                    head_steps: int = 1000, head_lr: float = 0.01, epochs: int = 2, lr: float = 0.01,
-                   keep: np.ndarray | None = None) -> tuple[Outcome, Classifier]:
+                   keep: np.ndarray | None = None, clean_feats: torch.Tensor | None = None
+                   ) -> tuple[Outcome, Classifier]:
     """Retrain a copy of ``model`` on clean data plus poisons; returns (outcome, victim).
 
-    ``keep`` (bool per poison) drops poisons a defence flagged before retraining.
+    ``keep`` (bool per poison) drops poisons a defence flagged before retraining; ``clean_feats``
+    (transfer only) are the clean images' features if the caller already has them.
     """
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}")
@@ -100,7 +102,8 @@ def retrain_victim(model: Classifier, poisons: Poisons, x_clean: np.ndarray, y_c
                         == y_test).mean())
     if setting == "transfer":
         victim = victim.cpu()
-        feats = torch.cat([extract_features(victim, x_clean), extract_features(victim, p_imgs)])
+        clean = extract_features(victim, x_clean) if clean_feats is None else torch.as_tensor(clean_feats).float()
+        feats = torch.cat([clean, extract_features(victim, p_imgs)])
         labels = torch.as_tensor(np.concatenate([y_clean, p_labels]), dtype=torch.long)
         victim.head = retrain_head(victim.head, feats, labels, head_steps, head_lr, seed)
         test_after = test_before

@@ -16,7 +16,7 @@ def tiny(mnist_demo):
     models = {}
     for head in ("softmax", "lgm"):
         torch.manual_seed(0)
-        m = Classifier(default_config("mnist", head, 16, arch="resnet", depth=1, width=8))
+        m = Classifier(default_config("mnist", head, 16, arch="resnet", depth=1, width=16))
         fit(m, mnist_demo.x_train, mnist_demo.y_train, TrainConfig(epochs=3, batch_size=64, lr=0.05), progress=False)
         models[head] = m.eval()
     return models
@@ -135,7 +135,7 @@ def test_tiny_transfer_attack_succeeds(tiny, mnist_demo):
     ti = int(np.flatnonzero((mnist_demo.y_test[:200] == 3) & (pred == 3))[0])  # a correctly classified 3
     target = mnist_demo.x_test[ti:ti + 1]
     bases = mnist_demo.x_train[np.flatnonzero(mnist_demo.y_train == 8)[-8:]]
-    p = craft(model, "fc", bases, target, np.full(8, 8), 3, iters=150, beta0=0.25)
+    p = craft(model, "fc", bases, target, np.full(8, 8), 3, iters=400, beta0=0.0)
     outcome, _ = retrain_victim(model, p, mnist_demo.x_train[:300], mnist_demo.y_train[:300],
                                 mnist_demo.x_test[:200], mnist_demo.y_test[:200], "transfer")
     assert outcome.pred_before == 3
