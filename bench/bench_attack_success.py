@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=50)
     ap.add_argument("--iters", type=int, default=500)
     ap.add_argument("--beta0", type=float, default=0.25)
+    ap.add_argument("--opacity", type=float, default=0.3, help="watermark (fc), the paper's 30%%")
+    ap.add_argument("--eps", type=float, help="l_inf budget (polytope default 8/255)")
     ap.add_argument("--n-clean", type=int, default=1000)
     ap.add_argument("--setting", default="transfer")
     ap.add_argument("--demo", action="store_true")
@@ -51,7 +53,9 @@ def main() -> None:
         bases, clean = pick_attack_data(ds.y_train, tl, bc, args.n_poisons, args.n_clean, args.seed * 1000 + k)
         knobs = {"iters": args.iters, "record_every": args.iters}
         if args.attack.startswith("fc"):
-            knobs["beta0"] = args.beta0
+            knobs.update(beta0=args.beta0, opacity=args.opacity, eps=args.eps)
+        elif args.eps is not None:
+            knobs["eps"] = args.eps
         p = craft(model, args.attack, ds.x_train[bases], ds.x_test[ti:ti + 1], np.full(len(bases), bc), tl, **knobs)
         out, _ = retrain_victim(model, p, ds.x_train[clean], ds.y_train[clean], ds.x_test[2000:3000],
                                 ds.y_test[2000:3000], args.setting, seed=k)
@@ -63,7 +67,8 @@ def main() -> None:
     wins = sum(t["success"] for t in trials)
     lo, hi = wilson_interval(wins, len(trials))
     print(json.dumps({"checkpoint": args.checkpoint, "attack": args.attack, "n_poisons": args.n_poisons,
-                      "iters": args.iters, "beta0": args.beta0, "setting": args.setting, "pairs": len(trials),
+                      "iters": args.iters, "beta0": args.beta0,
+                      "opacity": args.opacity, "eps": args.eps, "setting": args.setting, "pairs": len(trials),
                       "successes": wins, "rate": wins / len(trials), "ci95": [lo, hi],
                       "mean_l2": float(np.mean([t["l2"] for t in trials])),
                       "threads": torch.get_num_threads(), "wall_s": round(time.perf_counter() - t0, 1)}))

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
 
 from .models import Classifier, ModelConfig
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+# the shipped checkpoints; POISONLAB_CHECKPOINTS points the dashboard at another folder
+CHECKPOINT_DIR = Path(os.environ.get("POISONLAB_CHECKPOINTS", Path(__file__).resolve().parent.parent / "checkpoints"))
 
 
 class CheckpointError(RuntimeError):

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -194,8 +195,12 @@ def markdown_table(rows: list[dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True) -> dict:
-    """Run (or resume) every trial of ``cfg``; writes results.json, results.md and trials/*.json."""
+def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True,
+                   on_trial: Callable[[int, int], None] | None = None) -> dict:
+    """Run (or resume) every trial of ``cfg``; writes results.json, results.md and trials/*.json.
+
+    ``on_trial(done, total)`` is called after each trial (the dashboard's progress bar).
+    """
     out = Path(out)
     (out / "trials").mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -209,8 +214,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True
     threads = 1 if cfg.n_jobs != 1 else None
     runner = Parallel(n_jobs=cfg.n_jobs, backend=cfg.backend, return_as="generator_unordered")
     results = runner(delayed(_run_and_store)(cfg, targets, j, out, threads) for j in pending)
-    for _ in tqdm(results, total=len(pending), desc="trials", disable=not progress):
-        pass
+    for done, _ in enumerate(tqdm(results, total=len(pending), desc="trials", disable=not progress), start=1):
+        if on_trial:
+            on_trial(done, len(pending))
     records = [json.loads((out / "trials" / f"{_trial_key(*j)}.json").read_text()) for j in jobs]
     rows = summarise(records)
     summary = {"config": asdict(cfg), "n_trials": len(records), "cells": rows,

@@ -1,0 +1,131 @@
+"""What every page shares: cached models, data and features, the sidebar's choices, plot helpers.
+
+Models and maps are cached once per server (``st.cache_resource``) and shared by every browser;
+``core`` never changes them (attacks and victims work on copies).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, read_meta
+from core.data import load_demo
+from core.embeddings import ellipse, fit_projection
+from core.victim import extract_features
+
+COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+HEADS = ("softmax", "lgm")
+
+
+@st.cache_data(show_spinner=False)
+def shipped() -> dict:
+    """{dataset: {"2-D": {head: path}, "high-d": {head: path}}} for checkpoints that load."""
+    found: dict = {}
+    for path in list_checkpoints():
+        try:
+            meta = read_meta(path)
+        except CheckpointError:
+            continue
+        cfg = meta["config"]
+        space = "2-D" if cfg["feat_dim"] == 2 else "high-d"
+        found.setdefault(cfg["dataset"], {}).setdefault(space, {})[cfg["head"]] = str(path)
+    return {d: {s: heads for s, heads in spaces.items() if set(HEADS) <= set(heads)}
+            for d, spaces in found.items() if any(set(HEADS) <= set(h) for h in spaces.values())}
+
+
+@st.cache_resource(show_spinner="Loading model...")
+def model(path: str):
+    return load_checkpoint(path)
+
+
+@st.cache_data(show_spinner=False)
+def demo(name: str):
+    return load_demo(name)
+
+
+@st.cache_data(show_spinner="Computing features...")
+def features(path: str, split: str) -> np.ndarray:
+    m, meta = model(path)
+    ds = demo(meta["config"]["dataset"])
+    return extract_features(m, ds.x_test if split == "test" else ds.x_train).numpy()
+
+
+@st.cache_resource(show_spinner="Fitting the 2-D map (UMAP's first use takes ~30 s, then it is cached)...")
+def projection(path: str, method: str):
+    meta = read_meta(path)
+    return fit_projection(features(path, "train"), method, seed=0, cache_key=meta["sha256"][:16])
+
+
+def sidebar() -> tuple[str, str, dict]:
+    """The shared choices: dataset and feature space; returns (dataset, space, {head: path})."""
+    available = shipped()
+    if not available:
+        st.error("No usable pair of softmax + LGM checkpoints in checkpoints/. Train them with "
+                 "`python -m core train ...` (see the README).")
+        st.stop()
+    datasets = list(available)
+    dataset = st.sidebar.selectbox("Dataset", datasets, key="dataset", format_func=DATASET_NAMES.get)
+    spaces = sorted(available[dataset])
+    space = st.sidebar.radio("Feature space", spaces, key="space",
+                             help="2-D: the network's features are 2 numbers, drawn directly. High-d: "
+                                  "features have 64+ numbers and are mapped to 2-D for drawing.")
+    pair = available[dataset][space]
+    st.sidebar.caption("Models: " + ", ".join(Path(p).name for p in pair.values()))
+    return dataset, space, pair
+
+
+def image_for_display(img: np.ndarray) -> np.ndarray:
+    """uint8 or [0, 1] float HWC -> something ``st.image`` shows (2-D for grayscale)."""
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+    return arr[..., 0] if arr.shape[-1] == 1 else arr
+
+
+def selected_index(event) -> int | None:
+    """The sample index a user clicked or lasso-selected in a ``feature_figure`` (first one)."""
+    try:
+        selection = event["selection"]
+    except (KeyError, TypeError):
+        return None
+    points = [p for p in selection.get("points", []) if p.get("curve_number", 0) == 0]
+    indices = [p["point_index"] for p in points] or list(selection.get("point_indices", []))
+    return int(indices[0]) if indices else None
+
+
+def feature_figure(points: np.ndarray, labels: np.ndarray, classes: tuple, title: str, proj=None,
+                   gaussians: tuple | None = None, extra: list | None = None) -> go.Figure:
+    """Scatter of 2-D points coloured by class, LGM means and 1/2/3-sigma ellipses, extra traces."""
+    fig = go.Figure()
+    # one trace for every clickable point, so a selection's point_indices are sample indices
+    fig.add_trace(go.Scattergl(x=points[:, 0], y=points[:, 1], mode="markers", name="samples", showlegend=False,
+                               marker={"size": 6, "color": [COLOURS[int(c)] for c in labels], "opacity": 0.65},
+                               customdata=np.stack([np.arange(len(labels)), labels], 1),
+                               hovertemplate="#%{customdata[0]} class %{customdata[1]}<extra></extra>"))
+    for c, name in enumerate(classes):  # legend entries only
+        fig.add_trace(go.Scattergl(x=[None], y=[None], mode="markers", name=name,
+                                   marker={"size": 8, "color": COLOURS[c]}))
+    if gaussians is not None and proj is not None:
+        means, variances = gaussians
+        centres = proj.transform(means)
+        for c in range(len(means)):
+            cov = proj.ellipse_cov(variances[c])
+            if cov is not None:
+                for sigma in (1, 2, 3):
+                    e = ellipse(centres[c], cov, sigma)
+                    fig.add_trace(go.Scatter(x=e[:, 0], y=e[:, 1], mode="lines", hoverinfo="skip",
+                                             line={"color": COLOURS[c], "width": 1, "dash": "dot"},
+                                             showlegend=False))
+        fig.add_trace(go.Scatter(x=centres[:, 0], y=centres[:, 1], mode="markers", name="class means",
+                                 marker={"symbol": "x", "size": 11, "color": "black"}))
+    for trace in extra or []:
+        fig.add_trace(trace)
+    fig.update_layout(title=title, height=460, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      legend={"itemsizing": "constant"})
+    return fig

@@ -1,0 +1,66 @@
+"""Defences: every filter scored on the same poisons, ROC curves and score histograms."""
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.lab import compare_defences, poison_pool
+from pages.common import demo, model, sidebar
+
+NAMES = {"lgm": "LGM likelihood (the paper)", "centroid": "distance to class centre", "knn": "deep k-NN",
+         "spectral": "spectral signatures", "ac": "activation clustering"}
+
+dataset, space, pair = sidebar()
+ds = demo(dataset)
+st.title("Defences")
+st.markdown("A filter gives every training image a *suspicion score*. The ROC curve shows, for every threshold, "
+            "the share of poisons caught (up) against the share of clean images wrongly thrown away (right): "
+            "the closer to the top-left corner, the better; AUC 1.0 is perfect, 0.5 is guessing.")
+c1, c2, c3 = st.columns(3)
+attack = c1.selectbox("Poisons from", ["fc", "fc-adaptive", "bp"],
+                      help="fc-adaptive knows the LGM filter and tries to stay likely under the base class.")
+n_pairs = c2.slider("Target/base pairs", 1, 8, 3)
+iters = c3.slider("Iterations", 20, 500, 100, step=20)
+
+
+@st.cache_data(show_spinner="Crafting poisons and scoring them with every defence...")
+def evaluate(path: str, attack: str, n_pairs: int, iters: int) -> dict:
+    m, _ = model(path)
+    d = demo(m.config.dataset)
+    knobs = {"iters": iters, "record_every": iters}
+    if attack == "bp":
+        knobs["eps"] = 0.3 if m.config.dataset != "cifar10" else 8 / 255
+    feats, claimed, is_poison = poison_pool(m, d, attack, knobs, n_pairs=n_pairs, n_poisons=5, n_clean=500)
+    return {"is_poison": is_poison, "defences": compare_defences(m, feats, claimed, is_poison)}
+
+
+if st.button("Craft and compare", type="primary") or st.session_state.get("def_ready"):
+    st.session_state["def_ready"] = True
+    cols = st.columns(2)
+    for col, head in zip(cols, ("softmax", "lgm")):
+        if attack == "fc-adaptive" and head == "softmax":
+            col.info("The defence-aware attack targets the LGM model only.")
+            continue
+        res = evaluate(pair[head], attack, n_pairs, iters)
+        roc_fig = go.Figure()
+        rows = []
+        for name, r in res["defences"].items():
+            roc_fig.add_trace(go.Scatter(x=r["fpr"], y=r["tpr"], mode="lines", name=f"{NAMES[name]} ({r['auc']:.2f})"))
+            rows.append({"defence": NAMES[name], "AUC": round(r["auc"], 3),
+                         "caught at 1% FPR": f"{100 * r['tpr_at_fpr_1']:.0f}%",
+                         "caught at 5% FPR": f"{100 * r['tpr_at_fpr_5']:.0f}%"})
+        roc_fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"},
+                                     showlegend=False))
+        roc_fig.update_layout(title=f"{head} model", xaxis_title="clean images thrown away",
+                              yaxis_title="poisons caught", height=420)
+        with col:
+            st.plotly_chart(roc_fig, use_container_width=True, key=f"roc_{head}")
+            st.dataframe(rows, hide_index=True, use_container_width=True)
+            which = st.selectbox("Score histogram of", list(res["defences"]), format_func=NAMES.get, key=f"h_{head}")
+            s = np.asarray(res["defences"][which]["scores"])
+            hist = go.Figure([go.Histogram(x=s[~res["is_poison"]], name="clean", opacity=0.6, histnorm="probability"),
+                              go.Histogram(x=s[res["is_poison"]], name="poisons", opacity=0.8, histnorm="probability")])
+            hist.update_layout(barmode="overlay", height=320, xaxis_title="suspicion score")
+            st.plotly_chart(hist, use_container_width=True, key=f"hist_{head}")
+else:
+    st.info("Press the button: crafting takes a few seconds per pair on a laptop.")

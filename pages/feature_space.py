@@ -1,0 +1,61 @@
+"""Feature space: where each test image lands inside the softmax and the LGM network."""
+
+import numpy as np
+import streamlit as st
+import torch
+
+from pages.common import DATASET_NAMES, demo, feature_figure, features, image_for_display, model, projection, \
+    selected_index, sidebar
+
+dataset, space, pair = sidebar()
+ds = demo(dataset)
+st.title("Feature space")
+st.markdown("Each dot is a test image, placed where the network's second-to-last layer (its *features*) puts it. "
+            "The LGM model is trained so that every class forms a Gaussian cloud; the dotted rings are its 1, 2 "
+            "and 3 standard-deviation contours. Click a dot to see the image.")
+if space == "2-D":
+    method = "raw"
+    st.caption("d = 2: the features are drawn exactly as the network computes them.")
+else:
+    method = st.radio("Map to 2-D with", ["pca", "umap"], horizontal=True, format_func=str.upper,
+                      help="PCA is a linear projection: the Gaussian rings are exact. UMAP keeps neighbourhoods "
+                           "but bends space, so only the class means are drawn (placed with UMAP's transform).")
+
+cols = st.columns(2)
+chosen = {}
+for col, head in zip(cols, ("softmax", "lgm")):
+    m, meta = model(pair[head])
+    proj = projection(pair[head], method)
+    pts = proj.transform(features(pair[head], "test"))
+    gauss = tuple(g.numpy() for g in m.head.gaussians()) if head == "lgm" else None
+    title = f"{'Softmax' if head == 'softmax' else 'LGM'} model, {DATASET_NAMES[dataset]} ({space}, {method.upper()})"
+    with col:
+        event = st.plotly_chart(feature_figure(pts, ds.y_test, ds.classes, title, proj, gauss),
+                                use_container_width=True, on_select="rerun", selection_mode=("points", "lasso"),
+                                key=f"fs_{head}")
+        chosen[head] = selected_index(event)
+        st.caption(f"test accuracy {100 * meta.get('test_accuracy', float('nan')):.2f}% "
+                   f"(full test set), feature dimension {meta['config']['feat_dim']}")
+
+idx = chosen["lgm"] if chosen["lgm"] is not None else chosen["softmax"]
+if idx is None:
+    st.info("Click (or lasso) a point in either plot to inspect that image.")
+else:
+    st.subheader(f"Test image #{idx}")
+    c0, *cs = st.columns([1, 2, 2])
+    c0.image(image_for_display(ds.x_test[idx]), width=120, caption=f"label: {ds.classes[ds.y_test[idx]]}")
+    for c, head in zip(cs, ("softmax", "lgm")):
+        m, _ = model(pair[head])
+        f = torch.as_tensor(features(pair[head], "test")[idx:idx + 1])
+        with torch.no_grad():
+            probs = torch.softmax(m.head(f), 1)[0].numpy()
+        pred = int(probs.argmax())
+        c.markdown(f"**{head}**: predicts **{ds.classes[pred]}** ({100 * probs[pred]:.1f}%)")
+        if head == "lgm":
+            with torch.no_grad():
+                ll = float(m.head.log_likelihood(f, torch.tensor([int(ds.y_test[idx])]))[0])
+            all_ll = m.head.log_likelihood(torch.as_tensor(features(pair[head], "test")),
+                                           torch.as_tensor(ds.y_test)).detach().numpy()
+            c.markdown(f"log-likelihood under its label: **{ll:.1f}** (lower than {100 * np.mean(all_ll > ll):.0f}% "
+                       "of test images)", help="How typical this image's features are for the Gaussian of its "
+                       "class. Poisons claim a class whose Gaussian they do not sit in, so theirs is low.")

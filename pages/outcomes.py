@@ -1,0 +1,78 @@
+"""Attack outcomes: measured success rates, softmax vs LGM vs LGM + filter vs the baselines."""
+
+import json
+import tempfile
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.checkpoints import CHECKPOINT_DIR
+from core.experiments import ExperimentConfig, run_experiment
+from pages.common import sidebar
+
+RESULTS = CHECKPOINT_DIR / "experiments"
+
+dataset, space, pair = sidebar()
+st.title("Attack outcomes")
+st.markdown("How often does an attack make the retrained victim misclassify its target? Each number is a share "
+            "of independent trials (random target and base class), with a 95% confidence interval: the range "
+            "the true rate lies in, given how few trials there were.")
+
+
+@st.cache_data(show_spinner=False)
+def shipped_results() -> dict:
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*/results.json"))}
+
+
+def rate_figure(cells: list, title: str) -> go.Figure:
+    fig = go.Figure()
+    series: dict = {}
+    for c in cells:
+        series.setdefault(f"{c['model']} + {c['defence']}" if c["defence"] != "none" else c["model"], []).append(c)
+    for name, cs in series.items():
+        cs = sorted(cs, key=lambda c: c["n_poisons"])
+        fig.add_trace(go.Scatter(x=[c["n_poisons"] for c in cs], y=[c["rate"] for c in cs], name=name,
+                                 mode="lines+markers", error_y={"type": "data", "symmetric": False,
+                                 "array": [c["ci95"][1] - c["rate"] for c in cs],
+                                 "arrayminus": [c["rate"] - c["ci95"][0] for c in cs]}))
+    fig.update_layout(title=title, xaxis_title="number of poisons", yaxis_title="attack success rate",
+                      yaxis_range=[0, 1.02], height=420)
+    return fig
+
+
+results = shipped_results()
+if not results:
+    st.warning("No shipped experiment results in checkpoints/experiments/.")
+for name, res in results.items():
+    cfg = res["config"]
+    st.subheader(f"Experiment `{name}`: {res['n_trials']} trials")
+    st.caption(f"models: {', '.join(Path(p).name for p in cfg['models'].values())}; iterations {cfg['iters']}; "
+               f"clean retraining images {cfg['n_clean']}; filter FPR {cfg['fpr']}")
+    cells = res["cells"]
+    for attack in sorted({c["attack"] for c in cells}):
+        for setting in sorted({c["setting"] for c in cells}):
+            sub = [c for c in cells if c["attack"] == attack and c["setting"] == setting]
+            if sub:
+                st.plotly_chart(rate_figure(sub, f"{attack}, {setting}"), use_container_width=True,
+                                key=f"{name}_{attack}_{setting}")
+    st.dataframe([{k: (f"{100 * v:.0f}%" if k == "rate" else v) for k, v in c.items() if k != "ci95"} |
+                  {"95% CI": f"{100 * c['ci95'][0]:.0f}-{100 * c['ci95'][1]:.0f}%"} for c in cells],
+                 hide_index=True, use_container_width=True)
+
+st.subheader("Run a small experiment now")
+st.caption("A few trials on the embedded sample with the selected models: numbers are rough, the point is to see "
+           "how they are made. The full runs are `python -m core experiment --config FILE --out DIR`.")
+c1, c2, c3 = st.columns(3)
+trials = c1.slider("Trials", 1, 5, 2)
+n_poisons = c2.slider("Poisons", 1, 10, 5)
+attack = c3.selectbox("Attack", ["fc", "bp", "fc-adaptive"])
+if st.button("Run"):
+    cfg = ExperimentConfig(models=dict(pair), attacks=(attack,), n_poisons=(n_poisons,), trials=trials, iters=100,
+                           n_clean=300, n_test=300, demo=True, defences=("none", "lgm", "centroid", "knn"))
+    bar = st.progress(0.0, "running trials")
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = run_experiment(cfg, tmp, progress=False,
+                                 on_trial=lambda done, total: bar.progress(done / total, f"trial {done}/{total}"))
+    st.plotly_chart(rate_figure(summary["cells"], f"live: {attack}, transfer"), use_container_width=True)
+    st.dataframe(summary["cells"], hide_index=True, use_container_width=True)

@@ -1,0 +1,58 @@
+"""Overview: the attack and the defence in one screen."""
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.attacks import craft
+from pages.common import (DATASET_NAMES, demo, feature_figure, features, image_for_display, model, projection,
+                          sidebar)
+
+dataset, space, pair = sidebar()
+ds = demo(dataset)
+st.title("Poison Lab")
+st.markdown(
+    "**The attack.** A *clean-label poison* looks like an ordinary, correctly labelled training image "
+    "(the *base*, class B), but it was nudged so that, inside the network, it sits on top of a *target* "
+    "image of another class T. A model retrained on it learns to call the target B.\n\n"
+    "**The defence.** A network trained with the Large-Margin Gaussian Mixture (LGM) loss arranges each "
+    "class as a Gaussian cloud, so it can ask: *how likely is this training image under the class it "
+    "claims?* A poison claims B but sits in T's cloud, so it looks unlikely.")
+
+
+@st.cache_data(show_spinner="Crafting an example poison...")
+def example(path: str, dataset: str, iters: int = 150) -> tuple:
+    m, _ = model(path)
+    d = demo(dataset)
+    ti = int(np.flatnonzero(d.y_test == 3)[0]) if dataset != "cifar10" else int(np.flatnonzero(d.y_test == 5)[0])
+    base_class = 8 if dataset != "cifar10" else 3
+    bi = int(np.flatnonzero(d.y_train == base_class)[0])
+    p = craft(m, "fc", d.x_train[bi:bi + 1], d.x_test[ti:ti + 1], np.array([base_class]), int(d.y_test[ti]),
+              iters=iters, record_every=iters, opacity=0.3)
+    return ti, bi, p
+
+
+cols = st.columns(2)
+for col, head in zip(cols, ("softmax", "lgm")):
+    ti, bi, p = example(pair[head], dataset)
+    proj = projection(pair[head], "raw" if space == "2-D" else "pca")
+    m, _ = model(pair[head])
+    pts = proj.transform(features(pair[head], "test"))
+    marks = proj.transform(np.stack([p.traj_features[0, 0], p.traj_features[-1, 0], p.target_feature]))
+    extra = [go.Scatter(x=marks[[i], 0], y=marks[[i], 1], mode="markers+text", text=[name], textposition="top center",
+                        name=name, marker={"size": 16, "symbol": sym, "color": "black", "line": {"width": 2}})
+             for i, (name, sym) in enumerate([("base", "circle-open"), ("poison", "star"), ("target", "diamond")])]
+    gauss = m.head.gaussians() if head == "lgm" else None
+    gauss = tuple(g.numpy() for g in gauss) if gauss is not None else None
+    with col:
+        st.subheader("Softmax model" if head == "softmax" else "LGM model")
+        st.plotly_chart(feature_figure(pts, ds.y_test, ds.classes, f"{DATASET_NAMES[dataset]} test features ({space})",
+                                       proj, gauss, extra), use_container_width=True, key=f"ov_{head}")
+
+ti, bi, p = example(pair["softmax"], dataset)
+c1, c2, c3 = st.columns(3)
+c1.image(image_for_display(p.bases[0]), caption=f"base: a {ds.classes[int(ds.y_train[bi])]}", width=150)
+c2.image(image_for_display(p.poisons[0]), caption="poison (against the softmax model)", width=150)
+c3.image(image_for_display(p.target[0]), caption=f"target: a {ds.classes[int(ds.y_test[ti])]}", width=150)
+st.info("Next: **Feature space** to explore the clusters, **Poison lab** to craft your own poisons and "
+        "retrain a victim, **Attack outcomes** and **Defences** for the measured numbers.")
