@@ -58,8 +58,11 @@ def features(path: str, split: str) -> np.ndarray:
 
 @st.cache_resource(show_spinner="Fitting the 2-D map (UMAP's first use takes ~30 s, then it is cached)...")
 def projection(path: str, method: str):
+    """The 2-D map of a model's clean test-sample features (raw d = 2 needs no fitting)."""
     meta = read_meta(path)
-    return fit_projection(features(path, "train"), method, seed=0, cache_key=meta["sha256"][:16])
+    if method == "raw":
+        return fit_projection(np.zeros((1, 2), np.float32), "raw")
+    return fit_projection(features(path, "test"), method, seed=0, cache_key=meta["sha256"][:16])
 
 
 def sidebar() -> tuple[str, str, dict]:

@@ -21,7 +21,7 @@ st.markdown(
 
 
 @st.cache_data(show_spinner="Crafting an example poison...")
-def example(path: str, dataset: str, iters: int = 150) -> tuple:
+def example(path: str, dataset: str, iters: int = 100) -> tuple:
     m, _ = model(path)
     d = demo(dataset)
     ti = int(np.flatnonzero(d.y_test == 3)[0]) if dataset != "cifar10" else int(np.flatnonzero(d.y_test == 5)[0])

@@ -1,0 +1,91 @@
+"""A real browser (Debian's Chromium through Playwright) opens every page and runs the poison-lab flow.
+
+Fails on any Streamlit exception box; saves screenshots under ``$POISONLAB_SCREENSHOTS`` (default: a
+temporary folder). Skipped where Chromium or Playwright is missing (``.ci/run`` installs both).
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium")
+playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+PAGES = ["", "feature_space", "poison_lab", "outcomes", "defences"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
+                             "true", "--server.port", str(port), "--server.address", "127.0.0.1"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        yield b
+        b.close()
+
+
+def _shots() -> Path:
+    folder = Path(os.environ.get("POISONLAB_SCREENSHOTS", "/tmp/poisonlab-screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _settle(page) -> None:
+    page.wait_for_selector("h1", timeout=120_000)
+    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=240_000)
+    assert page.locator("[data-testid='stException']").count() == 0, page.locator(
+        "[data-testid='stException']").first.inner_text()
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_renders(server, browser, path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(f"{server}/{path}")
+    _settle(page)
+    if path in ("", "feature_space"):
+        page.wait_for_selector(".js-plotly-plot", timeout=120_000)
+    page.screenshot(path=str(_shots() / f"{path or 'overview'}.png"), full_page=True)
+    page.close()
+
+
+def test_poison_lab_flow_in_browser(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(f"{server}/poison_lab")
+    _settle(page)
+    page.get_by_role("button", name="Craft poisons and retrain the victims").click()
+    page.wait_for_selector("text=Verdict", timeout=300_000)
+    _settle(page)
+    page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+    page.screenshot(path=str(_shots() / "poison_lab_result.png"), full_page=True)
+    page.close()
