@@ -68,6 +68,8 @@ def main() -> None:
     ap.add_argument("--batch-iters", type=int, default=200)
     ap.add_argument("--beta0", type=float, default=0.25)
     ap.add_argument("--art", action="store_true")
+    ap.add_argument("--art-poisons", type=int, default=2)
+    ap.add_argument("--art-iters", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     model, meta = load_checkpoint(args.checkpoint)
@@ -87,13 +89,13 @@ def main() -> None:
                     "one_by_one_poisons_per_s": round(args.batch / t_single, 3),
                     "speedup": round(t_single / t_batch, 2), "mean_feature_distance": float(d_batch.mean())}
     if args.art:
-        n = 4
-        t_o, d_o = ours(model, bases[:n], target, args.iters, args.beta0)
-        res["vs_art"] = {"n_poisons": n, "iters": args.iters,
+        n = args.art_poisons
+        t_o, d_o = ours(model, bases[:n], target, args.art_iters, args.beta0)
+        res["vs_art"] = {"n_poisons": n, "iters": args.art_iters,
                          "ours": {"poisons_per_s": round(n / t_o, 3), "mean_feature_distance": float(d_o.mean())},
                          "art": []}
         for lr in (0.01, 0.1, 1.0):  # ART's default (127500) assumes 0-255 images; we sweep and report all
-            t_a, d_a = art(model, bases[:n], target, args.iters, args.beta0, lr)
+            t_a, d_a = art(model, bases[:n], target, args.art_iters, args.beta0, lr)
             res["vs_art"]["art"].append({"learning_rate": lr, "poisons_per_s": round(n / t_a, 3),
                                          "mean_feature_distance": float(d_a.mean())})
     print(json.dumps(res, indent=2))

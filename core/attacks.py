@@ -22,6 +22,7 @@ towards mu_B, trading collision for a likelihood the filter accepts.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -87,6 +88,15 @@ class Poisons:
                        params=json.loads(str(z["params"])))
 
 
+def _frozen(model: Classifier) -> Classifier:
+    """A private eval-mode copy whose weights need no gradient: ~10% faster input gradients, and
+    the shared model is never touched (not even its ``requires_grad`` flags)."""
+    frozen = copy.deepcopy(model).eval()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    return frozen
+
+
 def _as_batch(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     return to_input(images).to(device)
 
@@ -127,6 +137,7 @@ def feature_collision(model: Classifier, bases: np.ndarray, target: np.ndarray, 
         raise ValueError("the defence-aware attack needs an LGM model (it targets the class Gaussian)")
     if adaptive_weight < 0 or beta0 < 0 or step <= 0:
         raise ValueError("adaptive_weight and beta0 must be >= 0, step > 0")
+    model = _frozen(model)
     device = next(model.parameters()).device
     t0 = time.perf_counter()
     b = _as_batch(bases, device)
@@ -211,6 +222,7 @@ def polytope(model: Classifier, bases: np.ndarray, target: np.ndarray, base_labe
     _check(iters, record_every, 0.0, eps)
     if mode not in ("convex", "bullseye"):
         raise ValueError("mode must be 'convex' or 'bullseye'")
+    model = _frozen(model)
     device = next(model.parameters()).device
     t0 = time.perf_counter()
     b = _as_batch(bases, device)
