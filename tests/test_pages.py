@@ -63,3 +63,13 @@ def test_poison_lab_other_target_modes():
     at.session_state["lab_pick"] = {"selection": {"points": [], "point_indices": [4], "box": [], "lasso": []}}
     at.run()
     assert not at.exception and any("Base class" in s.label for s in at.selectbox)
+
+
+def test_defences_compare_flow():
+    at = _app("pages/defences.py", "mnist", "high-d")
+    at.slider[0].set_value(1)  # pairs
+    at.slider[1].set_value(20)  # iterations
+    at.button[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    names = set(at.dataframe[1].value["defence"])
+    assert "LGM likelihood (the paper)" in names and "deep k-NN" in names
