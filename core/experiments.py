@@ -44,6 +44,7 @@ class ExperimentConfig:
     trials: int = 10
     iters: int = 300
     beta0: float = 0.25
+    opacity: float = 0.3  # Poison Frogs' watermark for the feature-collision attacks
     eps: float | None = None  # l_inf budget (polytope attacks default to 8/255)
     adaptive_weight: float = 1.0
     n_clean: int = 1000
@@ -116,7 +117,7 @@ def run_trial(cfg: ExperimentConfig, targets: np.ndarray, model_name: str, attac
     bases, clean = pick_attack_data(ds.y_train, tl, bc, k, cfg.n_clean, int(rng.integers(2**31)))
     knobs: dict = {"iters": cfg.iters, "record_every": cfg.iters}
     if attack.startswith("fc"):
-        knobs.update(beta0=cfg.beta0, eps=cfg.eps)
+        knobs.update(beta0=cfg.beta0, eps=cfg.eps, opacity=cfg.opacity)
         if attack == "fc-adaptive":
             knobs["adaptive_weight"] = cfg.adaptive_weight
     else:
