@@ -228,28 +228,30 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True
     return summary
 
 
-def write_plot(rows: list[dict], path: Path) -> None:
-    """Success rate (with 95% intervals) against the number of poisons, one panel per attack."""
+def rate_figure(rows: list[dict], title: str = ""):
+    """Success rate with 95% intervals against the number of poisons, one line per
+    model / defence / setting (/ attack when several): the plot the dashboard shows too."""
     import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
-    attacks = sorted({r["attack"] for r in rows})
-    fig = make_subplots(rows=1, cols=len(attacks), subplot_titles=attacks, shared_yaxes=True)
-    for col, attack in enumerate(attacks, start=1):
-        series: dict = {}
-        for r in rows:
-            if r["attack"] == attack:
-                series.setdefault(f"{r['model']} / {r['defence']} / {r['setting']}", []).append(r)
-        for name, rs in series.items():
-            rs = sorted(rs, key=lambda r: r["n_poisons"])
-            fig.add_trace(go.Scatter(
-                x=[r["n_poisons"] for r in rs], y=[r["rate"] for r in rs], name=name, mode="lines+markers",
-                legendgroup=name, showlegend=col == 1,
-                error_y={"type": "data", "symmetric": False, "array": [r["ci95"][1] - r["rate"] for r in rs],
-                         "arrayminus": [r["rate"] - r["ci95"][0] for r in rs]}), row=1, col=col)
-    fig.update_yaxes(title_text="attack success rate", range=[0, 1], row=1, col=1)
-    fig.update_xaxes(title_text="poisons")
-    fig.write_html(path, include_plotlyjs=True)
+    several = len({r["attack"] for r in rows}) > 1
+    series: dict = {}
+    for r in rows:
+        name = r["model"] + (f" + {r['defence']}" if r["defence"] != "none" else "") + f", {r['setting']}"
+        series.setdefault(f"{r['attack']}: {name}" if several else name, []).append(r)
+    fig = go.Figure()
+    for name, rs in series.items():
+        rs = sorted(rs, key=lambda r: r["n_poisons"])
+        fig.add_trace(go.Scatter(
+            x=[r["n_poisons"] for r in rs], y=[r["rate"] for r in rs], name=name, mode="lines+markers",
+            error_y={"type": "data", "symmetric": False, "array": [r["ci95"][1] - r["rate"] for r in rs],
+                     "arrayminus": [r["rate"] - r["ci95"][0] for r in rs]}))
+    fig.update_layout(title=title, xaxis_title="number of poisons", yaxis_title="attack success rate",
+                      yaxis_range=[0, 1.02], height=420)
+    return fig
+
+
+def write_plot(rows: list[dict], path: Path) -> None:
+    rate_figure(rows, "attack success rate (95% Wilson intervals)").write_html(path, include_plotlyjs=True)
 
 
 def _run_and_store(cfg: ExperimentConfig, targets: np.ndarray, job: tuple, out: Path, threads: int | None) -> str:

@@ -4,11 +4,10 @@ import json
 import tempfile
 from pathlib import Path
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from core.checkpoints import CHECKPOINT_DIR
-from core.experiments import ExperimentConfig, run_experiment
+from core.experiments import ExperimentConfig, rate_figure, run_experiment
 from pages.common import sidebar
 
 RESULTS = CHECKPOINT_DIR / "experiments"
@@ -23,22 +22,6 @@ st.markdown("How often does an attack make the retrained victim misclassify its 
 @st.cache_data(show_spinner=False)
 def shipped_results() -> dict:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*/results.json"))}
-
-
-def rate_figure(cells: list, title: str) -> go.Figure:
-    fig = go.Figure()
-    series: dict = {}
-    for c in cells:
-        series.setdefault(f"{c['model']} + {c['defence']}" if c["defence"] != "none" else c["model"], []).append(c)
-    for name, cs in series.items():
-        cs = sorted(cs, key=lambda c: c["n_poisons"])
-        fig.add_trace(go.Scatter(x=[c["n_poisons"] for c in cs], y=[c["rate"] for c in cs], name=name,
-                                 mode="lines+markers", error_y={"type": "data", "symmetric": False,
-                                 "array": [c["ci95"][1] - c["rate"] for c in cs],
-                                 "arrayminus": [c["rate"] - c["ci95"][0] for c in cs]}))
-    fig.update_layout(title=title, xaxis_title="number of poisons", yaxis_title="attack success rate",
-                      yaxis_range=[0, 1.02], height=420)
-    return fig
 
 
 results = shipped_results()

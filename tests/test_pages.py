@@ -73,3 +73,13 @@ def test_defences_compare_flow():
     assert not at.exception, [e.value for e in at.exception]
     names = set(at.dataframe[1].value["defence"])
     assert "LGM likelihood (the paper)" in names and "deep k-NN" in names
+
+
+def test_outcomes_live_run():
+    at = _app("pages/outcomes.py", "mnist", "high-d")
+    at.slider[0].set_value(1)  # trials
+    at.slider[1].set_value(1)  # poisons
+    at.button[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    cells = at.dataframe[-1].value
+    assert set(cells["defence"]) >= {"none", "lgm", "knn"}
