@@ -61,9 +61,8 @@ def read_meta(path: str | Path) -> dict:
     return meta
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
-                    verify_hash: bool = True) -> tuple[Classifier, dict]:
-    """Rebuild the model and load its weights; returns ``(model in eval mode, side-file dict)``."""
+def verify_checkpoint(path: str | Path, verify_hash: bool = True) -> dict:
+    """The side file of an existing checkpoint whose weights match its recorded sha256."""
     path = Path(path).with_suffix(".pt")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
@@ -71,6 +70,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     if verify_hash and sha256_file(path) != meta.get("sha256"):
         raise CheckpointError(f"{path}: sha256 does not match {side_file(path).name}; the file was "
                               "changed or truncated, refusing to load it")
+    return meta
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
+                    verify_hash: bool = True) -> tuple[Classifier, dict]:
+    """Rebuild the model and load its weights; returns ``(model in eval mode, side-file dict)``."""
+    path = Path(path).with_suffix(".pt")
+    meta = verify_checkpoint(path, verify_hash)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
@@ -84,6 +91,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     return model.to(device).eval(), meta
 
 
-def list_checkpoints(folder: str | Path = CHECKPOINT_DIR) -> list[Path]:
-    """Every ``*.pt`` with a side file in ``folder``, sorted by name."""
-    return sorted(p for p in Path(folder).glob("*.pt") if side_file(p).is_file())
+def list_checkpoints(folder: str | Path | None = None) -> list[Path]:
+    """Every ``*.pt`` with a side file in ``folder`` (default: ``CHECKPOINT_DIR``), sorted by name."""
+    return sorted(p for p in Path(folder or CHECKPOINT_DIR).glob("*.pt") if side_file(p).is_file())

@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, read_meta
+from core.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, read_meta, verify_checkpoint
 from core.data import load_demo
 from core.embeddings import ellipse, fit_projection
 from core.victim import extract_features
@@ -25,18 +25,30 @@ HEADS = ("softmax", "lgm")
 
 @st.cache_data(show_spinner=False)
 def shipped() -> dict:
-    """{dataset: {"2-D": {head: path}, "high-d": {head: path}}} for checkpoints that load."""
+    """{dataset: {"2-D": {head: path}, "high-d": {head: path}}} for checkpoints that pass their hash check."""
+    return _scan()[0]
+
+
+@st.cache_data(show_spinner=False)
+def checkpoint_problems() -> list[str]:
+    return _scan()[1]
+
+
+def _scan() -> tuple[dict, list[str]]:
     found: dict = {}
+    problems = []
     for path in list_checkpoints():
         try:
-            meta = read_meta(path)
-        except CheckpointError:
+            meta = verify_checkpoint(path)
+        except CheckpointError as exc:
+            problems.append(str(exc))
             continue
         cfg = meta["config"]
         space = "2-D" if cfg["feat_dim"] == 2 else "high-d"
         found.setdefault(cfg["dataset"], {}).setdefault(space, {})[cfg["head"]] = str(path)
-    return {d: {s: heads for s, heads in spaces.items() if set(HEADS) <= set(heads)}
-            for d, spaces in found.items() if any(set(HEADS) <= set(h) for h in spaces.values())}
+    pairs = {d: {s: heads for s, heads in spaces.items() if set(HEADS) <= set(heads)}
+             for d, spaces in found.items() if any(set(HEADS) <= set(h) for h in spaces.values())}
+    return pairs, problems
 
 
 @st.cache_resource(show_spinner="Loading model...")
@@ -68,6 +80,8 @@ def projection(path: str, method: str):
 def sidebar() -> tuple[str, str, dict]:
     """The shared choices: dataset and feature space; returns (dataset, space, {head: path})."""
     available = shipped()
+    for problem in checkpoint_problems():
+        st.sidebar.warning(f"Skipped a checkpoint: {problem}")
     if not available:
         st.error("No usable pair of softmax + LGM checkpoints in checkpoints/. Train them with "
                  "`python -m core train ...` (see the README).")

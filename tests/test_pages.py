@@ -83,3 +83,29 @@ def test_outcomes_live_run():
     assert not at.exception, [e.value for e in at.exception]
     cells = at.dataframe[-1].value
     assert set(cells["defence"]) >= {"none", "lgm", "knn"}
+
+
+def test_broken_checkpoint_is_skipped_with_a_message(tmp_path, monkeypatch, mnist_demo):
+    """A truncated checkpoint is named in the sidebar; the app keeps running on the others."""
+    import streamlit as st
+    import torch
+
+    import core.checkpoints as ck
+    from core.models import Classifier, default_config
+
+    for head in ("softmax", "lgm"):
+        for d in (2, 16):
+            torch.manual_seed(0)
+            ck.save_checkpoint(Classifier(default_config("mnist", head, d, arch="resnet", width=16)),
+                               tmp_path / f"mnist_{head}_d{d}.pt", {})
+    broken = tmp_path / "mnist_lgm_d16.pt"
+    broken.write_bytes(broken.read_bytes()[:1000])
+    monkeypatch.setattr(ck, "CHECKPOINT_DIR", tmp_path)
+    st.cache_data.clear()
+    try:
+        at = _app("pages/overview.py", "mnist", "2-D")
+        assert not at.exception
+        assert any("mnist_lgm_d16.pt" in w.value and "sha256" in w.value for w in at.sidebar.warning)
+        assert at.sidebar.radio(key="space").options == ["2-D"]
+    finally:
+        st.cache_data.clear()
