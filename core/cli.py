@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .attacks import ATTACKS, craft
-from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoints import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
 from .data import DATASETS, DataUnavailable, load_dataset, load_demo, pick_attack_data, write_demo
 from .models import Classifier, default_config, pick_device
 from .train import TrainConfig, TrainingDiverged, accuracy, fit
@@ -140,6 +140,30 @@ def cmd_experiment(args: argparse.Namespace) -> dict:
             "wall_s_this_run": summary["wall_s_this_run"]}
 
 
+def cmd_precompute_maps(args: argparse.Namespace) -> dict:
+    """Fit and ship the UMAP maps of every high-d checkpoint, so no dashboard user waits for UMAP."""
+    from .embeddings import fit_projection, map_key, map_path
+    from .victim import extract_features
+
+    written = []
+    for path in list_checkpoints():
+        model, meta = load_checkpoint(path)
+        if meta["config"]["feat_dim"] == 2:
+            continue
+        key = map_key(path)
+        target = map_path(key, 0, shipped=True)
+        if target.is_file() and not args.force:
+            continue
+        feats = extract_features(model, load_demo(meta["config"]["dataset"]).x_test).numpy()
+        projection = fit_projection(feats, "umap", seed=0, cache_key=key)
+        import joblib
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump(projection.umap_model, target)
+        written.append(str(target))
+    return {"written": written}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -218,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--trials", type=_bounded(int, 1, 100_000), help="override the config's trials per cell")
     x.add_argument("--quiet", action="store_true")
     x.set_defaults(func=cmd_experiment)
+
+    pm = sub.add_parser("precompute-maps", help="fit and ship UMAP maps for the high-d checkpoints")
+    pm.add_argument("--force", action="store_true")
+    pm.set_defaults(func=cmd_precompute_maps)
 
     m = sub.add_parser("make-demo", help="write the embedded demo sample from a full dataset")
     m.add_argument("--dataset", choices=DATASETS, required=True)

@@ -4,8 +4,10 @@
 - ``pca``: a linear map fitted on clean features; a Gaussian stays a Gaussian under it, so the
   projected 1/2/3-sigma ellipses are exact marginals.
 - ``umap``: fitted on clean features, new points (poisons, targets) placed with ``transform``.
-  UMAP's first call compiles numba code (~25 s), so fitted maps are cached on disk keyed by
-  the checkpoint's sha256; class means are placed by ``transform``, no ellipse is claimed.
+  UMAP's first call compiles numba code (~25 s) and fitting takes more, so fitted maps are
+  stored on disk under a key naming the checkpoint and the data (``python -m core precompute-maps``
+  ships them in ``checkpoints/maps/``; others go to ``~/.cache/poisonlab``); class means are
+  placed by ``transform``, no ellipse is claimed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 METHODS = ("raw", "pca", "umap")
 CACHE_DIR = Path(os.environ.get("POISONLAB_CACHE", "~/.cache/poisonlab")).expanduser()
+SHIPPED_MAPS = Path(__file__).resolve().parent.parent / "checkpoints" / "maps"
 
 
 @dataclass
@@ -63,19 +66,34 @@ def fit_projection(feats: np.ndarray, method: str, seed: int = 0, cache_key: str
     raise ValueError(f"unknown projection {method!r}; choose one of {METHODS}")
 
 
+def map_key(checkpoint: str | Path) -> str:
+    """Names a 2-D map by the checkpoint's weights and the demo sample it was fitted on."""
+    from .checkpoints import read_meta
+    from .data import demo_path
+
+    meta = read_meta(checkpoint)
+    demo = hashlib.sha256(demo_path(meta["config"]["dataset"]).read_bytes()).hexdigest()
+    return f"{meta['sha256'][:12]}_{demo[:8]}"
+
+
+def map_path(cache_key: str, seed: int, shipped: bool = False) -> Path:
+    return (SHIPPED_MAPS if shipped else CACHE_DIR) / f"umap_{cache_key}_{seed}.joblib"
+
+
 def _cached_umap(feats: np.ndarray, seed: int, cache_key: str | None):
     import joblib
 
-    digest = hashlib.sha256(feats.tobytes()).hexdigest()[:16]
-    path = CACHE_DIR / f"umap_{cache_key or 'x'}_{digest}_{seed}.joblib"
-    if path.is_file():
-        try:
-            return joblib.load(path)  # written by this program only, never by a user
-        except Exception:  # noqa: BLE001 - a broken cache file is refitted
-            path.unlink(missing_ok=True)
+    key = cache_key or hashlib.sha256(feats.tobytes()).hexdigest()[:16]
+    for path in (map_path(key, seed, shipped=True), map_path(key, seed)):
+        if path.is_file():
+            try:
+                return joblib.load(path)  # written by this program (shipped or cached), never by a user
+            except Exception:  # noqa: BLE001 - a broken cache file is refitted
+                continue
     import umap
 
     model = umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=seed).fit(feats)
+    path = map_path(key, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, path)
     return model

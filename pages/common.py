@@ -12,9 +12,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, read_meta, verify_checkpoint
+from core.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, verify_checkpoint
 from core.data import load_demo
-from core.embeddings import ellipse, fit_projection
+from core.embeddings import ellipse, fit_projection, map_key
 from core.victim import extract_features
 
 COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -71,10 +71,9 @@ def features(path: str, split: str) -> np.ndarray:
 @st.cache_resource(show_spinner="Fitting the 2-D map (UMAP's first use takes ~30 s, then it is cached)...")
 def projection(path: str, method: str):
     """The 2-D map of a model's clean test-sample features (raw d = 2 needs no fitting)."""
-    meta = read_meta(path)
     if method == "raw":
         return fit_projection(np.zeros((1, 2), np.float32), "raw")
-    return fit_projection(features(path, "test"), method, seed=0, cache_key=meta["sha256"][:16])
+    return fit_projection(features(path, "test"), method, seed=0, cache_key=map_key(path))
 
 
 def sidebar() -> tuple[str, str, dict]:

@@ -61,9 +61,16 @@ def _shots() -> Path:
     return folder
 
 
+BUSY = ("!document.querySelector('[data-testid=\"stStatusWidget\"]') && "
+        "!document.querySelector('[data-testid=\"stSpinner\"]')")
+
+
 def _settle(page) -> None:
+    """Wait until Streamlit is idle (no running status, no spinner) twice in a row, then check errors."""
     page.wait_for_selector("h1", timeout=120_000)
-    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=240_000)
+    for _ in range(2):
+        page.wait_for_function(BUSY, timeout=300_000)
+        page.wait_for_timeout(1500)
     assert page.locator("[data-testid='stException']").count() == 0, page.locator(
         "[data-testid='stException']").first.inner_text()
 
