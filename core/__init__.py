@@ -1,1 +1,2 @@
-"""Poison Lab core: data, softmax and LGM models, training, checkpoints (no UI code here)."""
+"""Poison Lab core: data, softmax and LGM models, training, attacks, victims, defences,
+experiments and embeddings. No UI code: the dashboard and the CLI both call this package."""

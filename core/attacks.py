@@ -23,6 +23,7 @@ towards mu_B, trading collision for a likelihood the filter accepts.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,8 +71,6 @@ class Poisons:
                 "base_labels": self.base_labels.tolist()}
 
     def save(self, path: str | Path) -> Path:
-        import json
-
         path = Path(path)
         arrays = {k: v for k, v in asdict(self).items() if isinstance(v, np.ndarray)}
         np.savez_compressed(path, **arrays, target_label=self.target_label, time_s=self.time_s,
@@ -80,8 +79,6 @@ class Poisons:
 
     @classmethod
     def load(cls, path: str | Path) -> "Poisons":
-        import json
-
         with np.load(path, allow_pickle=False) as z:
             fields = {k: z[k] for k in z.files if k not in ("target_label", "time_s", "params")}
             return cls(**fields, target_label=int(z["target_label"]), time_s=float(z["time_s"]),

@@ -142,6 +142,8 @@ def cmd_experiment(args: argparse.Namespace) -> dict:
 
 def cmd_precompute_maps(args: argparse.Namespace) -> dict:
     """Fit and ship the UMAP maps of every high-d checkpoint, so no dashboard user waits for UMAP."""
+    import joblib
+
     from .embeddings import fit_projection, map_key, map_path
     from .victim import extract_features
 
@@ -156,8 +158,6 @@ def cmd_precompute_maps(args: argparse.Namespace) -> dict:
             continue
         feats = extract_features(model, load_demo(meta["config"]["dataset"]).x_test).numpy()
         projection = fit_projection(feats, "umap", seed=0, cache_key=key)
-        import joblib
-
         target.parent.mkdir(parents=True, exist_ok=True)
         joblib.dump(projection.umap_model, target)
         written.append(str(target))
