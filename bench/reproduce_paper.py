@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--poisons", type=int, default=5)
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--opacity", type=float, default=0.0)
+    ap.add_argument("--adaptive-weight", type=float, default=1.0, help="stealth weight of fc-adaptive")
     ap.add_argument("--n-clean", type=int, default=2000)
     ap.add_argument("--demo", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
@@ -37,13 +38,16 @@ def main() -> None:
     knobs = {"iters": args.iters, "record_every": args.iters}
     if args.attack.startswith("fc"):
         knobs["opacity"] = args.opacity
+    if args.attack == "fc-adaptive":
+        knobs["adaptive_weight"] = args.adaptive_weight
     t0 = time.perf_counter()
     feats, claimed, is_poison = poison_pool(model, data, args.attack, knobs, n_pairs=args.pairs,
                                             n_poisons=args.poisons, n_clean=args.n_clean, seed=args.seed)
     res = compare_defences(model, feats, claimed, is_poison)
     print(json.dumps({"checkpoint": args.checkpoint, "attack": args.attack, "pairs": args.pairs,
                       "poisons": int(is_poison.sum()), "clean": int((~is_poison).sum()), "iters": args.iters,
-                      "opacity": args.opacity, "wall_s": round(time.perf_counter() - t0, 1),
+                      "opacity": args.opacity, "adaptive_weight": args.adaptive_weight if args.attack == "fc-adaptive" else None,
+                      "wall_s": round(time.perf_counter() - t0, 1),
                       "defences": {d: {k: r[k] for k in ("auc", "tpr_at_fpr_1", "tpr_at_fpr_5")}
                                    for d, r in res.items()}}, indent=2))
 
