@@ -54,13 +54,13 @@ if st.button("Craft and compare", type="primary") or st.session_state.get("def_r
         roc_fig.update_layout(title=f"{head} model", xaxis_title="clean images thrown away",
                               yaxis_title="poisons caught", height=420)
         with col:
-            st.plotly_chart(roc_fig, use_container_width=True, key=f"roc_{head}")
-            st.dataframe(rows, hide_index=True, use_container_width=True)
+            st.plotly_chart(roc_fig, width="stretch", key=f"roc_{head}")
+            st.dataframe(rows, hide_index=True, width="stretch")
             which = st.selectbox("Score histogram of", list(res["defences"]), format_func=NAMES.get, key=f"h_{head}")
             s = np.asarray(res["defences"][which]["scores"])
             hist = go.Figure([go.Histogram(x=s[~res["is_poison"]], name="clean", opacity=0.6, histnorm="probability"),
                               go.Histogram(x=s[res["is_poison"]], name="poisons", opacity=0.8, histnorm="probability")])
             hist.update_layout(barmode="overlay", height=320, xaxis_title="suspicion score")
-            st.plotly_chart(hist, use_container_width=True, key=f"hist_{head}")
+            st.plotly_chart(hist, width="stretch", key=f"hist_{head}")
 else:
     st.info("Press the button: crafting takes a few seconds per pair on a laptop.")

@@ -31,7 +31,7 @@ for col, head in zip(cols, ("softmax", "lgm")):
     title = f"{'Softmax' if head == 'softmax' else 'LGM'} model, {DATASET_NAMES[dataset]} ({space}, {method.upper()})"
     with col:
         event = st.plotly_chart(feature_figure(pts, ds.y_test, ds.classes, title, proj, gauss),
-                                use_container_width=True, on_select="rerun", selection_mode=("points", "lasso"),
+                                width="stretch", on_select="rerun", selection_mode=("points", "lasso"),
                                 key=f"fs_{head}")
         chosen[head] = selected_index(event)
         st.caption(f"test accuracy {100 * meta.get('test_accuracy', float('nan')):.2f}% "

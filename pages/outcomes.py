@@ -37,11 +37,11 @@ for name, res in results.items():
         for setting in sorted({c["setting"] for c in cells}):
             sub = [c for c in cells if c["attack"] == attack and c["setting"] == setting]
             if sub:
-                st.plotly_chart(rate_figure(sub, f"{attack}, {setting}"), use_container_width=True,
+                st.plotly_chart(rate_figure(sub, f"{attack}, {setting}"), width="stretch",
                                 key=f"{name}_{attack}_{setting}")
     st.dataframe([{k: (f"{100 * v:.0f}%" if k == "rate" else v) for k, v in c.items() if k != "ci95"} |
                   {"95% CI": f"{100 * c['ci95'][0]:.0f}-{100 * c['ci95'][1]:.0f}%"} for c in cells],
-                 hide_index=True, use_container_width=True)
+                 hide_index=True, width="stretch")
 
 st.subheader("Run a small experiment now")
 st.caption("A few trials on the embedded sample with the selected models: numbers are rough, the point is to see "
@@ -57,5 +57,5 @@ if st.button("Run"):
     with tempfile.TemporaryDirectory() as tmp:
         summary = run_experiment(cfg, tmp, progress=False,
                                  on_trial=lambda done, total: bar.progress(done / total, f"trial {done}/{total}"))
-    st.plotly_chart(rate_figure(summary["cells"], f"live: {attack}, transfer"), use_container_width=True)
-    st.dataframe(summary["cells"], hide_index=True, use_container_width=True)
+    st.plotly_chart(rate_figure(summary["cells"], f"live: {attack}, transfer"), width="stretch")
+    st.dataframe(summary["cells"], hide_index=True, width="stretch")

@@ -47,7 +47,7 @@ for col, head in zip(cols, ("softmax", "lgm")):
     with col:
         st.subheader("Softmax model" if head == "softmax" else "LGM model")
         st.plotly_chart(feature_figure(pts, ds.y_test, ds.classes, f"{DATASET_NAMES[dataset]} test features ({space})",
-                                       proj, gauss, extra), use_container_width=True, key=f"ov_{head}")
+                                       proj, gauss, extra), width="stretch", key=f"ov_{head}")
 
 ti, bi, p = example(pair["softmax"], dataset)
 c1, c2, c3 = st.columns(3)

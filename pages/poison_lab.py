@@ -38,7 +38,7 @@ elif how == "click it in the scatter":
     proj = projection(pair["softmax"], "raw" if space == "2-D" else "pca")
     pts = proj.transform(features(pair["softmax"], "test"))
     event = st.plotly_chart(feature_figure(pts, ds.y_test, ds.classes, "softmax model: click a target"),
-                            on_select="rerun", selection_mode=("points",), key="lab_pick", use_container_width=True)
+                            on_select="rerun", selection_mode=("points",), key="lab_pick", width="stretch")
     ti = selected_index(event)
     if ti is not None:
         target, target_label = ds.x_test[ti:ti + 1], int(ds.y_test[ti])
@@ -123,7 +123,7 @@ for head, r in results.items():
         rows.append({"victim": "lgm + likelihood filter", "target now predicted as": ds.classes[r.filtered.pred_after],
                      "attack succeeded": "yes" if r.filtered.success else "no",
                      "clean accuracy": f"{100 * r.filtered.clean_acc_after:.1f}%"})
-st.dataframe(rows, hide_index=True, use_container_width=True)
+st.dataframe(rows, hide_index=True, width="stretch")
 
 for head, r in results.items():
     st.subheader(f"{'Softmax' if head == 'softmax' else 'LGM'} model: {r.poisons.params['attack']}, "
@@ -150,12 +150,12 @@ for head, r in results.items():
                         marker={"symbol": "diamond", "size": 16, "color": "black"})]
     gauss = tuple(g.numpy() for g in model(pair[head])[0].head.gaussians()) if head == "lgm" else None
     c_path.plotly_chart(feature_figure(pts, ds.y_test, ds.classes, f"iteration {r.poisons.traj_iters[step]}", proj,
-                                       gauss, extra), use_container_width=True, key=f"path_{head}")
+                                       gauss, extra), width="stretch", key=f"path_{head}")
     hist = go.Figure([go.Histogram(x=r.clean_scores, name="clean training images", opacity=0.6, nbinsx=40),
                       go.Histogram(x=r.poison_scores, name="poisons", opacity=0.8, nbinsx=10)])
     hist.add_vline(x=r.threshold, line_dash="dash", annotation_text="filter threshold")
     label = "-log-likelihood under claimed class" if r.defence == "lgm" else "distance to claimed class centre"
     hist.update_layout(barmode="overlay", height=380, title=label, margin={"t": 40})
-    c_hist.plotly_chart(hist, use_container_width=True, key=f"hist_{head}")
+    c_hist.plotly_chart(hist, width="stretch", key=f"hist_{head}")
     c_hist.caption(f"{int(r.flagged.sum())} of {len(r.flagged)} poisons flagged; the filter also dropped "
                    f"{100 * r.clean_flagged:.1f}% of clean images.")
