@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from core.attacks import craft
+from core.attacks import attack_knobs, craft
 from core.checkpoints import load_checkpoint
 from core.data import load_dataset, load_demo, pick_attack_data
 from core.stats import wilson_interval
@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=500)
     ap.add_argument("--beta0", type=float, default=0.25)
     ap.add_argument("--opacity", type=float, default=0.3, help="watermark (fc), the paper's 30%%")
-    ap.add_argument("--eps", type=float, help="l_inf budget (polytope default 8/255)")
+    ap.add_argument("--eps", type=float, help="l_inf budget (polytope default: attacks.default_eps)")
     ap.add_argument("--n-clean", type=int, default=1000)
     ap.add_argument("--setting", default="transfer")
     ap.add_argument("--demo", action="store_true")
@@ -51,11 +51,8 @@ def main() -> None:
         tl = int(ds.y_test[ti])
         bc = int(rng.choice([c for c in range(10) if c != tl]))
         bases, clean = pick_attack_data(ds.y_train, tl, bc, args.n_poisons, args.n_clean, args.seed * 1000 + k)
-        knobs = {"iters": args.iters, "record_every": args.iters}
-        if args.attack.startswith("fc"):
-            knobs.update(beta0=args.beta0, opacity=args.opacity, eps=args.eps)
-        elif args.eps is not None:
-            knobs["eps"] = args.eps
+        knobs = attack_knobs(args.attack, ds.name, args.iters, beta0=args.beta0, opacity=args.opacity, eps=args.eps,
+                             record_every=args.iters)
         p = craft(model, args.attack, ds.x_train[bases], ds.x_test[ti:ti + 1], np.full(len(bases), bc), tl, **knobs)
         out, _ = retrain_victim(model, p, ds.x_train[clean], ds.y_train[clean], ds.x_test[2000:3000],
                                 ds.y_test[2000:3000], args.setting, seed=k)

@@ -14,6 +14,7 @@ import argparse
 import json
 import time
 
+from core.attacks import attack_knobs
 from core.checkpoints import load_checkpoint
 from core.data import load_dataset, load_demo
 from core.lab import compare_defences, poison_pool
@@ -35,11 +36,8 @@ def main() -> None:
     model, meta = load_checkpoint(args.checkpoint)
     name = meta["config"]["dataset"]
     data = load_demo(name) if args.demo else load_dataset(name)
-    knobs = {"iters": args.iters, "record_every": args.iters}
-    if args.attack.startswith("fc"):
-        knobs["opacity"] = args.opacity
-    if args.attack == "fc-adaptive":
-        knobs["adaptive_weight"] = args.adaptive_weight
+    knobs = attack_knobs(args.attack, name, args.iters, opacity=args.opacity, adaptive_weight=args.adaptive_weight,
+                         record_every=args.iters)
     t0 = time.perf_counter()
     feats, claimed, is_poison = poison_pool(model, data, args.attack, knobs, n_pairs=args.pairs,
                                             n_poisons=args.poisons, n_clean=args.n_clean, seed=args.seed)

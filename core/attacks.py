@@ -265,6 +265,27 @@ def polytope(model: Classifier, bases: np.ndarray, target: np.ndarray, base_labe
                    params=params, time_s=time.perf_counter() - t0)
 
 
+def default_eps(dataset: str) -> float:
+    """The polytope attacks' l_inf budget: the benchmarks' 8/255 on CIFAR-10, the usual 0.3 on MNIST."""
+    return 8 / 255 if dataset == "cifar10" else 0.3
+
+
+def attack_knobs(attack: str, dataset: str, iters: int, *, beta0: float = 0.25, opacity: float = 0.0,
+                 eps: float | None = None, adaptive_weight: float = 1.0, record_every: int | None = None) -> dict:
+    """The keyword arguments ``craft`` takes for ``attack``, picked from one flat set of settings, so
+    the CLI, the experiments and the pages agree on what each attack uses and on its defaults."""
+    knobs: dict = {"iters": iters, "record_every": record_every or max(1, iters // 100)}
+    if attack in ("fc", "fc-adaptive"):
+        knobs.update(beta0=beta0, opacity=opacity, eps=eps)
+        if attack == "fc-adaptive":
+            knobs["adaptive_weight"] = adaptive_weight
+    elif attack in ("cp", "bp"):
+        knobs["eps"] = eps if eps is not None else default_eps(dataset)
+    else:
+        raise ValueError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}")
+    return knobs
+
+
 def craft(model: Classifier, attack: str, bases: np.ndarray, target: np.ndarray, base_labels: np.ndarray,
           target_label: int, **knobs) -> Poisons:
     """One entry point for every attack (the CLI, experiments and the dashboard call this)."""

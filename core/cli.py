@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .attacks import ATTACKS, craft
+from .attacks import ATTACKS, attack_knobs, craft
 from .checkpoints import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
 from .data import DATASETS, DataUnavailable, load_dataset, load_demo, pick_attack_data, write_demo
 from .models import Classifier, default_config, pick_device
@@ -98,13 +98,8 @@ def _craft_from_args(args: argparse.Namespace):
     target_label = int(data.y_test[args.target_index])
     bases, clean = pick_attack_data(data.y_train, target_label, args.base_class, args.n_poisons,
                                     getattr(args, "n_clean", 0), args.seed)
-    knobs = {"iters": args.iters, "record_every": max(1, args.iters // 100)}
-    if args.attack in ("fc", "fc-adaptive"):
-        knobs.update(beta0=args.beta, opacity=args.opacity, eps=args.eps)
-        if args.attack == "fc-adaptive":
-            knobs["adaptive_weight"] = args.adaptive_weight
-    else:
-        knobs["eps"] = args.eps if args.eps is not None else 8 / 255
+    knobs = attack_knobs(args.attack, data.name, args.iters, beta0=args.beta, opacity=args.opacity, eps=args.eps,
+                         adaptive_weight=args.adaptive_weight)
     poisons = craft(model, args.attack, data.x_train[bases], data.x_test[args.target_index:args.target_index + 1],
                     np.full(len(bases), args.base_class), target_label, **knobs)
     poisons.params.update(checkpoint=str(args.checkpoint), target_index=args.target_index, seed=args.seed,
@@ -215,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--iters", type=_bounded(int, 1, 20_000), default=1000)
         sp.add_argument("--beta", type=_bounded(float, 0.0, 1e6), default=0.25, help="beta0 (fc)")
         sp.add_argument("--opacity", type=_bounded(float, 0.0, 1.0), default=0.0, help="watermark (fc)")
-        sp.add_argument("--eps", type=_bounded(float, 1e-4, 1.0), help="l_inf budget around the base")
+        sp.add_argument("--eps", type=_bounded(float, 1e-4, 1.0), help="l_inf budget around the base (polytope default: 8/255 CIFAR-10, 0.3 MNIST)")
         sp.add_argument("--adaptive-weight", type=_bounded(float, 0.0, 1e4), default=1.0,
                         help="weight of the claimed-class Mahalanobis term (fc-adaptive)")
         sp.add_argument("--seed", type=_bounded(int, 0, 2**31 - 1), default=0)

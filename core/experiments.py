@@ -25,7 +25,7 @@ import torch
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
-from .attacks import ATTACKS, craft
+from .attacks import ATTACKS, attack_knobs, craft
 from .checkpoints import load_checkpoint
 from .data import load_dataset, load_demo, pick_attack_data
 from .defences import DEFENCES, roc, score, threshold_at_fpr
@@ -45,7 +45,7 @@ class ExperimentConfig:
     iters: int = 300
     beta0: float = 0.25
     opacity: float = 0.3  # Poison Frogs' watermark for the feature-collision attacks
-    eps: float | None = None  # l_inf budget (polytope attacks default to 8/255)
+    eps: float | None = None  # l_inf budget (polytope attacks: attacks.default_eps)
     adaptive_weight: float = 1.0
     n_clean: int = 1000
     n_test: int = 1000
@@ -115,15 +115,10 @@ def run_trial(cfg: ExperimentConfig, targets: np.ndarray, model_name: str, attac
     tl = int(ds.y_test[ti])
     bc = int(rng.choice([c for c in range(len(ds.classes)) if c != tl]))
     bases, clean = pick_attack_data(ds.y_train, tl, bc, k, cfg.n_clean, int(rng.integers(2**31)))
-    knobs: dict = {"iters": cfg.iters, "record_every": cfg.iters}
-    if attack.startswith("fc"):
-        knobs.update(beta0=cfg.beta0, eps=cfg.eps, opacity=cfg.opacity)
-        if attack == "fc-adaptive":
-            knobs["adaptive_weight"] = cfg.adaptive_weight
-    else:
-        knobs["eps"] = cfg.eps if cfg.eps is not None else 8 / 255
     if attack == "fc-adaptive" and model.config.head != "lgm":
         return {"skipped": "the defence-aware attack targets LGM models only"}
+    knobs = attack_knobs(attack, ds.name, cfg.iters, beta0=cfg.beta0, opacity=cfg.opacity, eps=cfg.eps,
+                         adaptive_weight=cfg.adaptive_weight, record_every=cfg.iters)
     poisons = craft(model, attack, ds.x_train[bases], ds.x_test[ti:ti + 1], np.full(k, bc), tl, **knobs)
     clean_feats = extract_features(model, ds.x_train[clean]).numpy()
     pool = np.concatenate([clean_feats, extract_features(model, poisons.poisons).numpy()])

@@ -4,6 +4,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.attacks import attack_knobs
 from core.lab import compare_defences, poison_pool
 from pages.common import demo, model, sidebar
 
@@ -27,9 +28,7 @@ iters = c3.slider("Iterations", 20, 500, 100, step=20)
 def evaluate(path: str, attack: str, n_pairs: int, iters: int) -> dict:
     m, _ = model(path)
     d = demo(m.config.dataset)
-    knobs = {"iters": iters, "record_every": iters}
-    if attack == "bp":
-        knobs["eps"] = 0.3 if m.config.dataset != "cifar10" else 8 / 255
+    knobs = attack_knobs(attack, m.config.dataset, iters, record_every=iters)
     feats, claimed, is_poison = poison_pool(m, d, attack, knobs, n_pairs=n_pairs, n_poisons=5, n_clean=500)
     return {"is_poison": is_poison, "defences": compare_defences(m, feats, claimed, is_poison)}
 

@@ -5,6 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
+from core.attacks import attack_knobs, default_eps
 from core.lab import run_lab
 from core.models import to_input
 from core.uploads import UploadError, image_from_bytes
@@ -73,18 +74,19 @@ with right:
     iters = c2.slider("Iterations", 10, MAX_ITERS, 200, step=10)
     fpr = c3.select_slider("Filter false-positive rate", [0.01, 0.02, 0.05, 0.1], value=0.05,
                            help="Share of clean training images the filter may throw away.")
-    knobs = {"iters": iters, "record_every": max(1, iters // 40)}
+    settings: dict = {"record_every": max(1, iters // 40)}
     if attack.startswith("fc"):
         c1, c2, c3 = st.columns(3)
-        knobs["beta0"] = c1.number_input("beta0 (stay close to the base)", 0.0, 1e6, 0.25, format="%.3g")
-        knobs["opacity"] = c2.slider("Watermark opacity", 0.0, 1.0, 0.3, help="Blend this much of the target into the base first.")
-        eps = c3.slider("l-inf budget (0 = none)", 0.0, 1.0, 0.0)
-        knobs["eps"] = eps or None
+        settings["beta0"] = c1.number_input("beta0 (stay close to the base)", 0.0, 1e6, 0.25, format="%.3g")
+        settings["opacity"] = c2.slider("Watermark opacity", 0.0, 1.0, 0.3,
+                                        help="Blend this much of the target into the base first.")
+        settings["eps"] = c3.slider("l-inf budget (0 = none)", 0.0, 1.0, 0.0) or None
         if attack == "fc-adaptive":
-            knobs["adaptive_weight"] = st.slider("Stealth weight", 0.0, 20.0, 1.0,
-                                                 help="How hard the poison tries to look likely under the base class's Gaussian.")
+            settings["adaptive_weight"] = st.slider(
+                "Stealth weight", 0.0, 20.0, 1.0,
+                help="How hard the poison tries to look likely under the base class's Gaussian.")
     else:
-        knobs["eps"] = st.slider("l-inf budget", 0.01, 1.0, 0.3 if dataset != "cifar10" else 8 / 255)
+        settings["eps"] = st.slider("l-inf budget", 0.01, 1.0, default_eps(dataset))
     seed = st.number_input("Seed", 0, 2**31 - 1, 0)
 
 if st.button("Craft poisons and retrain the victims", type="primary"):
@@ -93,11 +95,9 @@ if st.button("Craft poisons and retrain the victims", type="primary"):
     steps = iter(np.linspace(0.1, 1.0, 6))
     for head in ("softmax", "lgm"):
         m, _ = model(pair[head])
-        head_knobs = dict(knobs)
-        head_attack = attack
-        if attack == "fc-adaptive" and head == "softmax":
-            head_attack = "fc"  # the defence-aware term needs a Gaussian head; softmax gets plain collision
-            head_knobs.pop("adaptive_weight", None)
+        # the defence-aware term needs a Gaussian head; the softmax model gets plain collision
+        head_attack = "fc" if attack == "fc-adaptive" and head == "softmax" else attack
+        head_knobs = attack_knobs(head_attack, dataset, iters, **settings)
         try:
             results[head] = run_lab(m, ds, target, target_label, base_class, head_attack, head_knobs, n_poisons,
                                     seed=int(seed), fpr=fpr, progress=lambda msg: bar.progress(float(next(steps)), msg))

@@ -140,3 +140,16 @@ def test_tiny_transfer_attack_succeeds(tiny, mnist_demo):
                                 mnist_demo.x_test[:200], mnist_demo.y_test[:200], "transfer")
     assert outcome.pred_before == 3
     assert outcome.success and outcome.pred_after == 8
+
+
+def test_attack_knobs_pick_what_each_attack_uses():
+    from core.attacks import attack_knobs, default_eps
+
+    fc = attack_knobs("fc-adaptive", "mnist", 100, beta0=1.0, opacity=0.3, adaptive_weight=5.0)
+    assert fc == {"iters": 100, "record_every": 1, "beta0": 1.0, "opacity": 0.3, "eps": None,
+                  "adaptive_weight": 5.0}
+    assert "adaptive_weight" not in attack_knobs("fc", "mnist", 100)
+    assert attack_knobs("bp", "cifar10", 50)["eps"] == default_eps("cifar10") == 8 / 255
+    assert attack_knobs("cp", "mnist", 50, eps=0.1, beta0=9.0) == {"iters": 50, "record_every": 1, "eps": 0.1}
+    with pytest.raises(ValueError, match="unknown attack"):
+        attack_knobs("magic", "mnist", 10)
