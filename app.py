@@ -15,4 +15,5 @@ PAGES = [
     st.Page("pages/outcomes.py", title="Attack outcomes", icon=":material/bar_chart:"),
     st.Page("pages/defences.py", title="Defences", icon=":material/shield:"),
 ]
+st.session_state["via_app"] = True  # pages check it: see pages/common.sidebar
 st.navigation(PAGES).run()

@@ -78,6 +78,10 @@ def projection(path: str, method: str):
 
 def sidebar() -> tuple[str, str, dict]:
     """The shared choices: dataset and feature space; returns (dataset, space, {head: path})."""
+    if not st.session_state.get("via_app"):
+        # A server whose first request is a deep link (/poison_lab) runs the page file on its own,
+        # with Streamlit's legacy pages/ listing; go through app.py's navigation instead.
+        st.switch_page("app.py")
     available = shipped()
     for problem in checkpoint_problems():
         st.sidebar.warning(f"Skipped a checkpoint: {problem}")

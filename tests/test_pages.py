@@ -17,6 +17,7 @@ def _app(page: str, dataset: str, space: str) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=240)
     at.session_state["dataset"] = dataset
     at.session_state["space"] = space
+    at.run()  # through app.py first, as a browser does (pages refuse to run without its navigation)
     at.switch_page(page)
     return at.run()
 
