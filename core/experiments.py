@@ -124,6 +124,7 @@ def run_trial(cfg: ExperimentConfig, targets: np.ndarray, model_name: str, attac
     pool = np.concatenate([clean_feats, extract_features(model, poisons.poisons).numpy()])
     claimed = np.concatenate([ds.y_train[clean], poisons.base_labels])
     test = slice(0, cfg.n_test)
+    test_feats = extract_features(model, ds.x_test[test])
     record = {"model": model_name, "attack": attack, "n_poisons": k, "setting": setting, "trial": trial,
               "target_index": ti, "target_label": tl, "base_class": bc, "craft_s": round(poisons.time_s, 3),
               "feature_distance": float(poisons.final_feature_distance.mean()),
@@ -148,7 +149,8 @@ def run_trial(cfg: ExperimentConfig, targets: np.ndarray, model_name: str, attac
         outcome, _ = retrain_victim(model, poisons, ds.x_train[clean][keep_clean], ds.y_train[clean][keep_clean],
                                     ds.x_test[test], ds.y_test[test], setting, seed=trial,
                                     epochs=cfg.end2end_epochs, keep=keep_poison,
-                                    clean_feats=clean_feats[keep_clean] if setting == "transfer" else None)
+                                    clean_feats=clean_feats[keep_clean] if setting == "transfer" else None,
+                                    test_feats=test_feats)
         record["defences"][defence] = {"success": outcome.success, "pred_after": outcome.pred_after,
                                        "clean_acc_after": outcome.clean_acc_after,
                                        "poisons_kept": int(keep_poison.sum()), **det}
@@ -198,6 +200,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True
     ``on_trial(done, total)`` is called after each trial (the dashboard's progress bar).
     """
     out = Path(out)
+    _check_resume(cfg, out)
     (out / "trials").mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     t0 = time.perf_counter()
@@ -221,6 +224,23 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True
     (out / "results.md").write_text(markdown_table(rows))
     write_plot(rows, out / "success_rates.html")
     return summary
+
+
+# Settings that change how many trials run, or where, but not what any one trial computes.
+_RESUMABLE = ("trials", "n_jobs", "backend")
+
+
+def _check_resume(cfg: ExperimentConfig, out: Path) -> None:
+    """Refuse to resume into a folder made by a different config: cached trials are keyed by
+    model/attack/poisons/setting/index only, so they would silently stand in for the new settings."""
+    old_file = out / "config.json"
+    if not old_file.is_file():
+        return
+    old, new = json.loads(old_file.read_text()), json.loads(json.dumps(asdict(cfg)))
+    changed = sorted(k for k in set(old) | set(new) if k not in _RESUMABLE and old.get(k) != new.get(k))
+    if changed:
+        raise ValueError(f"{out} holds trials of a different config (changed: {', '.join(changed)}); "
+                         "use a new --out folder, or delete that one to start over")
 
 
 def rate_figure(rows: list[dict], title: str = ""):

@@ -56,12 +56,15 @@ def run_lab(model: Classifier, data: Dataset, target: np.ndarray, target_label: 
     flags = s > thr
     say("retraining the victim (transfer)")
     test = slice(0, n_test)
+    test_feats = extract_features(model, data.x_test[test])
     outcome, _ = retrain_victim(model, poisons, data.x_train[clean], data.y_train[clean], data.x_test[test],
-                                data.y_test[test], "transfer", seed=seed, clean_feats=clean_feats)
+                                data.y_test[test], "transfer", seed=seed, clean_feats=clean_feats,
+                                test_feats=test_feats)
     keep_clean = ~flags[:len(clean)]
     filtered, _ = retrain_victim(model, poisons, data.x_train[clean][keep_clean], data.y_train[clean][keep_clean],
                                  data.x_test[test], data.y_test[test], "transfer", seed=seed,
-                                 keep=~flags[len(clean):], clean_feats=clean_feats[keep_clean])
+                                 keep=~flags[len(clean):], clean_feats=clean_feats[keep_clean],
+                                 test_feats=test_feats)
     return LabResult(head=model.config.head, poisons=poisons, outcome=outcome, filtered=filtered, defence=defence,
                      poison_scores=s[len(clean):], clean_scores=s[:len(clean)], threshold=thr,
                      flagged=flags[len(clean):], clean_flagged=float(flags[:len(clean)].mean()))

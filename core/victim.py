@@ -80,12 +80,14 @@ def _as_float_images(images: np.ndarray) -> np.ndarray:
 def retrain_victim(model: Classifier, poisons: Poisons, x_clean: np.ndarray, y_clean: np.ndarray,
                    x_test: np.ndarray, y_test: np.ndarray, setting: str = "transfer", *, seed: int = 0,
                    head_steps: int = 1000, head_lr: float = 0.01, epochs: int = 2, lr: float = 0.01,
-                   keep: np.ndarray | None = None, clean_feats: torch.Tensor | None = None
-                   ) -> tuple[Outcome, Classifier]:
+                   keep: np.ndarray | None = None, clean_feats: torch.Tensor | None = None,
+                   test_feats: torch.Tensor | None = None) -> tuple[Outcome, Classifier]:
     """Retrain a copy of ``model`` on clean data plus poisons; returns (outcome, victim).
 
     ``keep`` (bool per poison) drops poisons a defence flagged before retraining; ``clean_feats``
-    (transfer only) are the clean images' features if the caller already has them.
+    (transfer only) and ``test_feats`` are the clean and test images' features under ``model``, if
+    the caller already has them: an experiment retrains one victim per defence on the same data, and
+    recomputing 1000 test features each time cost more than the retraining itself.
     """
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}")
@@ -97,7 +99,7 @@ def retrain_victim(model: Classifier, poisons: Poisons, x_clean: np.ndarray, y_c
         probs_before = torch.softmax(victim(to_input(target).to(next(victim.parameters()).device)), 1)[0].cpu()
         f_poison = extract_features(victim, poisons.poisons)
         f_target = extract_features(victim, target)
-    test_before = extract_features(victim, x_test)
+    test_before = extract_features(victim, x_test) if test_feats is None else torch.as_tensor(test_feats).float()
     acc_before = float((victim.head(test_before.to(next(victim.parameters()).device)).argmax(1).cpu().numpy()
                         == y_test).mean())
     if setting == "transfer":

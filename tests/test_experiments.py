@@ -49,6 +49,10 @@ def test_tiny_experiment_end_to_end(tiny_checkpoints, tmp_path):
     again = run_experiment(cfg, tmp_path, progress=False)  # resumes: nothing recomputed
     assert again["cells"] == cells
     assert stamps == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "trials").iterdir()}
+    more = ExperimentConfig(**{**cfg.__dict__, "trials": 3, "n_jobs": 2})  # more trials: resumes, adds
+    assert run_experiment(more, tmp_path, progress=False)["n_trials"] == 2 * 2 * 2 * 3
+    with pytest.raises(ValueError, match="changed: iters"):  # stale trials must not stand in for new ones
+        run_experiment(ExperimentConfig(**{**cfg.__dict__, "iters": 6}), tmp_path, progress=False)
 
 
 def test_experiment_cli_and_bad_config(tiny_checkpoints, tmp_path, capsys):
