@@ -244,8 +244,9 @@ def _check_resume(cfg: ExperimentConfig, out: Path) -> None:
 
 
 def rate_figure(rows: list[dict], title: str = ""):
-    """Success rate with 95% intervals against the number of poisons, one line per
-    model / defence / setting (/ attack when several): the plot the dashboard shows too."""
+    """Success rate with 95% intervals, one series per model / defence / setting (/ attack when
+    several): lines against the number of poisons, or bars when every row has the same number (a
+    dozen series stacked on one x position would hide each other). The dashboard shows it too."""
     import plotly.graph_objects as go
 
     several = len({r["attack"] for r in rows}) > 1
@@ -254,15 +255,25 @@ def rate_figure(rows: list[dict], title: str = ""):
         name = r["model"] + (f" + {r['defence']}" if r["defence"] != "none" else "") + f", {r['setting']}"
         series.setdefault(f"{r['attack']}: {name}" if several else name, []).append(r)
     fig = go.Figure()
-    for name, rs in series.items():
-        rs = sorted(rs, key=lambda r: r["n_poisons"])
-        fig.add_trace(go.Scatter(
-            x=[r["n_poisons"] for r in rs], y=[r["rate"] for r in rs], name=name, mode="lines+markers",
-            error_y={"type": "data", "symmetric": False, "array": [r["ci95"][1] - r["rate"] for r in rs],
-                     "arrayminus": [r["rate"] - r["ci95"][0] for r in rs]}))
-    fig.update_layout(title=title, xaxis_title="number of poisons", yaxis_title="attack success rate",
-                      yaxis_range=[0, 1.02], height=420)
+    if len({r["n_poisons"] for r in rows}) == 1:
+        names, rs = list(series), [v[0] for v in series.values()]
+        fig.add_trace(go.Bar(x=names, y=[r["rate"] for r in rs], error_y=_error_bars(rs),
+                             text=[f"{100 * r['rate']:.0f}%" for r in rs], textposition="outside",
+                             marker_color=["#d62728" if r["defence"] == "none" else "#1f77b4" for r in rs]))
+        fig.update_layout(xaxis_title=f"victim + filter ({rows[0]['n_poisons']} poisons per trial)")
+    else:
+        for name, rs in series.items():
+            rs = sorted(rs, key=lambda r: r["n_poisons"])
+            fig.add_trace(go.Scatter(x=[r["n_poisons"] for r in rs], y=[r["rate"] for r in rs], name=name,
+                                     mode="lines+markers", error_y=_error_bars(rs)))
+        fig.update_layout(xaxis_title="number of poisons")
+    fig.update_layout(title=title, yaxis_title="attack success rate", yaxis_range=[0, 1.1], height=420)
     return fig
+
+
+def _error_bars(rows: list[dict]) -> dict:
+    return {"type": "data", "symmetric": False, "array": [r["ci95"][1] - r["rate"] for r in rows],
+            "arrayminus": [r["rate"] - r["ci95"][0] for r in rows]}
 
 
 def write_plot(rows: list[dict], path: Path) -> None:

@@ -24,14 +24,28 @@ def shipped_results() -> dict:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*/results.json"))}
 
 
+def describe(res: dict) -> str:
+    """One line that says what an experiment varied, read from its own config."""
+    cfg = res["config"]
+    per_cell = max((c["trials"] for c in res["cells"]), default=0)
+    return (f"{', '.join(Path(p).stem for p in cfg['models'].values())}; attacks {', '.join(cfg['attacks'])}; "
+            f"poisons {', '.join(map(str, cfg['n_poisons']))}; {', '.join(cfg['settings'])}; "
+            f"{per_cell} trials per cell")
+
+
 results = shipped_results()
 if not results:
     st.warning("No shipped experiment results in checkpoints/experiments/.")
-for name, res in results.items():
+else:
+    names = list(results)
+    name = st.selectbox("Shipped experiment", names, index=names.index("default") if "default" in names else 0,
+                        key="experiment",
+                        format_func=lambda n: f"{n}: {describe(results[n])}")
+    res = results[name]
     cfg = res["config"]
-    st.subheader(f"Experiment `{name}`: {res['n_trials']} trials")
-    st.caption(f"models: {', '.join(Path(p).name for p in cfg['models'].values())}; iterations {cfg['iters']}; "
-               f"clean retraining images {cfg['n_clean']}; filter FPR {cfg['fpr']}")
+    st.caption(f"{res['n_trials']} trials; {cfg['iters']} crafting iterations; {cfg['n_clean']} clean retraining "
+               f"images; filters at {100 * cfg['fpr']:.0f}% false positives on clean data. Reproduce with "
+               f"`python -m core experiment --config bench/configs/{name}.json --out DIR`.")
     cells = res["cells"]
     for attack in sorted({c["attack"] for c in cells}):
         for setting in sorted({c["setting"] for c in cells}):

@@ -7,7 +7,7 @@ import torch
 
 from core.checkpoints import save_checkpoint
 from core.cli import main
-from core.experiments import ExperimentConfig, markdown_table, run_experiment
+from core.experiments import ExperimentConfig, markdown_table, rate_figure, run_experiment
 from core.models import Classifier, default_config
 from core.train import TrainConfig, fit
 
@@ -66,3 +66,20 @@ def test_experiment_cli_and_bad_config(tiny_checkpoints, tmp_path, capsys):
     cfg.write_text(json.dumps({"models": {"a": "x.pt"}, "attacks": ["nope"]}))
     assert main(["experiment", "--config", str(cfg), "--out", str(tmp_path / "o2")]) == 1
     assert "unknown attack" in capsys.readouterr().err
+
+
+def _row(model, defence, k, rate):
+    return {"model": model, "attack": "fc", "n_poisons": k, "setting": "transfer", "defence": defence,
+            "rate": rate, "ci95": [max(0.0, rate - 0.1), min(1.0, rate + 0.1)]}
+
+
+def test_rate_figure_bars_for_one_poison_count_lines_for_several():
+    one = [_row("softmax", "none", 5, 0.9), _row("lgm", "lgm", 5, 0.0)]
+    fig = rate_figure(one)
+    assert [t.type for t in fig.data] == ["bar"]
+    assert list(fig.data[0].x) == ["softmax, transfer", "lgm + lgm, transfer"]
+    assert list(fig.data[0].error_y.array) == pytest.approx([0.1, 0.1])
+    several = one + [_row("softmax", "none", 10, 1.0)]
+    fig = rate_figure(several)
+    assert [t.type for t in fig.data] == ["scatter", "scatter"]
+    assert list(fig.data[0].x) == [5, 10] and list(fig.data[0].error_y.array) == pytest.approx([0.1, 0.0])

@@ -76,6 +76,18 @@ def test_defences_compare_flow():
     assert "LGM likelihood (the paper)" in names and "deep k-NN" in names
 
 
+def test_outcomes_every_shipped_experiment_renders():
+    at = _app("pages/outcomes.py", "mnist", "high-d")
+    names = at.selectbox(key="experiment").options
+    assert "default" in [n.split(":")[0] for n in names]
+    for option in names:
+        name = option.split(":")[0]
+        at.selectbox(key="experiment").set_value(name).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert any(f"bench/configs/{name}.json" in c.value for c in at.caption)
+        assert len(at.dataframe) == 1 and len(at.dataframe[0].value) > 0
+
+
 def test_outcomes_live_run():
     at = _app("pages/outcomes.py", "mnist", "high-d")
     at.slider[0].set_value(1)  # trials
