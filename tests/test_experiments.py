@@ -43,6 +43,8 @@ def test_tiny_experiment_end_to_end(tiny_checkpoints, tmp_path):
         if c["defence"] != "none":
             assert {"auc", "poisons_flagged", "clean_flagged"} <= set(c)
     assert json.loads((tmp_path / "results.json").read_text())["cells"] == cells
+    record = json.loads(next((tmp_path / "trials").glob("lgm__fc__*t0001.json")).read_text())
+    assert record["seeds"] == {"trial_rng": [3, 1], "victim": 1}  # every random choice is reproducible
     assert markdown_table(cells).count("\n") == len(cells) + 2
 
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "trials").iterdir()}
