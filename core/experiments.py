@@ -249,16 +249,18 @@ def rate_figure(rows: list[dict], title: str = ""):
     dozen series stacked on one x position would hide each other). The dashboard shows it too."""
     import plotly.graph_objects as go
 
-    several = len({r["attack"] for r in rows}) > 1
+    attacks, settings = len({r["attack"] for r in rows}) > 1, len({r["setting"] for r in rows}) > 1
     series: dict = {}
-    for r in rows:
-        name = r["model"] + (f" + {r['defence']}" if r["defence"] != "none" else "") + f", {r['setting']}"
-        series.setdefault(f"{r['attack']}: {name}" if several else name, []).append(r)
+    # each model's undefended victim first, then the same victim behind each filter
+    for r in sorted(rows, key=lambda r: (r["model"], r["defence"] != "none", r["defence"])):
+        name = r["model"] + (f" + {r['defence']}" if r["defence"] != "none" else ", no filter")
+        name = (f"{r['attack']}: " if attacks else "") + name + (f", {r['setting']}" if settings else "")
+        series.setdefault(name, []).append(r)
     fig = go.Figure()
     if len({r["n_poisons"] for r in rows}) == 1:
         names, rs = list(series), [v[0] for v in series.values()]
         fig.add_trace(go.Bar(x=names, y=[r["rate"] for r in rs], error_y=_error_bars(rs),
-                             text=[f"{100 * r['rate']:.0f}%" for r in rs], textposition="outside",
+                             text=[f"{100 * r['rate']:.0f}%" for r in rs], textposition="auto",
                              marker_color=["#d62728" if r["defence"] == "none" else "#1f77b4" for r in rs]))
         fig.update_layout(xaxis_title=f"victim + filter ({rows[0]['n_poisons']} poisons per trial)")
     else:

@@ -79,9 +79,10 @@ def test_rate_figure_bars_for_one_poison_count_lines_for_several():
     one = [_row("softmax", "none", 5, 0.9), _row("lgm", "lgm", 5, 0.0)]
     fig = rate_figure(one)
     assert [t.type for t in fig.data] == ["bar"]
-    assert list(fig.data[0].x) == ["softmax, transfer", "lgm + lgm, transfer"]
+    assert list(fig.data[0].x) == ["lgm + lgm", "softmax, no filter"]
     assert list(fig.data[0].error_y.array) == pytest.approx([0.1, 0.1])
     several = one + [_row("softmax", "none", 10, 1.0)]
     fig = rate_figure(several)
     assert [t.type for t in fig.data] == ["scatter", "scatter"]
-    assert list(fig.data[0].x) == [5, 10] and list(fig.data[0].error_y.array) == pytest.approx([0.1, 0.0])
+    assert fig.data[1].name == "softmax, no filter"
+    assert list(fig.data[1].x) == [5, 10] and list(fig.data[1].error_y.array) == pytest.approx([0.1, 0.0])
