@@ -172,7 +172,8 @@ def summarise(records: list[dict]) -> list[dict]:
         row = {"model": model, "attack": attack, "n_poisons": k, "setting": setting, "defence": defence,
                "trials": len(items), "successes": wins, "rate": wins / len(items), "ci95": [lo, hi],
                "clean_acc_after": float(np.mean([d["clean_acc_after"] for _, d in items])),
-               "mean_l2": float(np.mean([r["l2"] for r, _ in items]))}
+               "mean_l2": float(np.mean([r["l2"] for r, _ in items])),
+               "mean_feature_distance": float(np.mean([r["feature_distance"] for r, _ in items]))}
         if defence != "none":
             row.update({m: float(np.mean([d[m] for _, d in items]))
                         for m in ("auc", "poisons_flagged", "clean_flagged")})
@@ -182,14 +183,16 @@ def summarise(records: list[dict]) -> list[dict]:
 
 def markdown_table(rows: list[dict]) -> str:
     head = ("| model | attack | poisons | setting | defence | success (95% CI) | trials | clean acc | "
-            "poisons flagged | clean flagged | AUC |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "poisons flagged | clean flagged | AUC | poison l2 | feature distance |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
         det = (f"{100 * r['poisons_flagged']:.0f}% | {100 * r['clean_flagged']:.1f}% | {r['auc']:.3f}"
                if "auc" in r else "- | - | -")
         lines.append(f"| {r['model']} | {r['attack']} | {r['n_poisons']} | {r['setting']} | {r['defence']} | "
                      f"{100 * r['rate']:.0f}% ({100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f}) | {r['trials']} | "
-                     f"{100 * r['clean_acc_after']:.1f}% | {det} |")
+                     f"{100 * r['clean_acc_after']:.1f}% | {det} | {r['mean_l2']:.2f} | "
+                     f"{r['mean_feature_distance']:.2f} |")
     return head + "\n".join(lines) + "\n"
 
 

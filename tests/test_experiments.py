@@ -37,14 +37,24 @@ def test_tiny_experiment_end_to_end(tiny_checkpoints, tmp_path):
     assert {c["defence"] for c in lgm_cells} == {"none", "lgm", "centroid", "knn", "spectral", "ac"}
     assert "lgm" not in {c["defence"] for c in cells if c["model"] == "softmax"}
     assert not [c for c in cells if c["model"] == "softmax" and c["attack"] == "fc-adaptive"]
+    # the schema documented in README.md ("Experiment outputs")
+    cell_keys = {"model", "attack", "n_poisons", "setting", "defence", "trials", "successes", "rate", "ci95",
+                 "clean_acc_after", "mean_l2", "mean_feature_distance"}
     for c in cells:
-        assert {"rate", "ci95", "trials", "clean_acc_after", "model", "attack", "n_poisons", "setting"} <= set(c)
+        assert set(c) == cell_keys | ({"auc", "poisons_flagged", "clean_flagged"} if c["defence"] != "none" else set())
         assert 0 <= c["ci95"][0] <= c["rate"] <= c["ci95"][1] <= 1
-        if c["defence"] != "none":
-            assert {"auc", "poisons_flagged", "clean_flagged"} <= set(c)
-    assert json.loads((tmp_path / "results.json").read_text())["cells"] == cells
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert set(written) == {"config", "n_trials", "cells", "wall_s_this_run", "torch"} and written["cells"] == cells
     record = json.loads(next((tmp_path / "trials").glob("lgm__fc__*t0001.json")).read_text())
+    assert set(record) == {"model", "attack", "n_poisons", "setting", "trial", "seeds", "target_index",
+                           "target_label", "base_class", "craft_s", "feature_distance", "l2", "linf", "defences"}
     assert record["seeds"] == {"trial_rng": [3, 1], "victim": 1}  # every random choice is reproducible
+    assert set(record["defences"]["none"]) == {"success", "pred_after", "clean_acc_after", "poisons_kept"}
+    assert set(record["defences"]["lgm"]) == {"success", "pred_after", "clean_acc_after", "poisons_kept", "auc",
+                                              "poisons_flagged", "clean_flagged", "poison_scores",
+                                              "clean_score_quantiles"}
+    skipped = json.loads(next((tmp_path / "trials").glob("softmax__fc-adaptive__*t0000.json")).read_text())
+    assert "skipped" in skipped
     assert markdown_table(cells).count("\n") == len(cells) + 2
 
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "trials").iterdir()}
