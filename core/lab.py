@@ -14,7 +14,7 @@ import numpy as np
 
 from .attacks import Poisons, craft
 from .data import Dataset, pick_attack_data
-from .defences import DEFENCES, roc, score, threshold_at_fpr
+from .defences import DEFENCES, chi2_threshold, roc, score, threshold_at_fpr
 from .models import Classifier
 from .victim import Outcome, extract_features, retrain_victim
 
@@ -91,11 +91,21 @@ def poison_pool(model: Classifier, data: Dataset, attack: str, knobs: dict, n_pa
 
 
 def compare_defences(model: Classifier, feats: np.ndarray, claimed: np.ndarray, is_poison: np.ndarray) -> dict:
-    """ROC, AUC and TPR at 1%/5% FPR of every defence that applies to ``model``, on the same pool."""
+    """ROC, AUC and TPR at 1%/5% FPR of every defence that applies to ``model``, on the same pool.
+
+    An identity-covariance LGM model also gets ``chi2``: what its model-based threshold (no clean
+    data needed) flags at a nominal 1% and 5%, to compare with the clean data's real rate."""
     out = {}
     for defence in DEFENCES:
         if defence == "lgm" and model.config.head != "lgm":
             continue
         s = score(defence, feats, claimed, head=model.head)
         out[defence] = {**roc(s[~is_poison], s[is_poison]), "scores": s}
+        if defence == "lgm" and model.head.covariance == "identity":
+            out[defence]["chi2"] = []
+            for f in (0.01, 0.05):
+                t = chi2_threshold(model.head, f)
+                out[defence]["chi2"].append({"nominal_fpr": f, "threshold": t,
+                                             "clean_flagged": float(np.mean(s[~is_poison] > t)),
+                                             "poisons_flagged": float(np.mean(s[is_poison] > t))})
     return out

@@ -55,6 +55,10 @@ if st.button("Craft and compare", type="primary") or st.session_state.get("def_r
         with col:
             st.plotly_chart(roc_fig, width="stretch", key=f"roc_{head}")
             st.dataframe(rows, hide_index=True, width="stretch")
+            for c in res["defences"].get("lgm", {}).get("chi2", []):
+                st.caption(f"Chi-square threshold at a nominal {100 * c['nominal_fpr']:.0f}% (set from the model "
+                           f"alone, no clean data): throws away {100 * c['clean_flagged']:.1f}% of clean images, "
+                           f"catches {100 * c['poisons_flagged']:.0f}% of poisons.")
             which = st.selectbox("Score histogram of", list(res["defences"]), format_func=NAMES.get, key=f"h_{head}")
             s = np.asarray(res["defences"][which]["scores"])
             hist = go.Figure([go.Histogram(x=s[~res["is_poison"]], name="clean", opacity=0.6, histnorm="probability"),

@@ -59,3 +59,23 @@ def test_chi2_threshold_matches_clean_rate():
     feats = (head.means.detach() + torch.randn(20000, 8)).numpy()
     s = score("lgm", feats, np.zeros(20000, dtype=int), head=head)
     assert np.mean(s > chi2_threshold(head, 0.05)) == pytest.approx(0.05, abs=0.01)
+
+
+def test_compare_defences_reports_the_chi2_threshold_for_identity_lgm():
+    from core.lab import compare_defences
+    from core.models import Classifier, default_config
+
+    torch.manual_seed(0)
+    model = Classifier(default_config("mnist", "lgm", 4, arch="resnet", width=16))
+    means = model.head.means.detach()
+    claimed = np.repeat(np.arange(10), 400)
+    clean = (means[claimed] + torch.randn(len(claimed), 4)).numpy()
+    planted = (means[:5] + 12.0).numpy()  # far outside every class
+    feats = np.concatenate([clean, planted])
+    is_poison = np.r_[np.zeros(len(clean), bool), np.ones(5, bool)]
+    res = compare_defences(model, feats, np.r_[claimed, np.arange(5)], is_poison)
+    assert [c["nominal_fpr"] for c in res["lgm"]["chi2"]] == [0.01, 0.05]
+    for c in res["lgm"]["chi2"]:
+        assert c["clean_flagged"] == pytest.approx(c["nominal_fpr"], abs=0.01)  # the features follow the model
+        assert c["poisons_flagged"] == 1.0
+    assert "chi2" not in res["centroid"]

@@ -74,6 +74,8 @@ def test_defences_compare_flow():
     assert not at.exception, [e.value for e in at.exception]
     names = set(at.dataframe[1].value["defence"])
     assert "LGM likelihood (the paper)" in names and "deep k-NN" in names
+    chi2 = [c.value for c in at.caption if c.value.startswith("Chi-square threshold")]
+    assert len(chi2) == 2 and "nominal 1%" in chi2[0]  # the shipped LGM models use identity covariance
 
 
 def test_outcomes_every_shipped_experiment_renders():
