@@ -26,8 +26,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (experiments use 1 per worker)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = ExperimentConfig(models={"softmax": "checkpoints/mnist_softmax_d64.pt", "lgm": "checkpoints/mnist_lgm_d64.pt"},
-                           attacks=("fc", "cp"), settings=("transfer", "end2end"), trials=1, iters=300)
+    models = {"softmax": "checkpoints/mnist_softmax_d64.pt", "lgm": "checkpoints/mnist_lgm_d64.pt"}
+    cfg = ExperimentConfig(models=models, attacks=("fc", "cp"), settings=("transfer", "end2end"), trials=1, iters=300)
     targets = candidate_targets(cfg)
     rows = []
     for model, attack, setting in CASES:

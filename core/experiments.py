@@ -126,7 +126,8 @@ def run_trial(cfg: ExperimentConfig, targets: np.ndarray, model_name: str, attac
     test = slice(0, cfg.n_test)
     test_feats = extract_features(model, ds.x_test[test])
     record = {"model": model_name, "attack": attack, "n_poisons": k, "setting": setting, "trial": trial,
-              "seeds": {"trial_rng": [cfg.seed, trial], "victim": trial}, "target_index": ti, "target_label": tl, "base_class": bc, "craft_s": round(poisons.time_s, 3),
+              "seeds": {"trial_rng": [cfg.seed, trial], "victim": trial}, "target_index": ti, "target_label": tl,
+              "base_class": bc, "craft_s": round(poisons.time_s, 3),
               "feature_distance": float(poisons.final_feature_distance.mean()),
               "l2": float(np.mean(poisons.perturbation()["l2"])),
               "linf": float(np.mean(poisons.perturbation()["linf"])), "defences": {}}

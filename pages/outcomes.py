@@ -39,8 +39,7 @@ if not results:
 else:
     names = list(results)
     name = st.selectbox("Shipped experiment", names, index=names.index("default") if "default" in names else 0,
-                        key="experiment",
-                        format_func=lambda n: f"{n}: {describe(results[n])}")
+                        key="experiment", format_func=lambda n: f"{n}: {describe(results[n])}")
     res = results[name]
     cfg = res["config"]
     st.caption(f"{res['n_trials']} trials; {cfg['iters']} crafting iterations; {cfg['n_clean']} clean retraining "
