@@ -44,7 +44,8 @@ def main() -> None:
     res = compare_defences(model, feats, claimed, is_poison)
     print(json.dumps({"checkpoint": args.checkpoint, "attack": args.attack, "pairs": args.pairs,
                       "poisons": int(is_poison.sum()), "clean": int((~is_poison).sum()), "iters": args.iters,
-                      "opacity": args.opacity, "adaptive_weight": args.adaptive_weight if args.attack == "fc-adaptive" else None,
+                      "opacity": args.opacity,
+                      "adaptive_weight": args.adaptive_weight if args.attack == "fc-adaptive" else None,
                       "wall_s": round(time.perf_counter() - t0, 1),
                       "defences": {d: {k: r[k] for k in ("auc", "tpr_at_fpr_1", "tpr_at_fpr_5", "chi2")
                                        if k in r} for d, r in res.items()}}, indent=2))
