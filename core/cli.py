@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--iters", type=_bounded(int, 1, 20_000), default=1000)
         sp.add_argument("--beta", type=_bounded(float, 0.0, 1e6), default=0.25, help="beta0 (fc)")
         sp.add_argument("--opacity", type=_bounded(float, 0.0, 1.0), default=0.0, help="watermark (fc)")
-        sp.add_argument("--eps", type=_bounded(float, 1e-4, 1.0), help="l_inf budget around the base (polytope default: 8/255 CIFAR-10, 0.3 MNIST)")
+        sp.add_argument("--eps", type=_bounded(float, 1e-4, 1.0),
+                        help="l_inf budget around the base (polytope default: 8/255 CIFAR-10, 0.3 MNIST)")
         sp.add_argument("--adaptive-weight", type=_bounded(float, 0.0, 1e4), default=1.0,
                         help="weight of the claimed-class Mahalanobis term (fc-adaptive)")
         sp.add_argument("--seed", type=_bounded(int, 0, 2**31 - 1), default=0)

@@ -26,7 +26,7 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from .attacks import ATTACKS, attack_knobs, craft
-from .checkpoints import load_checkpoint
+from .checkpoints import CHECKPOINT_DIR, load_checkpoint
 from .data import load_dataset, load_demo, pick_attack_data
 from .defences import DEFENCES, roc, score, threshold_at_fpr
 from .stats import wilson_interval
@@ -230,6 +230,13 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True
     return summary
 
 
+def load_results(root: str | Path | None = None) -> dict[str, dict]:
+    """Every finished experiment under ``root`` (default: the shipped ``checkpoints/experiments``),
+    by folder name: what ``run_experiment`` wrote to ``results.json``."""
+    root = Path(root) if root is not None else CHECKPOINT_DIR / "experiments"
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("*/results.json"))}
+
+
 # Settings that change how many trials run, or where, but not what any one trial computes.
 _RESUMABLE = ("trials", "n_jobs", "backend")
 
@@ -240,7 +247,7 @@ def _check_resume(cfg: ExperimentConfig, out: Path) -> None:
     old_file = out / "config.json"
     if not old_file.is_file():
         return
-    old, new = json.loads(old_file.read_text()), json.loads(json.dumps(asdict(cfg)))
+    old, new = json.loads(old_file.read_text()), json.loads(json.dumps(asdict(cfg)))  # tuples -> lists, as stored
     changed = sorted(k for k in set(old) | set(new) if k not in _RESUMABLE and old.get(k) != new.get(k))
     if changed:
         raise ValueError(f"{out} holds trials of a different config (changed: {', '.join(changed)}); "

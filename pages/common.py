@@ -23,18 +23,18 @@ DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": 
 HEADS = ("softmax", "lgm")
 
 
-@st.cache_data(show_spinner=False)
 def shipped() -> dict:
     """{dataset: {"2-D": {head: path}, "high-d": {head: path}}} for checkpoints that pass their hash check."""
     return _scan()[0]
 
 
-@st.cache_data(show_spinner=False)
 def checkpoint_problems() -> list[str]:
     return _scan()[1]
 
 
+@st.cache_data(show_spinner=False)
 def _scan() -> tuple[dict, list[str]]:
+    """Hash-check every checkpoint once per server: (usable pairs, why the others were skipped)."""
     found: dict = {}
     problems = []
     for path in list_checkpoints():

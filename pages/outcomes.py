@@ -1,16 +1,12 @@
 """Attack outcomes: measured success rates, softmax vs LGM vs LGM + filter vs the baselines."""
 
-import json
 import tempfile
 from pathlib import Path
 
 import streamlit as st
 
-from core.checkpoints import CHECKPOINT_DIR
-from core.experiments import ExperimentConfig, rate_figure, run_experiment
+from core.experiments import ExperimentConfig, load_results, rate_figure, run_experiment
 from pages.common import sidebar
-
-RESULTS = CHECKPOINT_DIR / "experiments"
 
 dataset, space, pair = sidebar()
 st.title("Attack outcomes")
@@ -19,9 +15,7 @@ st.markdown("How often does an attack make the retrained victim misclassify its 
             "the true rate lies in, given how few trials there were.")
 
 
-@st.cache_data(show_spinner=False)
-def shipped_results() -> dict:
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*/results.json"))}
+shipped_results = st.cache_data(show_spinner=False)(load_results)
 
 
 def describe(res: dict) -> str:

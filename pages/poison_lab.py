@@ -56,7 +56,8 @@ else:
             with torch.no_grad():
                 guess = int(m(to_input(img[None])).argmax())
             target_label = st.selectbox("What is it really?", range(len(ds.classes)), index=guess,
-                                        format_func=lambda c: ds.classes[c], help="The softmax model's guess is preselected.")
+                                        format_func=lambda c: ds.classes[c],
+                                        help="The softmax model's guess is preselected.")
             target = img[None]
 if target is None:
     st.info("Choose a target to go on.")

@@ -7,7 +7,7 @@ import torch
 
 from core.checkpoints import save_checkpoint
 from core.cli import main
-from core.experiments import ExperimentConfig, markdown_table, rate_figure, run_experiment
+from core.experiments import ExperimentConfig, load_results, markdown_table, rate_figure, run_experiment
 from core.models import Classifier, default_config
 from core.train import TrainConfig, fit
 
@@ -45,6 +45,7 @@ def test_tiny_experiment_end_to_end(tiny_checkpoints, tmp_path):
         assert 0 <= c["ci95"][0] <= c["rate"] <= c["ci95"][1] <= 1
     written = json.loads((tmp_path / "results.json").read_text())
     assert set(written) == {"config", "n_trials", "cells", "wall_s_this_run", "torch"} and written["cells"] == cells
+    assert load_results(tmp_path.parent)[tmp_path.name] == written  # what the Attack outcomes page reads
     record = json.loads(next((tmp_path / "trials").glob("lgm__fc__*t0001.json")).read_text())
     assert set(record) == {"model", "attack", "n_poisons", "setting", "trial", "seeds", "target_index",
                            "target_label", "base_class", "craft_s", "feature_distance", "l2", "linf", "defences"}
