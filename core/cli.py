@@ -40,34 +40,94 @@ def _data(args: argparse.Namespace, name: str):
     return load_demo(name) if getattr(args, "demo", False) else load_dataset(name, args.data_dir)
 
 
-def cmd_train(args: argparse.Namespace) -> dict:
-    torch.manual_seed(args.seed)
-    data = _data(args, args.dataset)
-    config = default_config(args.dataset, args.head, args.feat_dim, depth=args.depth, width=args.width,
-                            alpha=args.alpha, lam=args.lam, covariance=args.covariance)
+def _data_identity(data) -> dict:
+    """The data set's name and, for a file source, its sha256: a side file must not record a path of
+    the machine that trained it."""
+    src = Path(data.source)
+    ident = {"name": data.name, "source_kind": src.suffix.lstrip(".") or "folder"}
+    if src.is_file():
+        from .checkpoints import sha256_file
+        ident.update(file=src.name, sha256=sha256_file(src))
+    return ident
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def _train_one(data, out: Path, head: str, feat_dim: int, cfg: TrainConfig, device: torch.device, *,
+               model_overrides: dict, subset: int | None = None, resume: bool = False,
+               progress: bool = True) -> dict:
+    """Train one model with per-epoch state beside ``out`` (NAME.state) and write the checkpoint."""
+    config = default_config(data.name, head, feat_dim, **model_overrides)
     x, y = data.x_train, data.y_train
-    if args.subset:
-        rng = np.random.default_rng(args.seed)
-        keep = np.sort(rng.permutation(len(x))[:args.subset])
+    if subset:
+        rng = np.random.default_rng(cfg.seed)
+        keep = np.sort(rng.permutation(len(x))[:subset])
         x, y = x[keep], y[keep]
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      augment=args.augment or ("crop-flip" if args.dataset == "cifar10" else "none"),
-                      weight_decay=args.weight_decay, margin_warmup_epochs=args.margin_warmup)
-    device = pick_device(args.device)
+    torch.manual_seed(cfg.seed)
     model = Classifier(config).to(device)
-    out = Path(args.out).with_suffix(".pt")
+    out = out.with_suffix(".pt")
     state_path = out.with_suffix(".state")
-    history = fit(model, x, y, cfg, state_path=state_path, resume=args.resume,
-                  progress=not args.quiet, eval_data=(data.x_test, data.y_test))
+    history = fit(model, x, y, cfg, state_path=state_path, resume=resume, progress=progress,
+                  eval_data=(data.x_test, data.y_test))
     test_acc = accuracy(model, data.x_test, data.y_test)
-    meta = {"dataset": args.dataset, "head": args.head, "feat_dim": args.feat_dim, "seed": args.seed,
+    meta = {"dataset": data.name, "head": head, "feat_dim": feat_dim, "seed": cfg.seed,
             "train": history["config"], "train_time_s": round(history["train_time_s"], 1),
-            "n_train": int(len(x)), "data_source": data.source, "test_accuracy": test_acc,
+            "n_train": int(len(x)), "data": _data_identity(data), "test_accuracy": test_acc,
             "n_test": int(len(data.y_test)), "epoch_test_accuracy": history["epoch_test_accuracy"],
-            "torch": torch.__version__, "device": str(device)}
+            "torch": torch.__version__, "device": str(device), "hardware": _hardware(device)}
     save_checkpoint(model, out, meta)
     state_path.unlink(missing_ok=True)
     return {"checkpoint": str(out), "test_accuracy": test_acc, "train_time_s": meta["train_time_s"]}
+
+
+def cmd_train(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = _data(args, args.dataset)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                      augment=args.augment or ("crop-flip" if args.dataset == "cifar10" else "none"),
+                      weight_decay=args.weight_decay, margin_warmup_epochs=args.margin_warmup)
+    overrides = dict(depth=args.depth, width=args.width, alpha=args.alpha, lam=args.lam,
+                     covariance=args.covariance)
+    return _train_one(data, Path(args.out), args.head, args.feat_dim, cfg, pick_device(args.device),
+                      model_overrides=overrides, subset=args.subset, resume=args.resume,
+                      progress=not args.quiet)
+
+
+# The shipped model suite per dataset: (head, feature dimension). Every model of a suite shares
+# one backbone and one recipe, so softmax and LGM differ in the head alone.
+SUITES = {"cifar10": [("lgm", 128), ("softmax", 128), ("lgm", 2), ("softmax", 2)],
+          "fashion-mnist": [("lgm", 64), ("softmax", 64), ("lgm", 2), ("softmax", 2)],
+          "mnist": [("lgm", 64), ("softmax", 64), ("lgm", 2), ("softmax", 2)]}
+
+
+def cmd_train_suite(args: argparse.Namespace) -> dict:
+    """Train every model of a dataset's suite into ``--out``, one after another, each resumable per
+    epoch: rerun the same command after an interruption and it continues where it stopped."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = _data(args, args.dataset)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                      augment="crop-flip" if args.dataset == "cifar10" else "shift",
+                      weight_decay=args.weight_decay, margin_warmup_epochs=args.margin_warmup)
+    device = pick_device(args.device)
+    done = []
+    for head, feat_dim in SUITES[args.dataset]:
+        out = out_dir / f"{args.dataset.replace('-', '_')}_{head}_d{feat_dim}.pt"
+        if out.is_file() and out.with_suffix(".json").is_file() and not out.with_suffix(".state").is_file():
+            done.append({"checkpoint": str(out), "skipped": "already trained"})
+            continue
+        print(f"training {out.name}", file=sys.stderr, flush=True)
+        done.append(_train_one(data, out, head, feat_dim, cfg, device, model_overrides={}, resume=True,
+                               progress=not args.quiet))
+    return {"out": str(out_dir), "models": done}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
@@ -191,8 +251,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="checkpoint path (NAME.pt; NAME.json is written beside it)")
     t.add_argument("--resume", action="store_true", help="continue from NAME.state if present")
     t.add_argument("--quiet", action="store_true")
+    t.add_argument("--threads", type=_bounded(int, 1, 512), help="CPU threads (default: torch's choice)")
     data_flags(t)
     t.set_defaults(func=cmd_train)
+
+    ts = sub.add_parser("train-suite", help="train a dataset's four models (softmax/LGM x high-d/2-D), "
+                        "resumable: rerun the same command to continue")
+    ts.add_argument("--dataset", choices=DATASETS, required=True)
+    ts.add_argument("--out", required=True, help="folder for the checkpoints and their per-epoch state")
+    ts.add_argument("--epochs", type=_bounded(int, 1, 1000), default=30)
+    ts.add_argument("--batch-size", type=_bounded(int, 1, 4096), default=128)
+    ts.add_argument("--lr", type=_bounded(float, 1e-6, 10.0), default=0.1)
+    ts.add_argument("--weight-decay", type=_bounded(float, 0.0, 1.0), default=5e-4)
+    ts.add_argument("--margin-warmup", type=_bounded(float, 0.0, 100.0), default=1.0)
+    ts.add_argument("--seed", type=_bounded(int, 0, 2**31 - 1), default=0)
+    ts.add_argument("--threads", type=_bounded(int, 1, 512), help="CPU threads (default: torch's choice)")
+    ts.add_argument("--quiet", action="store_true")
+    data_flags(ts)
+    ts.set_defaults(func=cmd_train_suite)
 
     e = sub.add_parser("evaluate", help="test accuracy of a checkpoint, as JSON")
     e.add_argument("--checkpoint", required=True)
