@@ -63,18 +63,25 @@ def browser_timings() -> dict:
 
 
 def lab_timings() -> dict:
+    from core.attacks import attack_knobs
     from core.checkpoints import load_checkpoint
     from core.data import load_demo
+    from core.judge import load_judge
     from core.lab import run_lab
+    from core.pipeline import correct_targets, plan_trial
 
     ds = load_demo("mnist")
-    ti = int(np.flatnonzero(ds.y_test == 3)[0])
+    judge = load_judge(ds)
+    models = {h: load_checkpoint(ROOT / "checkpoints" / f"mnist_{h}_d64.pt")[0] for h in ("softmax", "lgm")}
+    candidates = correct_targets(list(models.values()), ds)
+    ti = int(np.intersect1d(np.flatnonzero(ds.y_test == 3), candidates)[0])
+    plan = plan_trial(ds, 0, candidates, n_poisons=1, n_clean=500, n_test=500, target_index=ti, base_class=8,
+                      judge=judge)
     res = {}
     for iters in (200, 1000):
         t = time.perf_counter()
-        for head in ("softmax", "lgm"):
-            model, _ = load_checkpoint(ROOT / "checkpoints" / f"mnist_{head}_d64.pt")
-            run_lab(model, ds, ds.x_test[ti:ti + 1], 3, 8, "fc", {"iters": iters, "opacity": 0.3}, n_poisons=1)
+        for model in models.values():
+            run_lab(model, ds, plan, "fc", attack_knobs("fc", "mnist", iters), judge=judge)
         res[f"one_poison_both_models_{iters}_iters_s"] = round(time.perf_counter() - t, 2)
     return res
 

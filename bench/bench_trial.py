@@ -2,7 +2,8 @@
 
     POISONLAB_DATA_DIR=DIR python bench/bench_trial.py [--threads 1]
 
-Runs trial 0 of the default experiment's grid (MNIST d = 64, 5 poisons, 300 iterations) for the
+Runs trial 0 of the default experiment's grid (MNIST d = 64, 5 poisons, 300 iterations, the
+clean-label budget, judged) through ``core.pipeline`` for the
 cases whose cost differs: softmax vs LGM head (the LGM head's retraining is the dearer), a polytope
 attack, and the end-to-end victim. Prints wall seconds per trial and the crafting share.
 """
@@ -15,7 +16,7 @@ import time
 
 import torch
 
-from core.experiments import ExperimentConfig, candidate_targets, run_trial
+from core.experiments import ExperimentConfig, candidate_targets, experiment_trial
 
 CASES = [("softmax", "fc", "transfer"), ("lgm", "fc", "transfer"), ("softmax", "cp", "transfer"),
          ("softmax", "fc", "end2end")]
@@ -32,7 +33,7 @@ def main() -> None:
     rows = []
     for model, attack, setting in CASES:
         t0 = time.perf_counter()
-        record = run_trial(cfg, targets, model, attack, 5, setting, 0)
+        record, _ = experiment_trial(cfg, targets, model, attack, 5, setting, 0)
         rows.append({"model": model, "attack": attack, "setting": setting,
                      "trial_s": round(time.perf_counter() - t0, 1), "craft_s": record["craft_s"]})
     print(json.dumps({"threads": args.threads, "torch": torch.__version__, "trials": rows}, indent=2))

@@ -4,8 +4,9 @@
 
 Yaseen et al. craft feature-collision poisons against a frozen 2-D LGM model (identity covariance,
 alpha = 1, lambda = 0.1) and compare the likelihood of clean and poisoned training examples under
-their claimed class. This does the same with ``core.lab.poison_pool`` (random target/base pairs,
-``--poisons`` each) and reports ROC AUC and TPR at 1%/5% FPR for every defence that applies.
+their claimed class. This does the same with ``core.lab.poison_pool`` (pairs planned by
+``core.pipeline``: correctly classified targets, judged bases, ``--poisons`` each, the clean-label
+budget unless ``--eps`` says otherwise) and reports ROC AUC and TPR at 1%/5% FPR for every defence that applies.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import time
 from core.attacks import attack_knobs
 from core.checkpoints import load_checkpoint
 from core.data import load_dataset, load_demo
+from core.judge import load_judge
 from core.lab import compare_defences, poison_pool
+from core.pipeline import correct_targets
 
 
 def main() -> None:
@@ -27,7 +30,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=20)
     ap.add_argument("--poisons", type=int, default=5)
     ap.add_argument("--iters", type=int, default=300)
-    ap.add_argument("--opacity", type=float, default=0.0)
+    ap.add_argument("--eps", type=float, help="l_inf budget (default: the data set's clean-label budget)")
     ap.add_argument("--adaptive-weight", type=float, default=1.0, help="stealth weight of fc-adaptive")
     ap.add_argument("--n-clean", type=int, default=2000)
     ap.add_argument("--demo", action="store_true")
@@ -36,15 +39,16 @@ def main() -> None:
     model, meta = load_checkpoint(args.checkpoint)
     name = meta["config"]["dataset"]
     data = load_demo(name) if args.demo else load_dataset(name)
-    knobs = attack_knobs(args.attack, name, args.iters, opacity=args.opacity, adaptive_weight=args.adaptive_weight,
+    knobs = attack_knobs(args.attack, name, args.iters, eps=args.eps, adaptive_weight=args.adaptive_weight,
                          record_every=args.iters)
     t0 = time.perf_counter()
-    feats, claimed, is_poison = poison_pool(model, data, args.attack, knobs, n_pairs=args.pairs,
-                                            n_poisons=args.poisons, n_clean=args.n_clean, seed=args.seed)
+    feats, claimed, is_poison = poison_pool(model, data, args.attack, knobs, correct_targets([model], data),
+                                            n_pairs=args.pairs, n_poisons=args.poisons, n_clean=args.n_clean,
+                                            seed=args.seed, judge=load_judge(data))
     res = compare_defences(model, feats, claimed, is_poison)
     print(json.dumps({"checkpoint": args.checkpoint, "attack": args.attack, "pairs": args.pairs,
                       "poisons": int(is_poison.sum()), "clean": int((~is_poison).sum()), "iters": args.iters,
-                      "opacity": args.opacity,
+                      "eps": knobs["eps"],
                       "adaptive_weight": args.adaptive_weight if args.attack == "fc-adaptive" else None,
                       "wall_s": round(time.perf_counter() - t0, 1),
                       "defences": {d: {k: r[k] for k in ("auc", "tpr_at_fpr_1", "tpr_at_fpr_5", "chi2")

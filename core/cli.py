@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .attacks import ATTACKS, attack_knobs, craft
+from .attacks import ATTACKS, attack_knobs
 from .checkpoints import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
-from .data import DATASETS, DataUnavailable, load_dataset, load_demo, pick_attack_data, write_demo
+from .data import DATASETS, DataUnavailable, load_dataset, load_demo, write_demo
 from .models import Classifier, default_config, pick_device
 from .train import TrainConfig, TrainingDiverged, accuracy, fit
-from .victim import SETTINGS, retrain_victim
+from .defences import DEFENCES
+from .victim import SETTINGS
 
 
 def _bounded(kind: type, lo: float, hi: float):
@@ -106,6 +107,23 @@ SUITES = {"cifar10": [("lgm", 128), ("softmax", 128), ("lgm", 2), ("softmax", 2)
           "mnist": [("lgm", 64), ("softmax", 64), ("lgm", 2), ("softmax", 2)]}
 
 
+def cmd_train_judge(args: argparse.Namespace) -> dict:
+    """Train the clean-label judge's reference classifier (``core.judge``) for one data set."""
+    from .judge import JUDGE_SEED, judge_path
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = _data(args, args.dataset)
+    cifar = args.dataset == "cifar10"
+    cfg = TrainConfig(epochs=args.epochs or (15 if cifar else 3), lr=0.05, seed=JUDGE_SEED,
+                      augment="crop-flip" if cifar else "shift")
+    overrides = {"arch": "convnet", "in_channels": 3 if cifar else 1}
+    out = judge_path(args.dataset, args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return _train_one(data, out, "softmax", 128, cfg, pick_device(args.device), model_overrides=overrides,
+                      resume=True, progress=not args.quiet)
+
+
 def cmd_train_suite(args: argparse.Namespace) -> dict:
     """Train every model of a dataset's suite into ``--out``, one after another, each resumable per
     epoch: rerun the same command after an interruption and it continues where it stopped."""
@@ -135,8 +153,10 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     cfg = meta["config"]
     data = _data(args, cfg["dataset"])
     x, y = data.x_test, data.y_test
-    if args.limit:
-        x, y = x[:args.limit], y[:args.limit]
+    if args.limit:  # a stratified, seeded sample: the data packs are sorted by class
+        from .pipeline import stratified_sample
+        keep = stratified_sample(y, min(args.limit, len(y)), np.random.default_rng(0))
+        x, y = x[keep], y[keep]
     t0 = time.perf_counter()
     acc = accuracy(model, x, y)
     return {"accuracy": acc, "n_test": int(len(y)), "dataset": cfg["dataset"], "head": cfg["head"],
@@ -150,36 +170,47 @@ def cmd_make_demo(args: argparse.Namespace) -> dict:
     return {"demo": str(path), "bytes": path.stat().st_size}
 
 
-def _craft_from_args(args: argparse.Namespace):
+def _judge_or_none(data):
+    """The data set's clean-label judge when one is shipped (``train-judge`` makes one)."""
+    from .judge import judge_path, load_judge
+
+    return load_judge(data) if judge_path(data.name).is_file() else None
+
+
+def _trial_from_args(args: argparse.Namespace, defences: tuple[str, ...]):
+    """Plan the trial the arguments name and run it through the shared pipeline."""
+    from .pipeline import plan_trial, run_trial
+
     model, meta = load_checkpoint(args.checkpoint, pick_device(args.device))
     data = _data(args, meta["config"]["dataset"])
     if not 0 <= args.target_index < len(data.y_test):
         raise ValueError(f"--target-index must be in 0..{len(data.y_test) - 1} ({data.source})")
-    target_label = int(data.y_test[args.target_index])
-    bases, clean = pick_attack_data(data.y_train, target_label, args.base_class, args.n_poisons,
-                                    getattr(args, "n_clean", 0), args.seed)
-    knobs = attack_knobs(args.attack, data.name, args.iters, beta0=args.beta, opacity=args.opacity, eps=args.eps,
-                         adaptive_weight=args.adaptive_weight)
-    poisons = craft(model, args.attack, data.x_train[bases], data.x_test[args.target_index:args.target_index + 1],
-                    np.full(len(bases), args.base_class), target_label, **knobs)
-    poisons.params.update(checkpoint=str(args.checkpoint), target_index=args.target_index, seed=args.seed,
-                          base_indices=bases.tolist(), data_source=data.source)
-    return model, data, poisons, clean
+    judge = None if args.no_judge else _judge_or_none(data)
+    plan = plan_trial(data, args.seed, np.array([args.target_index]), n_poisons=args.n_poisons,
+                      n_clean=getattr(args, "n_clean", 1000), n_test=getattr(args, "n_test", 1000),
+                      target_index=args.target_index, base_class=args.base_class, judge=judge)
+    knobs = attack_knobs(args.attack, data.name, args.iters, eps=args.eps, beta0=args.beta, opacity=args.opacity,
+                         adaptive_weight=args.adaptive_weight, restarts=args.restarts, seed=args.seed)
+    result = run_trial(model, data, plan, args.attack, knobs, defences=defences,
+                       setting=getattr(args, "setting", "transfer"), judge=judge, victim_seed=args.seed,
+                       end2end_epochs=getattr(args, "epochs", 1))
+    result.poisons.params.update(checkpoint=str(args.checkpoint), target_index=args.target_index, seed=args.seed,
+                                 base_indices=plan.base_indices.tolist(), data=data.name)
+    return result
 
 
 def cmd_craft(args: argparse.Namespace) -> dict:
-    _, _, poisons, _ = _craft_from_args(args)
+    result = _trial_from_args(args, defences=())
     if args.out:
-        poisons.save(args.out)
-    return {**poisons.summary(), "out": args.out}
+        result.poisons.save(args.out)
+    return {**result.poisons.summary(), "judge": result.verdict.to_dict() if result.verdict else None,
+            "out": args.out}
 
 
 def cmd_attack(args: argparse.Namespace) -> dict:
-    model, data, poisons, clean = _craft_from_args(args)
-    test = slice(0, args.n_test)
-    outcome, _ = retrain_victim(model, poisons, data.x_train[clean], data.y_train[clean], data.x_test[test],
-                                data.y_test[test], args.setting, seed=args.seed, epochs=args.epochs)
-    return {"attack": poisons.summary(), "outcome": outcome.to_dict()}
+    result = _trial_from_args(args, defences=tuple(args.defences))
+    return {"attack": result.poisons.summary(), "trial": result.record(),
+            "outcomes": {name: v.outcome.to_dict() for name, v in result.victims.items()}}
 
 
 def cmd_experiment(args: argparse.Namespace) -> dict:
@@ -189,7 +220,7 @@ def cmd_experiment(args: argparse.Namespace) -> dict:
     overrides = {k: v for k, v in {"n_jobs": args.n_jobs, "backend": args.backend, "trials": args.trials}.items()
                  if v is not None}
     if overrides:
-        cfg = ExperimentConfig(**{**cfg.__dict__, **overrides})
+        cfg = cfg.replace(**overrides)
     summary = run_experiment(cfg, args.out, progress=not args.quiet)
     return {"out": args.out, "n_trials": summary["n_trials"], "cells": len(summary["cells"]),
             "wall_s_this_run": summary["wall_s_this_run"]}
@@ -255,6 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
     data_flags(t)
     t.set_defaults(func=cmd_train)
 
+    tj = sub.add_parser("train-judge", help="train the clean-label judge's reference classifier")
+    tj.add_argument("--dataset", choices=DATASETS, required=True)
+    tj.add_argument("--epochs", type=_bounded(int, 1, 1000), help="default: 3 (MNIST family), 15 (CIFAR-10)")
+    tj.add_argument("--out", help="folder (default: checkpoints/judges)")
+    tj.add_argument("--threads", type=_bounded(int, 1, 512))
+    tj.add_argument("--quiet", action="store_true")
+    data_flags(tj)
+    tj.set_defaults(func=cmd_train_judge)
+
     ts = sub.add_parser("train-suite", help="train a dataset's four models (softmax/LGM x high-d/2-D), "
                         "resumable: rerun the same command to continue")
     ts.add_argument("--dataset", choices=DATASETS, required=True)
@@ -272,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="test accuracy of a checkpoint, as JSON")
     e.add_argument("--checkpoint", required=True)
-    e.add_argument("--limit", type=_bounded(int, 1, 10_000_000), help="only the first N test images")
+    e.add_argument("--limit", type=_bounded(int, 1, 10_000_000), help="a stratified sample of N test images")
     data_flags(e)
     e.set_defaults(func=cmd_evaluate)
 
@@ -284,10 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--base-class", type=_bounded(int, 0, 9), required=True)
         sp.add_argument("--n-poisons", type=_bounded(int, 1, 500), default=5)
         sp.add_argument("--iters", type=_bounded(int, 1, 20_000), default=1000)
-        sp.add_argument("--beta", type=_bounded(float, 0.0, 1e6), default=0.25, help="beta0 (fc)")
-        sp.add_argument("--opacity", type=_bounded(float, 0.0, 1.0), default=0.0, help="watermark (fc)")
+        sp.add_argument("--beta", type=_bounded(float, 0.0, 1e6), default=0.25,
+                        help="beta0 of fc-frogs, on the paper's 0-255 pixel scale")
+        sp.add_argument("--opacity", type=_bounded(float, 0.0, 1.0), default=0.0, help="watermark (fc-frogs)")
         sp.add_argument("--eps", type=_bounded(float, 1e-4, 1.0),
-                        help="l_inf budget around the base (polytope default: 8/255 CIFAR-10, 0.3 MNIST)")
+                        help="l_inf budget around the base, pixels in [0, 1] (default: the data set's clean-label "
+                             "budget, 0.1 MNIST / Fashion-MNIST, 8/255 CIFAR-10; larger is not clean-label)")
+        sp.add_argument("--restarts", type=_bounded(int, 1, 100), default=1, help="random restarts (fc)")
+        sp.add_argument("--no-judge", action="store_true", help="skip the clean-label judge")
         sp.add_argument("--adaptive-weight", type=_bounded(float, 0.0, 1e4), default=1.0,
                         help="weight of the claimed-class Mahalanobis term (fc-adaptive)")
         sp.add_argument("--seed", type=_bounded(int, 0, 2**31 - 1), default=0)
@@ -303,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--setting", choices=SETTINGS, default="transfer")
     a.add_argument("--n-clean", type=_bounded(int, 10, 1_000_000), default=1000, help="clean retraining images")
     a.add_argument("--n-test", type=_bounded(int, 10, 1_000_000), default=1000, help="test images for accuracy")
-    a.add_argument("--epochs", type=_bounded(int, 1, 100), default=2, help="end2end fine-tuning epochs")
+    a.add_argument("--epochs", type=_bounded(int, 1, 100), default=1, help="end2end fine-tuning epochs")
+    a.add_argument("--defences", nargs="+", default=["none"], choices=("none",) + tuple(DEFENCES),
+                   help="retrain one victim per filter (none: no filter)")
     a.set_defaults(func=cmd_attack)
 
     x = sub.add_parser("experiment", help="run (or resume) an experiment grid from a JSON config")

@@ -19,12 +19,51 @@ share of clean data and the comparison is fair.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from .lgm import LGMHead
 
-DEFENCES = ("lgm", "centroid", "knn", "spectral", "ac")
+
+@dataclass(frozen=True)
+class DefenceSpec:
+    """What the CLI, the experiments and the pages need to know about a filter."""
+
+    name: str
+    label: str  # the name a person reads
+    needs_head: str | None  # "lgm": only on a model with that head
+    summary: str
+
+
+DEFENCES: dict[str, DefenceSpec] = {d.name: d for d in (
+    DefenceSpec("lgm", "LGM likelihood (the paper)", "lgm",
+                "how unlikely the image's feature is under the Gaussian of the class it claims"),
+    DefenceSpec("centroid", "Distance to class centre", None,
+                "how far the feature is from the average feature of the class it claims"),
+    DefenceSpec("knn", "Deep k-NN", None, "how many of its 10 nearest neighbours carry another label"),
+    DefenceSpec("spectral", "Spectral signatures", None,
+                "how far the feature sticks out along its class's main direction of variation"),
+    DefenceSpec("ac", "Activation clustering", None, "whether it falls in the smaller of two clusters of its class"),
+)}
+NO_DEFENCE_LABEL = "no filter"
+
+
+def applicable(defence: str, head: str) -> str | None:
+    """Why ``defence`` cannot filter for a model with ``head``, or None when it can ("none" always can)."""
+    if defence == "none":
+        return None
+    spec = DEFENCES.get(defence)
+    if spec is None:
+        return f"unknown defence {defence!r}; choose one of none, {', '.join(DEFENCES)}"
+    if spec.needs_head and spec.needs_head != head:
+        return f"{spec.label} needs an {spec.needs_head.upper()} model"
+    return None
+
+
+def label(defence: str) -> str:
+    return NO_DEFENCE_LABEL if defence == "none" else DEFENCES[defence].label
 
 
 def lgm_scores(head: LGMHead, feats: np.ndarray, labels: np.ndarray) -> np.ndarray:

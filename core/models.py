@@ -101,6 +101,21 @@ class CifarResNet(nn.Module):
         return self.fc(self.body(x))
 
 
+class ConvNet(nn.Module):
+    """A plain VGG-style net (3x3 convs 32-64-128, max-pooling): the clean-label judge's reference
+    classifier, deliberately unlike every attacked backbone (LeNet++'s 5x5 stack, ResNet's skips)."""
+
+    def __init__(self, feat_dim: int, in_channels: int = 1) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            *_conv_bn(in_channels, 32, 3), nn.MaxPool2d(2), *_conv_bn(32, 64, 3), nn.MaxPool2d(2),
+            *_conv_bn(64, 128, 3), nn.AdaptiveMaxPool2d(2), nn.Flatten())
+        self.fc = nn.Linear(128 * 4, feat_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x))
+
+
 class Classifier(nn.Module):
     """Normalise -> feature extractor -> head. ``features`` is the penultimate layer."""
 
@@ -114,6 +129,8 @@ class Classifier(nn.Module):
             self.extractor: nn.Module = LeNetPP(config.feat_dim, config.in_channels)
         elif config.arch == "resnet":
             self.extractor = CifarResNet(config.feat_dim, config.depth, config.width, config.in_channels)
+        elif config.arch == "convnet":
+            self.extractor = ConvNet(config.feat_dim, config.in_channels)
         else:
             raise ValueError(f"unknown architecture {config.arch!r}")
         if config.head == "softmax":

@@ -53,23 +53,40 @@ class Outcome:
 def extract_features(model: Classifier, images: np.ndarray, batch_size: int = 512) -> torch.Tensor:
     """Penultimate features of NHWC images (uint8 or float in [0, 1]), in eval mode, on CPU."""
     device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
     out = [model.features(to_input(images[i:i + batch_size]).to(device)).cpu()
            for i in range(0, len(images), batch_size)]
+    model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, model.config.feat_dim)
 
 
 def retrain_head(head: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor, steps: int = 1000,
-                 lr: float = 0.01, seed: int = 0) -> torch.nn.Module:
-    """Fine-tune a copy of a head on fixed features (full batch, Adam); returns the copy."""
+                 lr: float = 0.01, seed: int = 0, weight_decay: float = 0.0, tol: float = 1e-5) -> torch.nn.Module:
+    """Fine-tune a copy of a head on fixed features (full batch, Adam); returns the copy.
+
+    Stops early once the loss has changed by less than ``tol`` (relative) over 50 steps: the head
+    no longer moves, and the remaining steps would only cost time. ``weight_decay`` (L2 on the
+    softmax weights) gives the regularised softmax victim of the dose-response benchmark.
+    """
     torch.manual_seed(seed)
     head = copy.deepcopy(head).train()
     params = [p for p in head.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
-    for _ in range(steps):
+    weights = [p for n, p in head.named_parameters() if n.endswith("weight")]
+    last = None
+    for step in range(steps):
         loss = head.loss(feats, labels)
+        if weight_decay:
+            loss = loss + 0.5 * weight_decay * sum(w.pow(2).sum() for w in weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if step % 50 == 49:
+            value = float(loss.detach())
+            if last is not None and abs(last - value) <= tol * max(abs(last), 1e-12):
+                break
+            last = value
     return head.eval()
 
 
@@ -81,13 +98,14 @@ def retrain_victim(model: Classifier, poisons: Poisons, x_clean: np.ndarray, y_c
                    x_test: np.ndarray, y_test: np.ndarray, setting: str = "transfer", *, seed: int = 0,
                    head_steps: int = 1000, head_lr: float = 0.01, epochs: int = 2, lr: float = 0.01,
                    keep: np.ndarray | None = None, clean_feats: torch.Tensor | None = None,
-                   test_feats: torch.Tensor | None = None) -> tuple[Outcome, Classifier]:
+                   test_feats: torch.Tensor | None = None, head_weight_decay: float = 0.0) -> tuple[Outcome, Classifier]:
     """Retrain a copy of ``model`` on clean data plus poisons; returns (outcome, victim).
 
     ``keep`` (bool per poison) drops poisons a defence flagged before retraining; ``clean_feats``
     (transfer only) and ``test_feats`` are the clean and test images' features under ``model``, if
     the caller already has them: an experiment retrains one victim per defence on the same data, and
     recomputing 1000 test features each time cost more than the retraining itself.
+    ``head_weight_decay``: L2 on the retrained head's weights (transfer; the regularised victim).
     """
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}")
@@ -107,7 +125,8 @@ def retrain_victim(model: Classifier, poisons: Poisons, x_clean: np.ndarray, y_c
         clean = extract_features(victim, x_clean) if clean_feats is None else torch.as_tensor(clean_feats).float()
         feats = torch.cat([clean, extract_features(victim, p_imgs)])
         labels = torch.as_tensor(np.concatenate([y_clean, p_labels]), dtype=torch.long)
-        victim.head = retrain_head(victim.head, feats, labels, head_steps, head_lr, seed)
+        victim.head = retrain_head(victim.head, feats, labels, head_steps, head_lr, seed,
+                                   weight_decay=head_weight_decay)
         test_after = test_before
     else:
         images = np.concatenate([_as_float_images(x_clean), _as_float_images(p_imgs)])

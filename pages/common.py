@@ -61,6 +61,23 @@ def demo(name: str):
     return load_demo(name)
 
 
+@st.cache_resource(show_spinner="Loading the clean-label judge...")
+def judge(name: str):
+    """The data set's clean-label judge, voting over the embedded sample (shared by every browser)."""
+    from core.judge import load_judge
+
+    return load_judge(demo(name))
+
+
+@st.cache_data(show_spinner=False)
+def targets(dataset: str, space: str) -> np.ndarray:
+    """Test-sample indices both models of the chosen pair classify correctly: the fair targets."""
+    from core.pipeline import correct_targets
+
+    pair = shipped()[dataset][space]
+    return correct_targets([model(pair[h])[0] for h in HEADS], demo(dataset))
+
+
 @st.cache_data(show_spinner="Computing features...")
 def features(path: str, split: str) -> np.ndarray:
     m, meta = model(path)

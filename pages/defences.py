@@ -4,12 +4,12 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.attacks import attack_knobs
+from core.attacks import ATTACKS, applicable, attack_knobs
+from core.defences import DEFENCES
 from core.lab import compare_defences, poison_pool
-from pages.common import demo, model, sidebar
+from pages.common import demo, judge, model, sidebar, targets
 
-NAMES = {"lgm": "LGM likelihood (the paper)", "centroid": "distance to class centre", "knn": "deep k-NN",
-         "spectral": "spectral signatures", "ac": "activation clustering"}
+NAMES = {name: spec.label for name, spec in DEFENCES.items()}
 
 dataset, space, pair = sidebar()
 ds = demo(dataset)
@@ -18,18 +18,20 @@ st.markdown("A filter gives every training image a *suspicion score*. The ROC cu
             "the share of poisons caught (up) against the share of clean images wrongly thrown away (right): "
             "the closer to the top-left corner, the better; AUC 1.0 is perfect, 0.5 is guessing.")
 c1, c2, c3 = st.columns(3)
-attack = c1.selectbox("Poisons from", ["fc", "fc-adaptive", "bp"],
-                      help="fc-adaptive knows the LGM filter and tries to stay likely under the base class.")
+attack = c1.selectbox("Poisons from", list(ATTACKS), format_func=lambda a: ATTACKS[a].label,
+                      help="The defence-aware attack knows the LGM filter and tries to stay likely under the base "
+                           "class. Every attack stays within the data set's clean-label pixel budget.")
 n_pairs = c2.slider("Target/base pairs", 1, 8, 3)
 iters = c3.slider("Iterations", 20, 500, 100, step=20)
 
 
 @st.cache_data(show_spinner="Crafting poisons and scoring them with every defence...")
-def evaluate(path: str, attack: str, n_pairs: int, iters: int) -> dict:
+def evaluate(path: str, space: str, attack: str, n_pairs: int, iters: int) -> dict:
     m, _ = model(path)
     d = demo(m.config.dataset)
     knobs = attack_knobs(attack, m.config.dataset, iters, record_every=iters)
-    feats, claimed, is_poison = poison_pool(m, d, attack, knobs, n_pairs=n_pairs, n_poisons=5, n_clean=500)
+    feats, claimed, is_poison = poison_pool(m, d, attack, knobs, targets(m.config.dataset, space), n_pairs=n_pairs,
+                                            n_poisons=5, n_clean=500, judge=judge(m.config.dataset))
     return {"is_poison": is_poison, "defences": compare_defences(m, feats, claimed, is_poison)}
 
 
@@ -37,10 +39,11 @@ if st.button("Craft and compare", type="primary") or st.session_state.get("def_r
     st.session_state["def_ready"] = True
     cols = st.columns(2)
     for col, head in zip(cols, ("softmax", "lgm")):
-        if attack == "fc-adaptive" and head == "softmax":
-            col.info("The defence-aware attack targets the LGM model only.")
+        why = applicable(attack, head)
+        if why:
+            col.info(why)
             continue
-        res = evaluate(pair[head], attack, n_pairs, iters)
+        res = evaluate(pair[head], space, attack, n_pairs, iters)
         roc_fig = go.Figure()
         rows = []
         for name, r in res["defences"].items():

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.experiments import ExperimentConfig, load_results, rate_figure, run_experiment
+from core.attacks import ATTACKS
+from core.experiments import ExperimentConfig, run_experiment
+from core.report import load_results, rate_figure
 from pages.common import sidebar
 
 dataset, space, pair = sidebar()
@@ -56,7 +58,7 @@ st.caption("A few trials on the embedded sample with the selected models: number
 c1, c2, c3 = st.columns(3)
 trials = c1.slider("Trials", 1, 5, 2)
 n_poisons = c2.slider("Poisons", 1, 10, 5)
-attack = c3.selectbox("Attack", ["fc", "bp", "fc-adaptive"])
+attack = c3.selectbox("Attack", list(ATTACKS), format_func=lambda a: ATTACKS[a].label)
 if st.button("Run"):
     cfg = ExperimentConfig(models=dict(pair), attacks=(attack,), n_poisons=(n_poisons,), trials=trials, iters=100,
                            n_clean=300, n_test=300, demo=True, defences=("none", "lgm", "centroid", "knn"))

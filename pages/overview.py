@@ -4,7 +4,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.attacks import craft
+from core.attacks import attack_knobs, craft, default_eps
 from pages.common import (DATASET_NAMES, demo, feature_figure, features, image_for_display, model, projection,
                           sidebar)
 
@@ -12,12 +12,14 @@ dataset, space, pair = sidebar()
 ds = demo(dataset)
 st.title("Poison Lab")
 st.markdown(
-    "**The attack.** A *clean-label poison* looks like an ordinary, correctly labelled training image "
-    "(the *base*, class B), but it was nudged so that, inside the network, it sits on top of a *target* "
-    "image of another class T. A model retrained on it learns to call the target B.\n\n"
+    "**The attack.** A *clean-label poison* is an ordinary, correctly labelled training image (the *base*, "
+    "class B) with every pixel changed by at most a small *budget*, so that a person checking the data would "
+    "still call it B. The attacker spends that budget pushing the poison's *features* (what the network's "
+    "second-to-last layer sees) towards a *target* image of another class T. If the poisons get close "
+    "enough, a model retrained on them learns to call the target B.\n\n"
     "**The defence.** A network trained with the Large-Margin Gaussian Mixture (LGM) loss arranges each "
     "class as a Gaussian cloud, so it can ask: *how likely is this training image under the class it "
-    "claims?* A poison claims B but sits in T's cloud, so it looks unlikely.")
+    "claims?* A poison claims B but was pulled towards T, so it looks unlikely under B.")
 
 
 @st.cache_data(show_spinner="Crafting an example poison...")
@@ -28,7 +30,7 @@ def example(path: str, dataset: str, iters: int = 100) -> tuple:
     base_class = 8 if dataset != "cifar10" else 3
     bi = int(np.flatnonzero(d.y_train == base_class)[0])
     p = craft(m, "fc", d.x_train[bi:bi + 1], d.x_test[ti:ti + 1], np.array([base_class]), int(d.y_test[ti]),
-              iters=iters, record_every=iters, opacity=0.3)
+              **attack_knobs("fc", dataset, iters, record_every=iters))
     return ti, bi, p
 
 
@@ -52,7 +54,8 @@ for col, head in zip(cols, ("softmax", "lgm")):
 ti, bi, p = example(pair["softmax"], dataset)
 c1, c2, c3 = st.columns(3)
 c1.image(image_for_display(p.bases[0]), caption=f"base: a {ds.classes[int(ds.y_train[bi])]}", width=150)
-c2.image(image_for_display(p.poisons[0]), caption="poison (against the softmax model)", width=150)
+c2.image(image_for_display(p.poisons[0]), width=150,
+         caption=f"poison (against the softmax model; every pixel within {round(255 * default_eps(dataset))}/255)")
 c3.image(image_for_display(p.target[0]), caption=f"target: a {ds.classes[int(ds.y_test[ti])]}", width=150)
 st.info("Next: **Feature space** to explore the clusters, **Poison lab** to craft your own poisons and "
         "retrain a victim, **Attack outcomes** and **Defences** for the measured numbers.")

@@ -5,16 +5,16 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from core.attacks import attack_knobs, default_eps
-from core.lab import run_lab
+from core.attacks import ATTACKS, attack_knobs, default_eps
+from core.defences import label as defence_label
+from core.lab import OWN_FILTER, run_lab
 from core.models import to_input
+from core.pipeline import plan_trial
 from core.uploads import UploadError, image_from_bytes
-from pages.common import demo, feature_figure, features, image_for_display, model, projection, selected_index, \
-    sidebar
+from pages.common import demo, feature_figure, features, image_for_display, judge, model, projection, \
+    selected_index, sidebar, targets
 
 MAX_POISONS, MAX_ITERS = 10, 1000  # one student must not starve the rest of the class
-ATTACK_NAMES = {"fc": "Feature collision (Poison Frogs)", "fc-adaptive": "Defence-aware feature collision",
-                "bp": "Bullseye polytope", "cp": "Convex polytope"}
 
 dataset, space, pair = sidebar()
 ds = demo(dataset)
@@ -28,21 +28,23 @@ st.markdown("Pick a **target** (the test image the attacker wants misclassified)
 how = st.radio("Choose the target", ["by class and index", "click it in the scatter", "upload an image"],
                horizontal=True, key="target_how")
 target, target_label = None, None
+target_index = None
 if how == "by class and index":
     c1, c2 = st.columns(2)
     t_class = c1.selectbox("Target class", range(len(ds.classes)), format_func=lambda c: ds.classes[c])
-    pool = np.flatnonzero(ds.y_test == t_class)
-    k = c2.number_input("Which one of that class", 0, len(pool) - 1, 0, help=f"0..{len(pool) - 1}")
-    ti = int(pool[int(k)])
-    target, target_label = ds.x_test[ti:ti + 1], int(ds.y_test[ti])
+    pool = np.intersect1d(np.flatnonzero(ds.y_test == t_class), targets(dataset, space))  # both models right
+    k = c2.number_input("Which one of that class", 0, len(pool) - 1, 0, help=f"0..{len(pool) - 1}: test images "
+                        "of that class that both models classify correctly")
+    target_index = int(pool[int(k)])
+    target, target_label = ds.x_test[target_index:target_index + 1], int(ds.y_test[target_index])
 elif how == "click it in the scatter":
     proj = projection(pair["softmax"], "raw" if space == "2-D" else "pca")
     pts = proj.transform(features(pair["softmax"], "test"))
     event = st.plotly_chart(feature_figure(pts, ds.y_test, ds.classes, "softmax model: click a target"),
                             on_select="rerun", selection_mode=("points",), key="lab_pick", width="stretch")
-    ti = selected_index(event)
-    if ti is not None:
-        target, target_label = ds.x_test[ti:ti + 1], int(ds.y_test[ti])
+    target_index = selected_index(event)
+    if target_index is not None:
+        target, target_label = ds.x_test[target_index:target_index + 1], int(ds.y_test[target_index])
 else:
     up = st.file_uploader("An image (PNG/JPEG, up to 5 MB)", type=["png", "jpg", "jpeg", "gif", "bmp", "webp"])
     if up is not None:
@@ -69,47 +71,62 @@ left.image(image_for_display(target[0]), width=110, caption=f"target: {ds.classe
 with right:
     others = [c for c in range(len(ds.classes)) if c != target_label]
     base_class = st.selectbox("Base class (what the target should become)", others, format_func=lambda c: ds.classes[c])
-    attack = st.selectbox("Attack", list(ATTACK_NAMES), format_func=ATTACK_NAMES.get)
+    attack = st.selectbox("Attack", list(ATTACKS), format_func=lambda a: ATTACKS[a].label,
+                          help="; ".join(f"{a.label}: {a.summary}" for a in ATTACKS.values()))
     c1, c2, c3 = st.columns(3)
     n_poisons = c1.slider("Poisons", 1, MAX_POISONS, 5)
-    iters = c2.slider("Iterations", 10, MAX_ITERS, 200, step=10)
-    fpr = c3.select_slider("Filter false-positive rate", [0.01, 0.02, 0.05, 0.1], value=0.05,
-                           help="Share of clean training images the filter may throw away.")
-    settings: dict = {"record_every": max(1, iters // 40)}
-    if attack.startswith("fc"):
-        c1, c2, c3 = st.columns(3)
-        settings["beta0"] = c1.number_input("beta0 (stay close to the base)", 0.0, 1e6, 0.25, format="%.3g")
-        settings["opacity"] = c2.slider("Watermark opacity", 0.0, 1.0, 0.3,
-                                        help="Blend this much of the target into the base first.")
-        settings["eps"] = c3.slider("l-inf budget (0 = none)", 0.0, 1.0, 0.0) or None
-        if attack == "fc-adaptive":
-            settings["adaptive_weight"] = st.slider(
-                "Stealth weight", 0.0, 20.0, 1.0,
-                help="How hard the poison tries to look likely under the base class's Gaussian.")
-    else:
-        settings["eps"] = st.slider("l-inf budget", 0.01, 1.0, default_eps(dataset))
+    iters = c2.slider("Crafting steps", 10, MAX_ITERS, 200, step=10)
+    fpr = c3.select_slider("Filter: clean images it may throw away", [0.01, 0.02, 0.05, 0.1], value=0.05,
+                           format_func=lambda f: f"{100 * f:.0f}%",
+                           help="The filter's false-positive rate: the share of clean training images it "
+                                "wrongly flags. Its threshold is set so that exactly this share goes.")
+    clean_eps = default_eps(dataset)
+    eps = st.slider("Pixel budget: the most any pixel may change (0-255 scale)", 1, 255, round(255 * clean_eps),
+                    help=f"{round(255 * clean_eps)} is this data set's clean-label budget: at most a few percent of "
+                         "poisons crafted within it look like anything but their base class to our judges. "
+                         "Larger budgets are allowed, but the poisons stop being clean-label.") / 255
+    if eps > clean_eps + 1e-9:
+        st.warning(f"Above the clean-label budget ({round(255 * clean_eps)}/255): a person may see the target "
+                   "in these poisons; the judges' verdict below says how many still look like the base.")
+    settings: dict = {"record_every": max(1, iters // 40), "eps": eps}
+    if attack == "fc-frogs":
+        c1, c2 = st.columns(2)
+        settings["beta0"] = c1.number_input("Proximity weight beta (Poison Frogs' scale, 0-255 pixels)", 0.0, 1e6,
+                                            0.25, format="%.3g")
+        settings["opacity"] = c2.slider("Watermark: blend this much of the target in first", 0.0, 1.0, 0.0)
+    if attack == "fc-adaptive":
+        settings["adaptive_weight"] = st.slider(
+            "Stealth weight", 0.0, 20.0, 1.0,
+            help="How hard the poison tries to look likely under the base class's Gaussian.")
     seed = st.number_input("Seed", 0, 2**31 - 1, 0)
 
+key = (dataset, space, tuple(sorted(pair.items())))  # what a result was made for
 if st.button("Craft poisons and retrain the victims", type="primary"):
     results = {}
     bar = st.progress(0.0, "starting")
-    steps = iter(np.linspace(0.1, 1.0, 6))
+    steps = iter(np.linspace(0.05, 1.0, 12))
+    plan = plan_trial(ds, int(seed), targets(dataset, space), n_poisons=n_poisons, n_clean=500, n_test=500,
+                      target_index=target_index, base_class=base_class,
+                      external_label=target_label if target_index is None else None, judge=judge(dataset))
     for head in ("softmax", "lgm"):
         m, _ = model(pair[head])
         # the defence-aware term needs a Gaussian head; the softmax model gets plain collision
         head_attack = "fc" if attack == "fc-adaptive" and head == "softmax" else attack
-        head_knobs = attack_knobs(head_attack, dataset, iters, **settings)
+        head_knobs = attack_knobs(head_attack, dataset, iters, seed=int(seed),
+                                  **{k: v for k, v in settings.items() if k != "record_every"},
+                                  record_every=settings["record_every"])
         try:
-            results[head] = run_lab(m, ds, target, target_label, base_class, head_attack, head_knobs, n_poisons,
-                                    seed=int(seed), fpr=fpr, progress=lambda msg: bar.progress(float(next(steps)), msg))
+            results[head] = run_lab(m, ds, plan, head_attack, head_knobs, fpr=fpr, judge=judge(dataset),
+                                    target=target if target_index is None else None,
+                                    progress=lambda msg: bar.progress(float(next(steps, 1.0)), msg))
         except ValueError as exc:
             st.error(str(exc))
             st.stop()
     bar.empty()
-    st.session_state["lab"] = {"results": results, "classes": ds.classes, "base_class": base_class}
+    st.session_state["lab"] = {"results": results, "key": key, "base_class": base_class}
 
 lab = st.session_state.get("lab")
-if not lab:
+if not lab or lab["key"] != key:  # nothing yet, or made for another data set / feature space / models
     st.stop()
 results, base_class = lab["results"], lab["base_class"]
 
@@ -117,17 +134,22 @@ results, base_class = lab["results"], lab["base_class"]
 st.subheader("Verdict")
 rows = []
 for head, r in results.items():
-    rows.append({"victim": f"{head}", "target now predicted as": ds.classes[r.outcome.pred_after],
-                 "attack succeeded": "yes" if r.outcome.success else "no",
-                 "clean accuracy": f"{100 * r.outcome.clean_acc_after:.1f}%"})
-    if head == "lgm":
-        rows.append({"victim": "lgm + likelihood filter", "target now predicted as": ds.classes[r.filtered.pred_after],
-                     "attack succeeded": "yes" if r.filtered.success else "no",
-                     "clean accuracy": f"{100 * r.filtered.clean_acc_after:.1f}%"})
+    for name, v in r.victims.items():
+        victim = ("Softmax" if head == "softmax" else "LGM") + ("" if name == "none" else f" + {defence_label(name)}")
+        rows.append({"victim (retrained on the poisoned data)": victim,
+                     "target now called": ds.classes[v.outcome.pred_after],
+                     "poisoned?": "yes" if v.success else "no",
+                     "poisons the filter let through": f"{v.poisons_kept} of {len(r.poisons.poisons)}",
+                     "accuracy on clean test images": f"{100 * v.outcome.clean_acc_after:.1f}%"})
 st.dataframe(rows, hide_index=True, width="stretch")
+for head, r in results.items():
+    if r.verdict is not None:
+        st.caption(f"{'Softmax' if head == 'softmax' else 'LGM'} poisons judged clean-label (both the reference "
+                   f"network and the nearest training images say {ds.classes[base_class]}): "
+                   f"{int(r.verdict.clean_label.sum())} of {len(r.verdict.clean_label)}.")
 
 for head, r in results.items():
-    st.subheader(f"{'Softmax' if head == 'softmax' else 'LGM'} model: {r.poisons.params['attack']}, "
+    st.subheader(f"{'Softmax' if head == 'softmax' else 'LGM'} model: {ATTACKS[r.attack].label}, "
                  f"{r.poisons.time_s:.1f} s")
     i = st.slider("Poison", 0, len(r.poisons.poisons) - 1, 0, key=f"which_{head}") if len(r.poisons.poisons) > 1 else 0
     diff = r.poisons.poisons[i] - r.poisons.bases[i]
@@ -136,7 +158,8 @@ for head, r in results.items():
     cs[0].image(image_for_display(r.poisons.bases[i]), width=110, caption=f"base ({ds.classes[base_class]})")
     cs[1].image(image_for_display(r.poisons.poisons[i]), width=110, caption="poison")
     cs[2].image(image_for_display(r.poisons.target[0]), width=110, caption="target")
-    cs[3].image(image_for_display(amp), width=110, caption=f"perturbation, amplified (l-inf {np.abs(diff).max():.2f})")
+    cs[3].image(image_for_display(amp), width=110,
+                caption=f"change, amplified (largest {round(255 * float(np.abs(diff).max()))}/255 per pixel)")
 
     c_path, c_hist = st.columns(2)
     proj = projection(pair[head], "raw" if space == "2-D" else "pca")
@@ -152,11 +175,16 @@ for head, r in results.items():
     gauss = tuple(g.numpy() for g in model(pair[head])[0].head.gaussians()) if head == "lgm" else None
     c_path.plotly_chart(feature_figure(pts, ds.y_test, ds.classes, f"iteration {r.poisons.traj_iters[step]}", proj,
                                        gauss, extra), width="stretch", key=f"path_{head}")
-    hist = go.Figure([go.Histogram(x=r.clean_scores, name="clean training images", opacity=0.6, nbinsx=40),
-                      go.Histogram(x=r.poison_scores, name="poisons", opacity=0.8, nbinsx=10)])
-    hist.add_vline(x=r.threshold, line_dash="dash", annotation_text="filter threshold")
-    label = "-log-likelihood under claimed class" if r.defence == "lgm" else "distance to claimed class centre"
-    hist.update_layout(barmode="overlay", height=380, title=label, margin={"t": 40})
+    own = r.victims[OWN_FILTER[head]]
+    poison_scores = np.asarray(own.detection["poison_scores"])
+    hist = go.Figure([go.Histogram(x=own.clean_scores, name="clean training images", opacity=0.6, nbinsx=40)])
+    hist.add_trace(go.Scatter(x=poison_scores, y=np.zeros(len(poison_scores)), mode="markers", name="poisons",
+                              marker={"symbol": "star", "size": 14, "color": "black", "line": {"width": 1,
+                                                                                              "color": "white"}}))
+    hist.add_vline(x=own.detection["threshold"], line_dash="dash", annotation_text="filter threshold")
+    label = ("how unlikely under the claimed class (minus log-likelihood)" if head == "lgm"
+             else "distance to the claimed class's centre")
+    hist.update_layout(height=380, title=label, margin={"t": 40}, xaxis_title=label, yaxis_title="clean images")
     c_hist.plotly_chart(hist, width="stretch", key=f"hist_{head}")
-    c_hist.caption(f"{int(r.flagged.sum())} of {len(r.flagged)} poisons flagged; the filter also dropped "
-                   f"{100 * r.clean_flagged:.1f}% of clean images.")
+    c_hist.caption(f"{round(own.detection['poisons_flagged'] * len(poison_scores))} of {len(poison_scores)} poisons "
+                   f"flagged; the filter also dropped {100 * own.detection['clean_flagged']:.1f}% of clean images.")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.attacks import Poisons, craft, feature_collision, polytope
+from core.attacks import Poisons, craft, feature_collision, poison_frogs, polytope
 from core.models import Classifier, default_config
 from core.train import TrainConfig, fit
 from core.victim import retrain_victim
@@ -34,58 +34,81 @@ def _weights(model):
 
 def test_feature_distance_falls(tiny, mnist_demo):
     bases, target, bl, tl = _pair(mnist_demo)
-    p = feature_collision(tiny["softmax"], bases, target, bl, tl, iters=60, record_every=5)
-    assert np.all(np.diff(p.traj_objective, axis=0) <= 1e-6)  # accepted steps only: monotone
+    p = feature_collision(tiny["softmax"], bases, target, bl, tl, eps=0.3, iters=60, record_every=5)
+    assert np.all(np.diff(p.traj_objective[:-1], axis=0) <= 1e-6)  # each poison's best so far: monotone
     start = np.linalg.norm(p.traj_features[0] - p.target_feature, axis=1)
-    assert np.all(p.final_feature_distance < 0.5 * start)
+    assert np.all(p.final_feature_distance < 0.7 * start)
     assert p.traj_features.shape == (len(p.traj_iters), 4, 16)
 
 
-def test_beta_keeps_poison_near_base(tiny, mnist_demo):
+def test_frogs_objective_monotone_and_beta_keeps_poison_near_base(tiny, mnist_demo):
     bases, target, bl, tl = _pair(mnist_demo, n=2)
+    p = poison_frogs(tiny["softmax"], bases, target, bl, tl, iters=40, beta0=0.0, record_every=5)
+    assert np.all(np.diff(p.traj_objective[:-1], axis=0) <= 1e-6)  # accepted steps only
     dists = []
-    for beta0 in (0.0, 1e3, 1e6):
-        p = feature_collision(tiny["softmax"], bases, target, bl, tl, iters=40, beta0=beta0)
-        dists.append(np.mean(p.perturbation()["l2"]))
+    for beta0 in (0.0, 1e-2, 10.0):
+        q = poison_frogs(tiny["softmax"], bases, target, bl, tl, iters=40, beta0=beta0)
+        dists.append(np.mean(q.perturbation()["l2"]))
     assert dists[0] > dists[1] > dists[2]
 
 
-def test_eps_projection_is_exact(tiny, mnist_demo):
+@pytest.mark.parametrize("attack", ["fc", "fc-adaptive", "fc-frogs", "cp", "bp"])
+@pytest.mark.parametrize("eps", [0.05, 8 / 255])
+def test_budget_holds_exactly_on_8bit_pixels(tiny, mnist_demo, attack, eps):
     bases, target, bl, tl = _pair(mnist_demo)
-    for attack in ("fc", "bp", "cp"):
-        p = craft(tiny["softmax"], attack, bases, target, bl, tl, iters=20, eps=0.05)
-        assert np.abs(p.poisons - p.bases).max() <= 0.05 + 1e-6
-        assert p.poisons.min() >= 0.0 and p.poisons.max() <= 1.0
+    p = craft(tiny["lgm"], attack, bases, target, bl, tl, iters=20, eps=eps)
+    delta = np.abs(p.poisons - p.bases)
+    assert delta.max() <= eps + 1e-6 and delta.max() > 0
+    assert p.poisons.min() >= 0.0 and p.poisons.max() <= 1.0
+    assert np.allclose(p.poisons * 255, np.round(p.poisons * 255), atol=1e-3)  # storable as 8-bit images
 
 
-def test_opacity_blends_target_into_start(tiny, mnist_demo):
+@pytest.mark.parametrize("attack", ["bp", "cp"])
+def test_polytope_moves_an_all_black_base(tiny, mnist_demo, attack):
+    """Every pixel of an all-black base sits at the lower bound: a clamp inside the objective would
+    give them zero gradient and the poisons would never move."""
+    _, target, bl, tl = _pair(mnist_demo, n=3)
+    black = np.zeros((3, 28, 28, 1), np.uint8)
+    p = craft(tiny["softmax"], attack, black, target, bl, tl, iters=40, eps=0.3, record_every=40)
+    assert p.poisons.max() > 0.1
+    assert p.traj_objective[-1, 0] < 0.9 * p.traj_objective[0, 0]
+
+
+def test_frogs_opacity_blends_target_into_start(tiny, mnist_demo):
     bases, target, bl, tl = _pair(mnist_demo, n=1)
-    p = feature_collision(tiny["softmax"], bases, target, bl, tl, iters=1, opacity=1.0, beta0=1e9)
-    assert np.abs(p.poisons - target.astype(np.float32) / 255).max() < 1e-3
+    p = poison_frogs(tiny["softmax"], bases, target, bl, tl, iters=1, opacity=1.0, beta0=1e9)
+    assert np.abs(p.poisons - target.astype(np.float32) / 255).max() < 1e-2
 
 
 def test_batched_equals_one_by_one(tiny, mnist_demo):
     bases, target, bl, tl = _pair(mnist_demo, n=3)
-    batch = feature_collision(tiny["softmax"], bases, target, bl, tl, iters=30)
-    singles = [feature_collision(tiny["softmax"], bases[i:i + 1], target, bl[i:i + 1], tl, iters=30)
+    batch = feature_collision(tiny["softmax"], bases, target, bl, tl, eps=0.2, iters=30)
+    singles = [feature_collision(tiny["softmax"], bases[i:i + 1], target, bl[i:i + 1], tl, eps=0.2, iters=30)
                for i in range(3)]
     stacked = np.concatenate([s.poisons for s in singles])
-    assert np.abs(batch.poisons - stacked).max() < 1e-3
-    assert np.allclose(batch.final_feature_distance, [s.final_feature_distance[0] for s in singles], rtol=1e-2)
+    assert np.mean(np.abs(batch.poisons - stacked) > 1.5 / 255) < 0.01  # equal up to 8-bit rounding
+    assert np.allclose(batch.final_feature_distance, [s.final_feature_distance[0] for s in singles], rtol=5e-2)
 
 
 def test_same_seed_same_poison(tiny, mnist_demo):
     bases, target, bl, tl = _pair(mnist_demo, n=2)
-    a = craft(tiny["lgm"], "fc-adaptive", bases, target, bl, tl, iters=20)
-    b = craft(tiny["lgm"], "fc-adaptive", bases, target, bl, tl, iters=20)
+    a = craft(tiny["lgm"], "fc-adaptive", bases, target, bl, tl, iters=20, eps=0.1, restarts=2, seed=3)
+    b = craft(tiny["lgm"], "fc-adaptive", bases, target, bl, tl, iters=20, eps=0.1, restarts=2, seed=3)
     assert np.array_equal(a.poisons, b.poisons)
+
+
+def test_restarts_never_worse(tiny, mnist_demo):
+    bases, target, bl, tl = _pair(mnist_demo, n=2)
+    one = feature_collision(tiny["softmax"], bases, target, bl, tl, eps=0.1, iters=30, restarts=1)
+    three = feature_collision(tiny["softmax"], bases, target, bl, tl, eps=0.1, iters=30, restarts=3)
+    assert np.all(three.traj_objective[-2] <= one.traj_objective[-2] + 1e-5)
 
 
 def test_adaptive_attack_trades_collision_for_likelihood(tiny, mnist_demo):
     bases, target, bl, tl = _pair(mnist_demo, n=3)
     model = tiny["lgm"]
-    plain = craft(model, "fc", bases, target, bl, tl, iters=80)
-    aware = craft(model, "fc-adaptive", bases, target, bl, tl, iters=80, adaptive_weight=5.0)
+    plain = craft(model, "fc", bases, target, bl, tl, iters=80, eps=0.3)
+    aware = craft(model, "fc-adaptive", bases, target, bl, tl, iters=80, eps=0.3, adaptive_weight=5.0)
     labels = torch.as_tensor(bl)
 
     def loglik(p: Poisons) -> float:
@@ -96,7 +119,7 @@ def test_adaptive_attack_trades_collision_for_likelihood(tiny, mnist_demo):
     assert loglik(aware) > loglik(plain)
     assert aware.final_feature_distance.mean() > plain.final_feature_distance.mean()
     with pytest.raises(ValueError, match="LGM"):
-        craft(tiny["softmax"], "fc-adaptive", bases, target, bl, tl, iters=5)
+        craft(tiny["softmax"], "fc-adaptive", bases, target, bl, tl, iters=5, eps=0.1)
 
 
 def test_convex_polytope_coefficients_on_simplex(tiny, mnist_demo):
@@ -109,7 +132,7 @@ def test_convex_polytope_coefficients_on_simplex(tiny, mnist_demo):
 
 def test_save_load_roundtrip(tiny, mnist_demo, tmp_path):
     bases, target, bl, tl = _pair(mnist_demo, n=2)
-    p = craft(tiny["softmax"], "bp", bases, target, bl, tl, iters=10)
+    p = craft(tiny["softmax"], "bp", bases, target, bl, tl, iters=10, eps=0.1)
     q = Poisons.load(p.save(tmp_path / "p.npz"))
     assert np.array_equal(p.poisons, q.poisons) and q.params == p.params and q.target_label == tl
 
@@ -119,7 +142,7 @@ def test_retraining_never_changes_shared_model(tiny, mnist_demo, setting):
     bases, target, bl, tl = _pair(mnist_demo, n=2)
     model = tiny["lgm"]
     before = _weights(model)
-    p = craft(model, "fc", bases, target, bl, tl, iters=10)
+    p = craft(model, "fc", bases, target, bl, tl, iters=10, eps=0.1)
     outcome, victim = retrain_victim(model, p, mnist_demo.x_train[:200], mnist_demo.y_train[:200],
                                      mnist_demo.x_test[:100], mnist_demo.y_test[:100], setting, epochs=1)
     assert all(torch.equal(a, b) for a, b in zip(before, _weights(model)))
@@ -135,7 +158,7 @@ def test_tiny_transfer_attack_succeeds(tiny, mnist_demo):
     ti = int(np.flatnonzero((mnist_demo.y_test[:200] == 3) & (pred == 3))[0])  # a correctly classified 3
     target = mnist_demo.x_test[ti:ti + 1]
     bases = mnist_demo.x_train[np.flatnonzero(mnist_demo.y_train == 8)[-8:]]
-    p = craft(model, "fc", bases, target, np.full(8, 8), 3, iters=400, beta0=0.0)
+    p = craft(model, "fc", bases, target, np.full(8, 8), 3, iters=300, eps=1.0)  # unconstrained
     outcome, _ = retrain_victim(model, p, mnist_demo.x_train[:300], mnist_demo.y_train[:300],
                                 mnist_demo.x_test[:200], mnist_demo.y_test[:200], "transfer")
     assert outcome.pred_before == 3
@@ -145,11 +168,19 @@ def test_tiny_transfer_attack_succeeds(tiny, mnist_demo):
 def test_attack_knobs_pick_what_each_attack_uses():
     from core.attacks import attack_knobs, default_eps
 
-    fc = attack_knobs("fc-adaptive", "mnist", 100, beta0=1.0, opacity=0.3, adaptive_weight=5.0)
-    assert fc == {"iters": 100, "record_every": 1, "beta0": 1.0, "opacity": 0.3, "eps": None,
-                  "adaptive_weight": 5.0}
+    fc = attack_knobs("fc-adaptive", "mnist", 100, beta0=1.0, opacity=0.3, adaptive_weight=5.0, seed=2)
+    assert fc == {"iters": 100, "record_every": 1, "eps": default_eps("mnist"), "restarts": 1, "seed": 2,
+                  "patience": 20, "adaptive_weight": 5.0}
     assert "adaptive_weight" not in attack_knobs("fc", "mnist", 100)
     assert attack_knobs("bp", "cifar10", 50)["eps"] == default_eps("cifar10") == 8 / 255
     assert attack_knobs("cp", "mnist", 50, eps=0.1, beta0=9.0) == {"iters": 50, "record_every": 1, "eps": 0.1}
+    assert attack_knobs("fc-frogs", "mnist", 50, beta0=9.0)["beta0"] == 9.0
     with pytest.raises(ValueError, match="unknown attack"):
         attack_knobs("magic", "mnist", 10)
+
+
+def test_applicable_is_the_one_rule():
+    from core.attacks import applicable
+
+    assert applicable("fc", "softmax") is None and applicable("fc-adaptive", "lgm") is None
+    assert "LGM" in applicable("fc-adaptive", "softmax") and "unknown" in applicable("zz", "lgm")

@@ -2,12 +2,14 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from core.checkpoints import save_checkpoint
 from core.cli import main
-from core.experiments import ExperimentConfig, load_results, markdown_table, rate_figure, run_experiment
+from core.experiments import ExperimentConfig, run_experiment
+from core.report import load_results, markdown_table, rate_figure
 from core.models import Classifier, default_config
 from core.train import TrainConfig, fit
 
@@ -38,21 +40,29 @@ def test_tiny_experiment_end_to_end(tiny_checkpoints, tmp_path):
     assert "lgm" not in {c["defence"] for c in cells if c["model"] == "softmax"}
     assert not [c for c in cells if c["model"] == "softmax" and c["attack"] == "fc-adaptive"]
     # the schema documented in README.md ("Experiment outputs")
-    cell_keys = {"model", "attack", "n_poisons", "setting", "defence", "trials", "successes", "rate", "ci95",
+    cell_keys = {"model", "attack", "n_poisons", "setting", "defence", "eps", "trials", "successes", "rate", "ci95",
+                 "clean_label_rate", "clean_label_success", "clean_label_success_rate", "clean_label_success_ci95",
                  "clean_acc_after", "mean_l2", "mean_feature_distance"}
     for c in cells:
         assert set(c) == cell_keys | ({"auc", "poisons_flagged", "clean_flagged"} if c["defence"] != "none" else set())
         assert 0 <= c["ci95"][0] <= c["rate"] <= c["ci95"][1] <= 1
+        assert 0 <= c["clean_label_rate"] <= 1 and 0 <= c["clean_label_success"] <= c["successes"]
+        assert c["eps"] == 0.1  # the MNIST clean-label budget, since the config leaves eps unset
     written = json.loads((tmp_path / "results.json").read_text())
     assert set(written) == {"config", "n_trials", "cells", "wall_s_this_run", "torch"} and written["cells"] == cells
     assert load_results(tmp_path.parent)[tmp_path.name] == written  # what the Attack outcomes page reads
     record = json.loads(next((tmp_path / "trials").glob("lgm__fc__*t0001.json")).read_text())
     assert set(record) == {"model", "attack", "n_poisons", "setting", "trial", "seeds", "target_index",
-                           "target_label", "base_class", "craft_s", "feature_distance", "l2", "linf", "defences"}
-    assert record["seeds"] == {"trial_rng": [3, 1], "victim": 1}  # every random choice is reproducible
+                           "target_label", "base_class", "base_indices", "craft_s", "iterations_run",
+                           "feature_distance", "l2", "linf", "eps", "judge", "clean_label", "defences"}
+    assert record["seeds"] == {"trial_rng": [3, 1], "attack": 1, "victim": 1}  # every random choice is reproducible
+    assert set(record["judge"]) == {"reference", "knn", "clean_label"} and len(record["judge"]["knn"]) == 2
+    assert record["clean_label"] == all(record["judge"]["clean_label"])
+    poisons = np.load(next((tmp_path / "trials").glob("lgm__fc__*t0001.npz")))["poisons"]
+    assert poisons.dtype == np.uint8 and poisons.shape == (2, 28, 28, 1)  # the gallery's images
     assert set(record["defences"]["none"]) == {"success", "pred_after", "clean_acc_after", "poisons_kept"}
     assert set(record["defences"]["lgm"]) == {"success", "pred_after", "clean_acc_after", "poisons_kept", "auc",
-                                              "poisons_flagged", "clean_flagged", "poison_scores",
+                                              "threshold", "poisons_flagged", "clean_flagged", "poison_scores",
                                               "clean_score_quantiles"}
     skipped = json.loads(next((tmp_path / "trials").glob("softmax__fc-adaptive__*t0000.json")).read_text())
     assert "skipped" in skipped
@@ -62,10 +72,10 @@ def test_tiny_experiment_end_to_end(tiny_checkpoints, tmp_path):
     again = run_experiment(cfg, tmp_path, progress=False)  # resumes: nothing recomputed
     assert again["cells"] == cells
     assert stamps == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "trials").iterdir()}
-    more = ExperimentConfig(**{**cfg.__dict__, "trials": 3, "n_jobs": 2})  # more trials: resumes, adds
+    more = cfg.replace(trials=3, n_jobs=2)  # more trials: resumes, adds
     assert run_experiment(more, tmp_path, progress=False)["n_trials"] == 2 * 2 * 2 * 3
     with pytest.raises(ValueError, match="changed: iters"):  # stale trials must not stand in for new ones
-        run_experiment(ExperimentConfig(**{**cfg.__dict__, "iters": 6}), tmp_path, progress=False)
+        run_experiment(cfg.replace(iters=6), tmp_path, progress=False)
 
 
 def test_experiment_cli_and_bad_config(tiny_checkpoints, tmp_path, capsys):
@@ -79,6 +89,12 @@ def test_experiment_cli_and_bad_config(tiny_checkpoints, tmp_path, capsys):
     cfg.write_text(json.dumps({"models": {"a": "x.pt"}, "attacks": ["nope"]}))
     assert main(["experiment", "--config", str(cfg), "--out", str(tmp_path / "o2")]) == 1
     assert "unknown attack" in capsys.readouterr().err
+    cfg.write_text(json.dumps({"models": {"a": "x.pt"}, "trials": "ten"}))
+    assert main(["experiment", "--config", str(cfg), "--out", str(tmp_path / "o3")]) == 1
+    assert "'trials' must be int" in capsys.readouterr().err
+    cfg.write_text("{not json")
+    assert main(["experiment", "--config", str(cfg), "--out", str(tmp_path / "o4")]) == 1
+    assert "not valid JSON" in capsys.readouterr().err
 
 
 def _row(model, defence, k, rate):
@@ -90,7 +106,7 @@ def test_rate_figure_bars_for_one_poison_count_lines_for_several():
     one = [_row("softmax", "none", 5, 0.9), _row("lgm", "lgm", 5, 0.0)]
     fig = rate_figure(one)
     assert [t.type for t in fig.data] == ["bar"]
-    assert list(fig.data[0].x) == ["lgm + lgm", "softmax, no filter"]
+    assert list(fig.data[0].x) == ["lgm + LGM likelihood (the paper)", "softmax, no filter"]
     assert list(fig.data[0].error_y.array) == pytest.approx([0.1, 0.1])
     several = one + [_row("softmax", "none", 10, 1.0)]
     fig = rate_figure(several)

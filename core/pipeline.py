@@ -1,0 +1,242 @@
+"""One poisoning trial, the same everywhere: the dashboard, the CLI, the experiments, the benchmarks.
+
+A trial is *planned* from one seeded generator (``plan_trial``) and then *run* against one model
+(``run_trial``):
+
+1. plan: a stratified clean-accuracy test set; a target among the test images every model in play
+   classifies correctly (never one of that test set); a base class; a stratified clean retraining
+   subset; bases of the base class outside it, each labelled as its class by the clean-label judge
+   (so a poison that is not clean-label was made so by its perturbation, not by an odd base);
+2. craft the poisons against the model;
+3. judge them (``core.judge``): clean-label when both judges still say the base class;
+4. score the pool (clean subset + poisons) with each defence, flag at a false-positive rate set on
+   the clean subset;
+5. retrain one victim per defence on what that defence kept, and record whether the target now
+   reads as the base class.
+
+The data packs are stored sorted by class, so nothing here ever takes "the first N" images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from .attacks import Poisons, craft
+from .data import Dataset
+from .defences import DEFENCES, applicable, roc, score, threshold_at_fpr
+from .judge import Judge, Verdict
+from .models import Classifier
+from .train import predict_logits
+from .victim import Outcome, extract_features, retrain_victim
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """Everything a trial draws at random, as indices into the data set."""
+
+    seed: tuple[int, ...]
+    target_index: int  # into the test split
+    target_label: int
+    base_class: int
+    base_indices: np.ndarray  # into the train split
+    clean_indices: np.ndarray  # into the train split: the victim's clean retraining data
+    test_indices: np.ndarray  # into the test split: the clean-accuracy set (stratified)
+
+    def to_dict(self) -> dict:
+        return {"seed": list(self.seed), "target_index": self.target_index, "target_label": self.target_label,
+                "base_class": self.base_class, "base_indices": self.base_indices.tolist()}
+
+
+def stratified_sample(labels: np.ndarray, n: int, rng: np.random.Generator,
+                      exclude: np.ndarray | None = None) -> np.ndarray:
+    """``n`` indices spread evenly over the classes present (sorted), none of ``exclude``."""
+    pool = np.setdiff1d(np.arange(len(labels)), exclude) if exclude is not None else np.arange(len(labels))
+    classes = np.unique(labels[pool])
+    share = np.full(len(classes), n // len(classes))
+    share[:n % len(classes)] += 1
+    picks = []
+    for c, m in zip(classes, share):
+        members = pool[labels[pool] == c]
+        picks.append(rng.choice(members, min(m, len(members)), replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+def correct_targets(models: list[Classifier], data: Dataset) -> np.ndarray:
+    """Test indices that every model in ``models`` classifies correctly (candidate targets)."""
+    ok = np.ones(len(data.y_test), bool)
+    for m in models:
+        ok &= predict_logits(m, data.x_test).argmax(1).numpy() == data.y_test
+    return np.flatnonzero(ok)
+
+
+def plan_trial(data: Dataset, seed: int | tuple[int, ...], candidates: np.ndarray, *, n_poisons: int,
+               n_clean: int = 1000, n_test: int = 1000, target_index: int | None = None,
+               base_class: int | None = None, external_label: int | None = None,
+               judge: Judge | None = None) -> TrialPlan:
+    """Draw a trial from ``numpy.random.default_rng(seed)``; ``target_index`` / ``base_class`` fix
+    those choices (the dashboard's user picks them), everything else still comes from the seed.
+    ``external_label``: the target is an image from outside the data set (an upload) with this
+    label; the plan then has ``target_index = -1`` and ``run_trial`` needs the image."""
+    seed = tuple(np.atleast_1d(seed).tolist())
+    rng = np.random.default_rng(seed)
+    n_classes = len(data.classes)
+    fixed = [target_index] if target_index is not None and target_index >= 0 else None
+    test = stratified_sample(data.y_test, min(n_test, len(data.y_test) - 1), rng, exclude=fixed)
+    if external_label is not None:
+        target_index, target_label = -1, int(external_label)
+    elif target_index is None:
+        free = np.setdiff1d(candidates, test)
+        if len(free) == 0:
+            raise ValueError("no correctly classified test image is left to be a target")
+        target_index = int(rng.choice(free))
+    if external_label is None:
+        target_label = int(data.y_test[target_index])
+    if base_class is None:
+        base_class = int(rng.choice([c for c in range(n_classes) if c != target_label]))
+    if base_class == target_label:
+        raise ValueError("the base class must differ from the target's class")
+    clean = stratified_sample(data.y_train, min(n_clean, len(data.y_train) - n_poisons), rng)
+    pool = rng.permutation(np.setdiff1d(np.flatnonzero(data.y_train == base_class), clean))
+    if len(pool) < n_poisons:
+        raise ValueError(f"only {len(pool)} training images of class {base_class} are free; ask for fewer poisons")
+    bases = _judged_bases(data, pool, base_class, n_poisons, judge)
+    return TrialPlan(seed=seed, target_index=int(target_index), target_label=target_label, base_class=base_class,
+                     base_indices=bases, clean_indices=clean, test_indices=test)
+
+
+def _judged_bases(data: Dataset, pool: np.ndarray, base_class: int, n: int, judge: Judge | None) -> np.ndarray:
+    """The first ``n`` of the shuffled ``pool`` that both judges label ``base_class``."""
+    if judge is None:
+        return pool[:n]
+    chosen: list[int] = []
+    for start in range(0, len(pool), max(4 * n, 16)):
+        chunk = pool[start:start + max(4 * n, 16)]
+        v = judge.verdict(data.x_train[chunk], base_class, exclude=chunk)
+        chosen.extend(chunk[v.clean_label].tolist())
+        if len(chosen) >= n:
+            return np.asarray(chosen[:n])
+    raise ValueError(f"fewer than {n} images of class {base_class} are labelled so by the judges")
+
+
+@dataclass(frozen=True)
+class FeatureBank:
+    """A model's penultimate features of a data set's whole train and test splits."""
+
+    train: np.ndarray
+    test: np.ndarray
+
+    @classmethod
+    def compute(cls, model: Classifier, data: Dataset) -> "FeatureBank":
+        return cls(extract_features(model, data.x_train).numpy(), extract_features(model, data.x_test).numpy())
+
+
+@dataclass
+class VictimResult:
+    """One retrained victim: trained on everything, or on what one defence kept."""
+
+    defence: str
+    outcome: Outcome
+    poisons_kept: int
+    detection: dict = field(default_factory=dict)  # auc, threshold, poisons_flagged, clean_flagged, scores
+    clean_scores: np.ndarray | None = None  # the filter's scores of the clean pool (not stored in records)
+
+    @property
+    def success(self) -> bool:
+        return self.outcome.success
+
+
+@dataclass
+class TrialResult:
+    """Everything one trial produced against one model."""
+
+    plan: TrialPlan
+    attack: str
+    setting: str
+    poisons: Poisons
+    verdict: Verdict | None
+    victims: dict[str, VictimResult]
+    poison_features: np.ndarray  # [k, d] under the attacked model
+    clean_features: np.ndarray  # [n_clean, d]
+
+    @property
+    def clean_label(self) -> bool:
+        """Every poison of the trial is clean-label (False when no judge looked)."""
+        return bool(self.verdict is not None and self.verdict.clean_label.all())
+
+    def record(self) -> dict:
+        """A JSON-ready record (what the experiment runner stores per trial)."""
+        pert = self.poisons.perturbation()
+        plan = {k: v for k, v in self.plan.to_dict().items() if k != "seed"}
+        out = {"attack": self.attack, "setting": self.setting, "n_poisons": int(len(self.poisons.poisons)),
+               **plan, "craft_s": round(self.poisons.time_s, 3),
+               "iterations_run": int(self.poisons.traj_iters[-1]),
+               "feature_distance": float(self.poisons.final_feature_distance.mean()),
+               "l2": float(np.mean(pert["l2"])), "linf": float(np.max(pert["linf"])),
+               "judge": self.verdict.to_dict() if self.verdict is not None else None,
+               "clean_label": self.clean_label, "defences": {}}
+        for name, v in self.victims.items():
+            out["defences"][name] = {"success": v.success, "pred_after": v.outcome.pred_after,
+                                     "clean_acc_after": v.outcome.clean_acc_after,
+                                     "poisons_kept": v.poisons_kept, **v.detection}
+        return out
+
+
+def run_trial(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, knobs: dict, *,
+              defences: tuple[str, ...] = ("none",), setting: str = "transfer", fpr: float = 0.05,
+              judge: Judge | None = None, target: np.ndarray | None = None, victim_seed: int = 0,
+              end2end_epochs: int = 1, bank: "FeatureBank | None" = None,
+              progress: Callable[[str], None] | None = None) -> TrialResult:
+    """Craft against ``model``, judge, filter with each applicable defence, retrain a victim each.
+
+    ``target`` replaces the planned test image (an uploaded picture); its label stays the plan's.
+    ``bank``: the model's features of both whole splits, when the caller runs many trials (the
+    clean and test features are then looked up instead of recomputed: same numbers, less time).
+    """
+    say = progress or (lambda _msg: None)
+    head = model.config.head
+    if target is None and plan.target_index < 0:
+        raise ValueError("this plan's target is an outside image: pass it as target=")
+    target_img = data.x_test[plan.target_index:plan.target_index + 1] if target is None else target
+    k = len(plan.base_indices)
+    say(f"crafting {k} poison(s) against the {head} model")
+    poisons = craft(model, attack, data.x_train[plan.base_indices], target_img, np.full(k, plan.base_class),
+                    plan.target_label, **knobs)
+    verdict = judge.verdict(poisons.poisons, plan.base_class, exclude=plan.base_indices) if judge else None
+    say("scoring the training pool with each filter")
+    x_clean, y_clean = data.x_train[plan.clean_indices], data.y_train[plan.clean_indices]
+    x_test, y_test = data.x_test[plan.test_indices], data.y_test[plan.test_indices]
+    if bank is not None:
+        clean_feats, test_feats = bank.train[plan.clean_indices], torch.from_numpy(bank.test[plan.test_indices])
+    else:
+        clean_feats, test_feats = extract_features(model, x_clean).numpy(), extract_features(model, x_test)
+    poison_feats = extract_features(model, poisons.poisons).numpy()
+    pool = np.concatenate([clean_feats, poison_feats])
+    claimed = np.concatenate([y_clean, poisons.base_labels])
+    n_clean = len(clean_feats)
+    victims: dict[str, VictimResult] = {}
+    for defence in defences:
+        if applicable(defence, head):
+            continue
+        if defence == "none":
+            keep_clean, keep_poison, det, s = np.ones(n_clean, bool), np.ones(k, bool), {}, None
+        else:
+            s = score(defence, pool, claimed, head=model.head)
+            thr = threshold_at_fpr(s[:n_clean], fpr)
+            flags = s > thr
+            keep_clean, keep_poison = ~flags[:n_clean], ~flags[n_clean:]
+            det = {"auc": roc(s[:n_clean], s[n_clean:])["auc"], "threshold": thr,
+                   "poisons_flagged": float(flags[n_clean:].mean()), "clean_flagged": float(flags[:n_clean].mean()),
+                   "poison_scores": s[n_clean:].tolist(),
+                   "clean_score_quantiles": np.quantile(s[:n_clean], [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]).tolist()}
+        say(f"retraining the victim ({'no filter' if defence == 'none' else DEFENCES[defence].label})")
+        outcome, _ = retrain_victim(model, poisons, x_clean[keep_clean], y_clean[keep_clean], x_test, y_test,
+                                    setting, seed=victim_seed, epochs=end2end_epochs, keep=keep_poison,
+                                    clean_feats=clean_feats[keep_clean] if setting == "transfer" else None,
+                                    test_feats=test_feats)
+        victims[defence] = VictimResult(defence, outcome, int(keep_poison.sum()), det,
+                                        None if s is None else s[:n_clean])
+    return TrialResult(plan=plan, attack=attack, setting=setting, poisons=poisons, verdict=verdict, victims=victims,
+                       poison_features=poison_feats, clean_features=clean_feats)

@@ -1,0 +1,121 @@
+"""Reporting on experiments: cell summaries, Markdown tables, figures, reading shipped results.
+
+Kept apart from the runner (``core.experiments``) so that the dashboard and the write-ups read
+results without importing anything that runs trials.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoints import CHECKPOINT_DIR
+from .stats import wilson_interval
+
+
+def fmt_rate(rate: float, ci: tuple[float, float] | list[float]) -> str:
+    """"47% (30-64%)": a rate with its 95% interval, as people read it."""
+    return f"{100 * rate:.0f}% ({100 * ci[0]:.0f}-{100 * ci[1]:.0f}%)"
+
+
+def summarise(records: list[dict]) -> list[dict]:
+    """Per (model, attack, k, setting, defence): success rate with its Wilson 95% interval, how
+    clean-label the poisons were, and detection metrics for filters.
+
+    ``clean_label_rate``: share of the cell's poisons both judges call the base class;
+    ``clean_label_success``: trials that succeeded with every poison clean-label (and its rate).
+    """
+    cells: dict = {}
+    for r in records:
+        if "skipped" in r:
+            continue
+        for defence, d in r["defences"].items():
+            cells.setdefault((r["model"], r["attack"], r["n_poisons"], r["setting"], defence), []).append((r, d))
+    rows = []
+    for (model, attack, k, setting, defence), items in sorted(cells.items()):
+        n = len(items)
+        wins = sum(d["success"] for _, d in items)
+        clean_wins = sum(d["success"] and r.get("clean_label", False) for r, d in items)
+        judged = [r["judge"]["clean_label"] for r, _ in items if r.get("judge")]
+        row = {"model": model, "attack": attack, "n_poisons": k, "setting": setting, "defence": defence,
+               "eps": items[0][0].get("eps"), "trials": n, "successes": wins, "rate": wins / n,
+               "ci95": list(wilson_interval(wins, n)),
+               "clean_label_rate": float(np.mean(np.concatenate(judged))) if judged else None,
+               "clean_label_success": clean_wins, "clean_label_success_rate": clean_wins / n,
+               "clean_label_success_ci95": list(wilson_interval(clean_wins, n)),
+               "clean_acc_after": float(np.mean([d["clean_acc_after"] for _, d in items])),
+               "mean_l2": float(np.mean([r["l2"] for r, _ in items])),
+               "mean_feature_distance": float(np.mean([r["feature_distance"] for r, _ in items]))}
+        if defence != "none":
+            row.update({m: float(np.mean([d[m] for _, d in items]))
+                        for m in ("auc", "poisons_flagged", "clean_flagged")})
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = ("| model | attack | poisons | budget | setting | defence | success (95% CI) | clean-label poisons | "
+            "clean-label successes | trials | clean acc | poisons flagged | clean flagged | AUC | poison l2 | "
+            "feature distance |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        det = (f"{100 * r['poisons_flagged']:.0f}% | {100 * r['clean_flagged']:.1f}% | {r['auc']:.3f}"
+               if "auc" in r else "- | - | -")
+        clean = "-" if r["clean_label_rate"] is None else f"{100 * r['clean_label_rate']:.0f}%"
+        eps = "-" if r.get("eps") is None else f"{r['eps']:.3g}"
+        lines.append(f"| {r['model']} | {r['attack']} | {r['n_poisons']} | {eps} | {r['setting']} | {r['defence']} | "
+                     f"{fmt_rate(r['rate'], r['ci95'])} | {clean} | {r['clean_label_success']} | {r['trials']} | "
+                     f"{100 * r['clean_acc_after']:.1f}% | {det} | {r['mean_l2']:.2f} | "
+                     f"{r['mean_feature_distance']:.2f} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def load_results(root: str | Path | None = None) -> dict[str, dict]:
+    """Every finished experiment under ``root`` (default: the shipped ``checkpoints/experiments``),
+    by folder name: what ``run_experiment`` wrote to ``results.json``."""
+    root = Path(root) if root is not None else CHECKPOINT_DIR / "experiments"
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("*/results.json"))}
+
+
+def rate_figure(rows: list[dict], title: str = ""):
+    """Success rate with 95% intervals, one series per model / defence / setting (/ attack when
+    several): lines against the number of poisons, or bars when every row has the same number (a
+    dozen series stacked on one x position would hide each other). The dashboard shows it too."""
+    import plotly.graph_objects as go
+
+    from .attacks import ATTACKS
+    from .defences import label
+
+    attacks, settings = len({r["attack"] for r in rows}) > 1, len({r["setting"] for r in rows}) > 1
+    series: dict = {}
+    # each model's undefended victim first, then the same victim behind each filter
+    for r in sorted(rows, key=lambda r: (r["model"], r["defence"] != "none", r["defence"])):
+        name = r["model"] + (f" + {label(r['defence'])}" if r["defence"] != "none" else ", no filter")
+        name = (f"{ATTACKS[r['attack']].label}: " if attacks else "") + name + (f", {r['setting']}" if settings else "")
+        series.setdefault(name, []).append(r)
+    fig = go.Figure()
+    if len({r["n_poisons"] for r in rows}) == 1:
+        names, rs = list(series), [v[0] for v in series.values()]
+        fig.add_trace(go.Bar(x=names, y=[r["rate"] for r in rs], error_y=_error_bars(rs),
+                             text=[f"{100 * r['rate']:.0f}%" for r in rs], textposition="auto",
+                             marker_color=["#d62728" if r["defence"] == "none" else "#1f77b4" for r in rs]))
+        fig.update_layout(xaxis_title=f"victim + filter ({rows[0]['n_poisons']} poisons per trial)")
+    else:
+        for name, rs in series.items():
+            rs = sorted(rs, key=lambda r: r["n_poisons"])
+            fig.add_trace(go.Scatter(x=[r["n_poisons"] for r in rs], y=[r["rate"] for r in rs], name=name,
+                                     mode="lines+markers", error_y=_error_bars(rs)))
+        fig.update_layout(xaxis_title="number of poisons")
+    fig.update_layout(title=title, yaxis_title="attack success rate", yaxis_range=[0, 1.1], height=420)
+    return fig
+
+
+def _error_bars(rows: list[dict]) -> dict:
+    return {"type": "data", "symmetric": False, "array": [r["ci95"][1] - r["rate"] for r in rows],
+            "arrayminus": [r["rate"] - r["ci95"][0] for r in rows]}
+
+
+def write_plot(rows: list[dict], path: Path) -> None:
+    rate_figure(rows, "attack success rate (95% Wilson intervals)").write_html(path, include_plotlyjs=True)

@@ -1,0 +1,90 @@
+"""The one trial pipeline: seeded plans that never take "the first N", and one outcome everywhere."""
+
+import numpy as np
+import pytest
+import torch
+
+from core.attacks import attack_knobs
+from core.checkpoints import save_checkpoint
+from core.data import Dataset
+from core.experiments import ExperimentConfig, candidate_targets, experiment_trial
+from core.judge import load_judge
+from core.lab import run_lab
+from core.models import Classifier, default_config
+from core.pipeline import correct_targets, plan_trial, run_trial, stratified_sample
+from core.train import TrainConfig, fit
+
+
+def _sorted_by_class(ds: Dataset) -> Dataset:
+    """The shared packs are stored sorted by class: make the sample look like them."""
+    tr, te = np.argsort(ds.y_train, kind="stable"), np.argsort(ds.y_test, kind="stable")
+    return Dataset(ds.name, ds.x_train[tr], ds.y_train[tr], ds.x_test[te], ds.y_test[te], ds.classes, ds.source)
+
+
+def test_plan_is_seeded_stratified_and_disjoint(mnist_demo):
+    ds = _sorted_by_class(mnist_demo)
+    candidates = np.arange(0, len(ds.y_test), 3)
+    a = plan_trial(ds, (0, 5), candidates, n_poisons=4, n_clean=200, n_test=100)
+    b = plan_trial(ds, (0, 5), candidates, n_poisons=4, n_clean=200, n_test=100)
+    assert a.to_dict() == b.to_dict() and np.array_equal(a.clean_indices, b.clean_indices)
+    assert np.array_equal(np.bincount(ds.y_test[a.test_indices]), np.full(10, 10))  # every class, not zeros
+    assert np.array_equal(np.bincount(ds.y_train[a.clean_indices]), np.full(10, 20))
+    assert a.target_index in candidates and a.target_index not in a.test_indices
+    assert a.base_class != a.target_label and np.all(ds.y_train[a.base_indices] == a.base_class)
+    assert not set(a.base_indices) & set(a.clean_indices)
+    others = {plan_trial(ds, (0, t), candidates, n_poisons=4, n_clean=200, n_test=100).target_label
+              for t in range(30)}
+    assert len(others) >= 8  # targets come from every class
+
+
+def test_stratified_sample_spreads_the_remainder():
+    labels = np.repeat(np.arange(3), 10)
+    idx = stratified_sample(labels, 7, np.random.default_rng(0))
+    assert sorted(np.bincount(labels[idx]).tolist()) == [2, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def pair(mnist_demo, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pipe")
+    paths, models = {}, {}
+    for head in ("softmax", "lgm"):
+        torch.manual_seed(0)
+        m = Classifier(default_config("mnist", head, 8, arch="resnet", depth=1, width=16))
+        fit(m, mnist_demo.x_train, mnist_demo.y_train, TrainConfig(epochs=2, batch_size=64), progress=False)
+        paths[head] = str(save_checkpoint(m, folder / f"{head}.pt", {}))
+        models[head] = m.eval()
+    return paths, models
+
+
+def test_lab_and_experiment_runner_agree(pair, mnist_demo):
+    """The dashboard's lab and the experiment runner are one pipeline: same seed, same outcome."""
+    paths, models = pair
+    cfg = ExperimentConfig(models=paths, attacks=("fc",), defences=("none", "lgm", "centroid"), trials=1, iters=30,
+                           n_clean=150, n_test=100, demo=True, seed=7)
+    targets = candidate_targets(cfg)
+    assert np.array_equal(targets["mnist"], correct_targets(list(models.values()), mnist_demo))
+    judge = load_judge(mnist_demo)
+    for head, own in (("lgm", "lgm"), ("softmax", "centroid")):
+        record, poisons = experiment_trial(cfg, targets, head, "fc", 3, "transfer", 0)
+        plan = plan_trial(mnist_demo, (7, 0), targets["mnist"], n_poisons=3, n_clean=150, n_test=100, judge=judge)
+        knobs = attack_knobs("fc", "mnist", 30, seed=0, record_every=30)
+        lab = run_lab(models[head], mnist_demo, plan, "fc", knobs, judge=judge)
+        assert record["target_index"] == plan.target_index and record["base_indices"] == plan.base_indices.tolist()
+        assert np.array_equal(np.round(lab.poisons.poisons * 255).astype(np.uint8), poisons)
+        for name in ("none", own):
+            assert lab.victims[name].success == record["defences"][name]["success"]
+            assert lab.victims[name].outcome.pred_after == record["defences"][name]["pred_after"]
+            assert lab.victims[name].outcome.clean_acc_after == pytest.approx(record["defences"][name]["clean_acc_after"])
+        assert record["judge"]["clean_label"] == lab.verdict.clean_label.tolist()
+
+
+def test_uploaded_target_needs_its_image(pair, mnist_demo):
+    _, models = pair
+    plan = plan_trial(mnist_demo, 1, np.arange(50), n_poisons=2, n_clean=100, n_test=50, base_class=3,
+                      external_label=5)
+    assert plan.target_index == -1 and plan.target_label == 5
+    with pytest.raises(ValueError, match="outside image"):
+        run_trial(models["softmax"], mnist_demo, plan, "fc", attack_knobs("fc", "mnist", 5))
+    img = mnist_demo.x_test[np.flatnonzero(mnist_demo.y_test == 5)[:1]]
+    r = run_trial(models["softmax"], mnist_demo, plan, "fc", attack_knobs("fc", "mnist", 5), target=img)
+    assert r.victims["none"].outcome.target_label == 5
