@@ -130,6 +130,17 @@ def _as_batch(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.
     return to_input(images).to(device)
 
 
+def _collision_setup(model: Classifier, bases: np.ndarray, target: np.ndarray, base_labels: np.ndarray):
+    """(frozen model, bases, target, labels, the target's feature per base) on the model's device."""
+    model = _frozen(model)
+    device = next(model.parameters()).device
+    b, t = _as_batch(bases, device), _as_batch(target, device)
+    labels = torch.as_tensor(np.asarray(base_labels), dtype=torch.long, device=device)
+    with torch.no_grad():
+        ft = model.features(t).expand(len(b), -1) if len(t) == 1 else model.features(t)
+    return model, b, t, labels, ft
+
+
 def _project(x: torch.Tensor, anchor: torch.Tensor, eps: float | None) -> torch.Tensor:
     if eps is not None:
         x = torch.max(torch.min(x, anchor + eps), anchor - eps)
@@ -175,15 +186,8 @@ def poison_frogs(model: Classifier, bases: np.ndarray, target: np.ndarray, base_
     _check(iters, record_every, opacity, eps)
     if beta0 < 0 or step <= 0:
         raise ValueError("beta0 must be >= 0 and step > 0")
-    model = _frozen(model)
-    device = next(model.parameters()).device
     t0 = time.perf_counter()
-    b = _as_batch(bases, device)
-    t = _as_batch(target, device)
-    labels = torch.as_tensor(np.asarray(base_labels), dtype=torch.long, device=device)
-    n = len(b)
-    with torch.no_grad():
-        ft = model.features(t).expand(n, -1) if len(t) == 1 else model.features(t)
+    model, b, t, labels, ft = _collision_setup(model, bases, target, base_labels)
     anchor = (1 - opacity) * b + opacity * t  # watermarked base: the image the poison must resemble
     input_dim = b[0].numel()
     beta = paper_beta(beta0, ft.shape[1], input_dim)
@@ -258,15 +262,8 @@ def feature_collision(model: Classifier, bases: np.ndarray, target: np.ndarray, 
         raise ValueError("restarts must be in 1..100, lr > 0, adaptive_weight >= 0")
     if adaptive_weight and model.config.head != "lgm":
         raise ValueError(applicable("fc-adaptive", model.config.head))
-    model = _frozen(model)
-    device = next(model.parameters()).device
     t0 = time.perf_counter()
-    b = _as_batch(bases, device)
-    t = _as_batch(target, device)
-    labels = torch.as_tensor(np.asarray(base_labels), dtype=torch.long, device=device)
-    n = len(b)
-    with torch.no_grad():
-        ft = model.features(t).expand(n, -1) if len(t) == 1 else model.features(t)
+    model, b, t, labels, ft = _collision_setup(model, bases, target, base_labels)
     gen = torch.Generator().manual_seed(seed)
 
     def loss_of(f: torch.Tensor) -> torch.Tensor:
@@ -282,7 +279,7 @@ def feature_collision(model: Classifier, bases: np.ndarray, target: np.ndarray, 
     shape = (-1,) + (1,) * (b.ndim - 1)
     total = 0
     for restart in range(restarts):
-        start = torch.zeros_like(b) if restart == 0 else (torch.rand(b.shape, generator=gen) * 2 - 1).to(device) * eps
+        start = torch.zeros_like(b) if restart == 0 else (torch.rand(b.shape, generator=gen) * 2 - 1).to(b.device) * eps
         delta = ((b + start).clamp(0, 1) - b).requires_grad_(True)
         opt = torch.optim.Adam([delta], lr=lr * eps)
         stale, last_best = 0, best_loss.clone()

@@ -1,4 +1,4 @@
-"""``python -m core ...``: everything the dashboard does, headless.
+"""``poisonlab ...`` (or ``python -m core ...``): everything the dashboard does, headless.
 
 Commands print one JSON object on stdout (progress goes to stderr) so results can be piped.
 Bad arguments exit with status 2 and a one-line message, never a traceback.
@@ -251,7 +251,7 @@ def cmd_precompute_maps(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m core", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="poisonlab", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     def data_flags(sp: argparse.ArgumentParser) -> None:

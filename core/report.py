@@ -55,6 +55,29 @@ def summarise(records: list[dict]) -> list[dict]:
     return rows
 
 
+def readable(rows: list[dict]) -> list[dict]:
+    """Cells with names a person reads (the dashboard's tables): attack and filter names, not codes,
+    and rates as "47% (30-64%)"."""
+    from .attacks import ATTACKS
+    from .defences import label
+
+    out = []
+    for r in rows:
+        row = {"victim": r["model"], "filter": label(r["defence"]), "attack": ATTACKS[r["attack"]].label,
+               "poisons": r["n_poisons"], "setting": r["setting"],
+               "pixel budget": "-" if r.get("eps") is None else f"{round(255 * r['eps'])} of 255",
+               "target flipped (95% CI)": fmt_rate(r["rate"], r["ci95"]),
+               "clean-label poisons": ("not judged" if r.get("clean_label_rate") is None
+                                       else f"{100 * r['clean_label_rate']:.0f}%"),
+               "flipped with clean-label poisons": f"{r.get('clean_label_success', '-')} of {r['trials']}",
+               "clean accuracy after": f"{100 * r['clean_acc_after']:.1f}%"}
+        if "auc" in r:
+            row.update({"poisons caught": f"{100 * r['poisons_flagged']:.0f}%",
+                        "clean images dropped": f"{100 * r['clean_flagged']:.1f}%", "AUC": round(r["auc"], 3)})
+        out.append(row)
+    return out
+
+
 def markdown_table(rows: list[dict]) -> str:
     head = ("| model | attack | poisons | budget | setting | defence | success (95% CI) | clean-label poisons | "
             "clean-label successes | trials | clean acc | poisons flagged | clean flagged | AUC | poison l2 | "

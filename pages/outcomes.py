@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.attacks import ATTACKS
 from core.experiments import ExperimentConfig, run_experiment
-from core.report import load_results, rate_figure
+from core.report import load_results, rate_figure, readable
 from pages.common import sidebar
 
 dataset, space, pair = sidebar()
@@ -38,6 +38,10 @@ else:
                         key="experiment", format_func=lambda n: f"{n}: {describe(results[n])}")
     res = results[name]
     cfg = res["config"]
+    if "judge" not in cfg:
+        st.warning("Made with the first build's defaults (no pixel budget, Poison Frogs' 30% watermark, no "
+                   "clean-label judge): many of its poisons show the target, so it measures something close to "
+                   "a dirty-label attack. It will be rerun at the clean-label budget on the new CIFAR-10 models.")
     st.caption(f"{res['n_trials']} trials; {cfg['iters']} crafting iterations; {cfg['n_clean']} clean retraining "
                f"images; filters at {100 * cfg['fpr']:.0f}% false positives on clean data. Reproduce with "
                f"`python -m core experiment --config bench/configs/{name}.json --out DIR`.")
@@ -46,11 +50,9 @@ else:
         for setting in sorted({c["setting"] for c in cells}):
             sub = [c for c in cells if c["attack"] == attack and c["setting"] == setting]
             if sub:
-                st.plotly_chart(rate_figure(sub, f"{attack}, {setting}"), width="stretch",
+                st.plotly_chart(rate_figure(sub, f"{ATTACKS[attack].label}, {setting} victim"), width="stretch",
                                 key=f"{name}_{attack}_{setting}")
-    st.dataframe([{k: (f"{100 * v:.0f}%" if k == "rate" else v) for k, v in c.items() if k != "ci95"} |
-                  {"95% CI": f"{100 * c['ci95'][0]:.0f}-{100 * c['ci95'][1]:.0f}%"} for c in cells],
-                 hide_index=True, width="stretch")
+    st.dataframe(readable(cells), hide_index=True, width="stretch")
 
 st.subheader("Run a small experiment now")
 st.caption("A few trials on the embedded sample with the selected models: numbers are rough, the point is to see "
@@ -67,4 +69,4 @@ if st.button("Run"):
         summary = run_experiment(cfg, tmp, progress=False,
                                  on_trial=lambda done, total: bar.progress(done / total, f"trial {done}/{total}"))
     st.plotly_chart(rate_figure(summary["cells"], f"live: {attack}, transfer"), width="stretch")
-    st.dataframe(summary["cells"], hide_index=True, width="stretch")
+    st.dataframe(readable(summary["cells"]), hide_index=True, width="stretch")

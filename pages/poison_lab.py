@@ -81,13 +81,15 @@ with right:
                            help="The filter's false-positive rate: the share of clean training images it "
                                 "wrongly flags. Its threshold is set so that exactly this share goes.")
     clean_eps = default_eps(dataset)
-    eps = st.slider("Pixel budget: the most any pixel may change (0-255 scale)", 1, 255, round(255 * clean_eps),
-                    help=f"{round(255 * clean_eps)} is this data set's clean-label budget: at most a few percent of "
-                         "poisons crafted within it look like anything but their base class to our judges. "
-                         "Larger budgets are allowed, but the poisons stop being clean-label.") / 255
-    if eps > clean_eps + 1e-9:
-        st.warning(f"Above the clean-label budget ({round(255 * clean_eps)}/255): a person may see the target "
-                   "in these poisons; the judges' verdict below says how many still look like the base.")
+    clean_level = int(np.floor(255 * clean_eps + 1e-6))  # what the poisons' 8-bit pixels can realise
+    level = st.slider("Pixel budget: the most any pixel may change (out of 255)", 1, 255, clean_level,
+                      help=f"{clean_level} is this data set's clean-label budget: in our measurements at least 90% "
+                           "of poisons crafted within it still look like their base class to the judges. Larger "
+                           "budgets are allowed, but the poisons stop being clean-label.")
+    eps = clean_eps if level == clean_level else level / 255  # the default is exactly the experiments' budget
+    if level > clean_level:
+        st.warning(f"Above the clean-label budget ({clean_level}/255): a person may see the target in these "
+                   "poisons; the judges' verdict below says how many still look like the base.")
     settings: dict = {"record_every": max(1, iters // 40), "eps": eps}
     if attack == "fc-frogs":
         c1, c2 = st.columns(2)
@@ -159,7 +161,7 @@ for head, r in results.items():
     cs[1].image(image_for_display(r.poisons.poisons[i]), width=110, caption="poison")
     cs[2].image(image_for_display(r.poisons.target[0]), width=110, caption="target")
     cs[3].image(image_for_display(amp), width=110,
-                caption=f"change, amplified (largest {round(255 * float(np.abs(diff).max()))}/255 per pixel)")
+                caption=f"change, amplified (largest {round(255 * float(np.abs(diff).max()))} of 255 per pixel)")
 
     c_path, c_hist = st.columns(2)
     proj = projection(pair[head], "raw" if space == "2-D" else "pca")

@@ -43,15 +43,52 @@ def test_feature_space_click_shows_image():
     assert any("log-likelihood" in m.value for m in at.markdown)
 
 
-def test_poison_lab_flow():
+def test_poison_lab_flow_matches_core():
+    """The verdict table shows what core computes for the same choices and seed, victim by victim."""
+    import numpy as np
+
+    from core.attacks import attack_knobs
+    from core.checkpoints import load_checkpoint
+    from core.data import load_demo
+    from core.judge import load_judge
+    from core.lab import run_lab
+    from core.pipeline import correct_targets, plan_trial
+
     at = _app("pages/poison_lab.py", "mnist", "high-d")
     at.slider[0].set_value(2)  # poisons
-    at.slider[1].set_value(20)  # iterations
+    at.slider[1].set_value(20)  # crafting steps
     at.button[0].click().run()
     assert not at.exception, [e.value for e in at.exception]
-    verdict = at.dataframe[0].value
-    assert list(verdict["victim"]) == ["softmax", "lgm", "lgm + likelihood filter"]
+    table = at.dataframe[0].value
+    shown = dict(zip(table["victim (retrained on the poisoned data)"], table["poisoned?"]))
+    assert list(shown) == ["Softmax", "Softmax + Distance to class centre", "LGM", "LGM + LGM likelihood (the paper)"]
+
+    ds = load_demo("mnist")
+    pair = shipped()["mnist"]["high-d"]
+    models = {h: load_checkpoint(pair[h])[0] for h in ("softmax", "lgm")}
+    targets = correct_targets(list(models.values()), ds)
+    ti = int(np.intersect1d(np.flatnonzero(ds.y_test == 0), targets)[0])  # the page's first target
+    judge = load_judge(ds)
+    plan = plan_trial(ds, 0, targets, n_poisons=2, n_clean=500, n_test=500, target_index=ti, base_class=1,
+                      judge=judge)
+    for head, name in (("softmax", "Softmax"), ("lgm", "LGM")):
+        r = run_lab(models[head], ds, plan, "fc", attack_knobs("fc", "mnist", 20, seed=0, record_every=1), judge=judge)
+        own = "Distance to class centre" if head == "softmax" else "LGM likelihood (the paper)"
+        assert shown[name] == ("yes" if r.victims["none"].success else "no")
+        assert shown[f"{name} + {own}"] == ("yes" if r.victims[list(r.victims)[1]].success else "no")
     assert any("poisons flagged" in c.value for c in at.caption)
+    assert any("judged clean-label" in c.value for c in at.caption)
+
+
+def test_poison_lab_drops_a_result_made_for_other_choices():
+    at = _app("pages/poison_lab.py", "mnist", "high-d")
+    at.slider[0].set_value(1)
+    at.slider[1].set_value(10)
+    at.button[0].click().run()
+    assert len(at.dataframe) == 1
+    at.session_state["space"] = "2-D"  # the sidebar changes: the old verdict must not be drawn on the new map
+    at.run()
+    assert not at.exception and len(at.dataframe) == 0
 
 
 def test_poison_lab_other_target_modes():
@@ -73,7 +110,7 @@ def test_defences_compare_flow():
     at.button[0].click().run()
     assert not at.exception, [e.value for e in at.exception]
     names = set(at.dataframe[1].value["defence"])
-    assert "LGM likelihood (the paper)" in names and "deep k-NN" in names
+    assert "LGM likelihood (the paper)" in names and "Deep k-NN" in names
     chi2 = [c.value for c in at.caption if c.value.startswith("Chi-square threshold")]
     assert len(chi2) == 2 and "nominal 1%" in chi2[0]  # the shipped LGM models use identity covariance
 
@@ -97,7 +134,7 @@ def test_outcomes_live_run():
     at.button[0].click().run()
     assert not at.exception, [e.value for e in at.exception]
     cells = at.dataframe[-1].value
-    assert set(cells["defence"]) >= {"none", "lgm", "knn"}
+    assert set(cells["filter"]) >= {"no filter", "LGM likelihood (the paper)", "Deep k-NN"}
 
 
 def test_broken_checkpoint_is_skipped_with_a_message(tmp_path, monkeypatch, mnist_demo):
