@@ -93,8 +93,25 @@ def projection(path: str, method: str):
     return fit_projection(features(path, "test"), method, seed=0, cache_key=map_key(path))
 
 
+def _keep(key: str, options: list) -> str:
+    """The widget key for the shared choice ``key``, loaded with the value last chosen on any page.
+
+    Streamlit forgets a widget's value when the page that drew it is not drawn, so a choice made on
+    one page was lost on the next. The choice lives under ``key``, which no widget owns; each page's
+    widget (key ``_w_<key>``) is loaded from it and writes back to it (Streamlit's documented pattern).
+    """
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = options[0]
+    st.session_state[f"_w_{key}"] = st.session_state[key]
+    return f"_w_{key}"
+
+
+def _store(key: str) -> None:
+    st.session_state[key] = st.session_state[f"_w_{key}"]
+
+
 def sidebar() -> tuple[str, str, dict]:
-    """The shared choices: dataset and feature space; returns (dataset, space, {head: path})."""
+    """The shared choices, dataset and feature space, the same on every page: (dataset, space, {head: path})."""
     if not st.session_state.get("via_app"):
         # A server whose first request is a deep link (/poison_lab) runs the page file on its own,
         # with Streamlit's legacy pages/ listing; go through app.py's navigation instead.
@@ -104,12 +121,13 @@ def sidebar() -> tuple[str, str, dict]:
         st.sidebar.warning(f"Skipped a checkpoint: {problem}")
     if not available:
         st.error("No usable pair of softmax + LGM checkpoints in checkpoints/. Train them with "
-                 "`python -m core train ...` (see the README).")
+                 "`poisonlab train ...` (see the README).")
         st.stop()
     datasets = [d for d in DATASET_NAMES if d in available]  # MNIST first: the classroom default
-    dataset = st.sidebar.selectbox("Dataset", datasets, key="dataset", format_func=DATASET_NAMES.get)
+    dataset = st.sidebar.selectbox("Dataset", datasets, key=_keep("dataset", datasets), format_func=DATASET_NAMES.get,
+                                   on_change=_store, args=("dataset",))
     spaces = sorted(available[dataset])
-    space = st.sidebar.radio("Feature space", spaces, key="space",
+    space = st.sidebar.radio("Feature space", spaces, key=_keep("space", spaces), on_change=_store, args=("space",),
                              help="2-D: the network's features are 2 numbers, drawn directly. High-d: "
                                   "features have 64+ numbers and are mapped to 2-D for drawing.")
     pair = available[dataset][space]

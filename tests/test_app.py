@@ -14,5 +14,5 @@ def test_app_renders_and_switches_dataset():
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == "Poison Lab"
     for dataset in shipped():
-        at.sidebar.selectbox(key="dataset").select(dataset).run()
+        at.sidebar.selectbox(key="_w_dataset").select(dataset).run()
         assert not at.exception, [e.value for e in at.exception]

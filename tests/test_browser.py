@@ -96,3 +96,20 @@ def test_poison_lab_flow_in_browser(server, browser):
     page.wait_for_selector(".js-plotly-plot", timeout=60_000)
     page.screenshot(path=str(_shots() / "poison_lab_result.png"), full_page=True)
     page.close()
+
+
+def test_sidebar_choice_survives_navigation(server, browser):
+    """Choose CIFAR-10 in the sidebar, go to other pages: the sidebar still says CIFAR-10."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    page.goto(server)
+    _settle(page)
+    page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").first.click()
+    page.get_by_role("option", name="CIFAR-10").click()
+    _settle(page)
+    for name in ("Feature space", "Attack outcomes", "Overview"):
+        page.get_by_role("link", name=name).click()
+        _settle(page)
+        sidebar = page.locator("[data-testid='stSidebar']").inner_text()
+        assert "cifar10_" in sidebar and "mnist_" not in sidebar, (name, sidebar)  # its "Models:" line
+    page.screenshot(path=str(_shots() / "sidebar_after_navigation.png"), full_page=True)
+    page.close()

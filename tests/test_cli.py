@@ -59,11 +59,16 @@ def test_craft_and_attack_commands(tmp_path, capsys):
     assert main(["craft", *common, "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n_poisons"] == 2 and out.is_file() and summary["iterations"] == 10
-    assert main(["attack", *common, "--attack", "bp", "--n-clean", "100", "--n-test", "50"]) == 0
-    record = json.loads(capsys.readouterr().out)["outcome"]
+    assert max(summary["linf"]) <= 0.1 + 1e-6  # the MNIST clean-label budget by default
+    assert len(summary["judge"]["clean_label"]) == 2  # the shipped judge looked at both poisons
+    assert main(["attack", *common, "--attack", "bp", "--n-clean", "100", "--n-test", "50",
+                 "--defences", "none", "knn"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    record = printed["outcomes"]["none"]
     assert {"success", "probs_before", "probs_after", "clean_acc_before", "clean_acc_after",
             "poison_l2", "poison_linf", "feature_distance"} <= set(record)
     assert record["base_label"] == 8 and record["n_clean"] == 100
+    assert set(printed["trial"]["defences"]) == {"none", "knn"} and printed["trial"]["target_index"] == 0
 
 
 @pytest.mark.parametrize("extra,msg", [

@@ -158,6 +158,6 @@ def test_broken_checkpoint_is_skipped_with_a_message(tmp_path, monkeypatch, mnis
         at = _app("pages/overview.py", "mnist", "2-D")
         assert not at.exception
         assert any("mnist_lgm_d16.pt" in w.value and "sha256" in w.value for w in at.sidebar.warning)
-        assert at.sidebar.radio(key="space").options == ["2-D"]
+        assert at.sidebar.radio(key="_w_space").options == ["2-D"]
     finally:
         st.cache_data.clear()

@@ -18,7 +18,7 @@ from core.victim import retrain_victim
 def _run(model, ds, seed):
     bases = ds.x_train[np.flatnonzero(ds.y_train == 8)[:3]]
     target = ds.x_test[np.flatnonzero(ds.y_test == 3)[:1]]
-    p = craft(model, "fc", bases, target, np.full(3, 8), 3, iters=15)
+    p = craft(model, "fc", bases, target, np.full(3, 8), 3, iters=15, eps=0.2, restarts=2, seed=seed)
     out, _ = retrain_victim(model, p, ds.x_train[:150], ds.y_train[:150], ds.x_test[:60], ds.y_test[:60],
                             "transfer", seed=seed, head_steps=50)
     return p.poisons, out.probs_after
