@@ -176,5 +176,6 @@ def fit(model: Classifier, x_train: np.ndarray, y_train: np.ndarray, cfg: TrainC
                         "epoch_loss": history["epoch_loss"], "epoch_acc": history["epoch_test_accuracy"],
                         "train_time_s": history["train_time_s"]}, tmp)
             tmp.replace(state_path)
+    model.to(memory_format=torch.contiguous_format)  # as a loaded checkpoint is: same numbers, bit for bit
     model.eval()
     return history
