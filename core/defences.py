@@ -103,30 +103,23 @@ def spectral_scores(feats: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return scores
 
 
-def _two_means(x: np.ndarray, iters: int = 50) -> np.ndarray:
-    """Lloyd's 2-means started from the two extremes of the first coordinate (the top principal
-    direction after ``ac_scores``' PCA): deterministic, and a small far-off group gets its own centre."""
-    centres = x[[int(np.argmin(x[:, 0])), int(np.argmax(x[:, 0]))]]
-    assign = np.zeros(len(x), dtype=int)
-    for _ in range(iters):
-        assign = np.argmin(((x[:, None] - centres[None]) ** 2).sum(-1), axis=1)
-        new = np.stack([x[assign == j].mean(0) if np.any(assign == j) else centres[j] for j in range(2)])
-        if np.allclose(new, centres):
-            break
-        centres = new
-    return assign
-
-
 def ac_scores(feats: np.ndarray, labels: np.ndarray, dims: int = 10) -> np.ndarray:
+    """Per class: PCA to ``dims`` components, then 2-means (as ART's ActivationDefence, with PCA in
+    place of its ICA); members of the smaller cluster score 1 - its share of the class. Seeded and
+    on one thread, so the same pool gets the same scores on any machine (the per-class problems are
+    small: more threads only cost start-up and oversubscribe cores that parallel trials already use)."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from threadpoolctl import threadpool_limits
+
     scores = np.zeros(len(feats))
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         if len(idx) < 3:
             continue
-        centred = feats[idx] - feats[idx].mean(0)
-        _, _, vt = np.linalg.svd(centred, full_matrices=False)
-        reduced = centred @ vt[:min(dims, vt.shape[0])].T
-        assign = _two_means(reduced)
+        with threadpool_limits(limits=1):
+            reduced = PCA(n_components=min(dims, len(idx), feats.shape[1]), random_state=0).fit_transform(feats[idx])
+            assign = KMeans(n_clusters=2, n_init=10, random_state=0).fit_predict(reduced)
         share = np.bincount(assign, minlength=2) / len(idx)
         small = int(np.argmin(share))
         scores[idx[assign == small]] = 1.0 - share[small]
@@ -135,7 +128,10 @@ def ac_scores(feats: np.ndarray, labels: np.ndarray, dims: int = 10) -> np.ndarr
 
 def score(defence: str, feats: np.ndarray, labels: np.ndarray, *, head: LGMHead | None = None,
           centroids: np.ndarray | None = None, k: int = 10) -> np.ndarray:
-    """Suspicion scores of one defence over a pool of training features and claimed labels."""
+    """Suspicion scores of one defence over a pool of training features and claimed labels.
+
+    Keywords a defence does not use are ignored on purpose: the pipeline and the lab pass the
+    model's head to every defence, whichever model it is."""
     feats = np.asarray(feats, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     if defence == "lgm":
@@ -172,17 +168,17 @@ def chi2_threshold(head: LGMHead, fpr: float) -> float:
 
 
 def roc(clean_scores: np.ndarray, poison_scores: np.ndarray) -> dict:
-    """ROC curve (poisons positive), its AUC, and the true-positive rate at 1% and 5% FPR."""
-    s = np.concatenate([clean_scores, poison_scores]).astype(np.float64)
-    y = np.concatenate([np.zeros(len(clean_scores)), np.ones(len(poison_scores))])
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    distinct = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
-    tp = np.cumsum(y)[distinct]
-    fp = np.cumsum(1 - y)[distinct]
-    tpr = np.r_[0.0, tp / max(1, y.sum())]
-    fpr = np.r_[0.0, fp / max(1, (1 - y).sum())]
-    auc = float(np.trapezoid(tpr, fpr)) if hasattr(np, "trapezoid") else float(np.trapz(tpr, fpr))
+    """ROC curve (poisons positive; one point per distinct score, from (0, 0)), its AUC, and the
+    true-positive rate at 1% and 5% FPR with the threshold set on the clean scores."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    clean_scores = np.asarray(clean_scores, dtype=np.float64)
+    poison_scores = np.asarray(poison_scores, dtype=np.float64)
+    if len(clean_scores) == 0 or len(poison_scores) == 0:
+        raise ValueError("a ROC curve needs at least one clean and one poison score")
+    s = np.concatenate([clean_scores, poison_scores])
+    y = np.r_[np.zeros(len(clean_scores)), np.ones(len(poison_scores))]
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
     at = {f"tpr_at_fpr_{int(100 * f)}": float(np.mean(poison_scores > threshold_at_fpr(clean_scores, f)))
           for f in (0.01, 0.05)}
-    return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "auc": auc, **at}
+    return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "auc": float(roc_auc_score(y, s)), **at}
