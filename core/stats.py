@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import math
+from scipy.stats import binomtest, norm
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval for a binomial rate: honest at 0/n and n/n, unlike the normal one."""
+    """Wilson score interval for a binomial rate (95% at the default ``z``): honest at 0/n and n/n,
+    unlike the normal one. SciPy's ``binomtest(...).proportion_ci(method="wilson")``; no trials
+    at all say nothing, (0, 1)."""
     if trials <= 0:
         return 0.0, 1.0
-    p = successes / trials
-    denom = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denom
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    ci = binomtest(int(successes), int(trials)).proportion_ci(confidence_level=2 * norm.cdf(z) - 1, method="wilson")
+    return float(ci.low), float(ci.high)
