@@ -47,13 +47,13 @@ class LGMHead(nn.Module):
     kind = "lgm"
 
     def __init__(self, feat_dim: int, n_classes: int, alpha: float = 1.0, lam: float = 0.1,
-                 covariance: str = "identity", init_scale: float = 1.0) -> None:
+                 covariance: str = "identity") -> None:
         super().__init__()
         if covariance not in ("identity", "diag"):
             raise ValueError("covariance must be 'identity' or 'diag'")
         self.feat_dim, self.n_classes, self.covariance = feat_dim, n_classes, covariance
         self.alpha, self.lam = float(alpha), float(lam)
-        self.means = nn.Parameter(torch.randn(n_classes, feat_dim) * init_scale)
+        self.means = nn.Parameter(torch.randn(n_classes, feat_dim))
         # raw parameter -> bounded log-variance; zero raw maps to log-variance 0 (unit variance)
         self.logvar_raw = nn.Parameter(torch.zeros(n_classes, feat_dim),
                                        requires_grad=covariance == "diag")
