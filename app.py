@@ -12,6 +12,7 @@ PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
     st.Page("pages/feature_space.py", title="Feature space", icon=":material/scatter_plot:"),
     st.Page("pages/poison_lab.py", title="Poison lab", icon=":material/science:"),
+    st.Page("pages/gallery.py", title="Poison gallery", icon=":material/photo_library:"),
     st.Page("pages/outcomes.py", title="Attack outcomes", icon=":material/bar_chart:"),
     st.Page("pages/defences.py", title="Defences", icon=":material/shield:"),
 ]

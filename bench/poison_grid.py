@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.attacks import attack_knobs, craft
+from core.attacks import attack_knobs, budget_levels, craft
 from core.checkpoints import CHECKPOINT_DIR, load_checkpoint
 from core.data import load_dataset
 from core.judge import load_judge
@@ -57,7 +57,7 @@ def main() -> None:
                       **attack_knobs("fc", ds.name, args.iters, eps=eps, seed=row))
             v = judge.verdict(p.poisons, plan.base_class, exclude=plan.base_indices)
             call = "clean" if v.clean_label[0] else "NOT clean"
-            images.append((p.poisons[0], f"{int(255 * eps + 1e-6)}/255: {call}\nnet {ds.classes[v.reference[0]]}, "
+            images.append((p.poisons[0], f"{budget_levels(eps)}/255: {call}\nnet {ds.classes[v.reference[0]]}, "
                                          f"k-NN {ds.classes[v.knn[0]]}"))
         images.append((target[0] / 255.0, f"target: {ds.classes[plan.target_label]}"))
         for ax, (img, title) in zip(axes[row], images):

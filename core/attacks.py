@@ -147,13 +147,18 @@ def _project(x: torch.Tensor, anchor: torch.Tensor, eps: float | None) -> torch.
     return x.clamp_(0.0, 1.0)
 
 
+def budget_levels(eps: float) -> int:
+    """The most 8-bit grey levels a pixel may change within ``eps``: what the saved poisons realise."""
+    return int(np.floor(eps * 255 + 1e-6))
+
+
 def quantise(x: torch.Tensor, anchor: torch.Tensor, eps: float | None) -> torch.Tensor:
     """Round poisons to 8-bit pixels (what an image file holds) without leaving the budget: the
     rounded change from an 8-bit base is clipped to floor(255 eps) levels."""
     q = torch.round(x * 255)
     if eps is not None:
         a = torch.round(anchor * 255)
-        lim = float(np.floor(eps * 255 + 1e-6))
+        lim = float(budget_levels(eps))
         q = torch.max(torch.min(q, a + lim), a - lim)
     return q.clamp_(0, 255) / 255
 

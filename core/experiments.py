@@ -8,7 +8,8 @@ paired comparisons. ``core.pipeline.run_trial`` then crafts, judges, filters and
 Trials are independent, so they run through joblib (local processes by default; ``backend`` names
 any joblib backend: ``dask`` runs them on a Dask cluster, see the README). Each trial's record is
 cached as JSON under ``OUT/trials/`` (its poisons, as 8-bit images, beside it as ``.npz``) and a
-rerun skips what is there, so an interrupted run resumes. Summaries, tables and figures are in
+rerun skips what is there, so an interrupted run resumes. At the end the trials are gathered into
+the dashboard's gallery (``core.gallery``). Summaries, tables and figures are in
 ``core.report``.
 """
 
@@ -30,6 +31,7 @@ from .attacks import ATTACKS, applicable, attack_knobs
 from .checkpoints import load_checkpoint
 from .data import load_dataset, load_demo
 from .defences import DEFENCES
+from .gallery import build_gallery
 from .judge import load_judge
 from .pipeline import FeatureBank, correct_targets, plan_trial, run_trial
 from .report import markdown_table, summarise, write_plot
@@ -209,6 +211,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "results.md").write_text(markdown_table(rows))
     write_plot(rows, out / "success_rates.html")
+    datasets = {_model(path)[1]["config"]["dataset"] for path in cfg.models.values()}
+    if len(datasets) == 1:  # the dashboard's gallery pages through one data set's poisons
+        build_gallery(out, data=_dataset(datasets.pop(), cfg.demo, cfg.data_dir))
     return summary
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .attacks import budget_levels
 from .checkpoints import CHECKPOINT_DIR
 from .stats import wilson_interval
 
@@ -65,7 +66,7 @@ def readable(rows: list[dict]) -> list[dict]:
     for r in rows:
         row = {"victim": r["model"], "filter": label(r["defence"]), "attack": ATTACKS[r["attack"]].label,
                "poisons": r["n_poisons"], "setting": r["setting"],
-               "pixel budget": "-" if r.get("eps") is None else f"{round(255 * r['eps'])} of 255",
+               "pixel budget": "-" if r.get("eps") is None else f"{budget_levels(r['eps'])} of 255",
                "target flipped (95% CI)": fmt_rate(r["rate"], r["ci95"]),
                "clean-label poisons": ("not judged" if r.get("clean_label_rate") is None
                                        else f"{100 * r['clean_label_rate']:.0f}%"),

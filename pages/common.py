@@ -69,6 +69,87 @@ def judge(name: str):
     return load_judge(demo(name))
 
 
+@st.cache_resource(show_spinner="Loading the poison gallery...")
+def gallery(name: str):
+    """A shipped experiment's gallery (``core.gallery``), loaded once per server."""
+    from core.gallery import load_gallery, shipped_galleries
+
+    return load_gallery(shipped_galleries()[name])
+
+
+@st.cache_data(show_spinner=False)
+def galleries(dataset: str) -> list[str]:
+    """Shipped experiments with a gallery for ``dataset``, the default experiment first."""
+    from core.gallery import shipped_galleries
+
+    names = [n for n in shipped_galleries() if gallery(n).dataset == dataset]
+    return sorted(names, key=lambda n: (n != "default", n))
+
+
+def pick_showcase(dataset: str, space: str):
+    """(experiment name, gallery, Showcase) for the selected data set, preferring an experiment in the
+    selected feature space and the ``default`` one; None when no shipped trial qualifies."""
+    from core.gallery import showcase
+
+    names = galleries(dataset)
+    names = sorted(names, key=lambda n: ((gallery(n).models[next(iter(gallery(n).models))]["feat_dim"] == 2)
+                                         != (space == "2-D"), n != "default", n))
+    for name in names:
+        found = showcase(gallery(name))
+        if found is not None:
+            return name, gallery(name), found
+    return None
+
+
+def draw_showcase(dataset: str, space: str) -> bool:
+    """The classroom's opening example: a shipped clean-label poisoning of the softmax victim beside the
+    same target and bases crafted against the LGM model, with the measured rate. False when none exists."""
+    from core.defences import label as defence_label
+
+    picked = pick_showcase(dataset, space)
+    if picked is None:
+        return False
+    name, g, sc = picked
+    t = g.trials[sc.softmax]
+    classes = g.classes
+    st.markdown(f"**A real example, not a staged one.** In the shipped experiment `{name}` this attack poisoned the "
+                f"softmax victim in **{sc.successes} of {sc.trials} trials** ({sc.clean_label_successes} with every "
+                f"poison judged clean-label). Shown: the first of those by trial number. The same target and bases "
+                f"were attacked through the LGM model too (right).")
+    target, bases, poisons = g.images(sc.softmax)
+    cols = st.columns(4)
+    cols[0].image(image_for_display(target), width=110, caption=f"target: a {classes[t['target_label']]}")
+    cols[1].image(image_for_display(bases[0]), width=110, caption=f"base: a {classes[t['base_class']]}")
+    cols[2].image(image_for_display(poisons[0]), width=110,
+                  caption=f"poison: the judges call it a {classes[t['base_class']]}")
+    cols[3].image(image_for_display(amplified(poisons[0], bases[0])), width=110,
+                  caption="what changed, amplified (grey: nothing)")
+    sides = [("softmax", sc.softmax)] + ([("lgm", sc.lgm)] if sc.lgm is not None else [])
+    cols = st.columns(2)
+    ds = demo(dataset)
+    for col, (head, i) in zip(cols, sides):
+        tr = g.trials[i]
+        model_name = tr["model"]
+        info = g.models[model_name]
+        proj = projection(info["path"], "raw" if info["feat_dim"] == 2 else "pca")
+        target_f, base_f, poison_f = (proj.transform(np.atleast_2d(a)) for a in g.features(i, model_name))
+        m, _ = model(info["path"])
+        gauss = tuple(x.numpy() for x in m.head.gaussians()) if head == "lgm" else None
+        fig = feature_figure(proj.transform(features(info["path"], "test")), ds.y_test, ds.classes,
+                             f"{'Softmax' if head == 'softmax' else 'LGM'} model: poisons crafted against it",
+                             proj, gauss, poison_markers(target_f[0], base_f, poison_f))
+        col.plotly_chart(fig, width="stretch", key=f"showcase_{head}")
+        none = tr["victims"]["none"]
+        text = (f"Retrained on the poisoned data, the {'softmax' if head == 'softmax' else 'LGM'} victim calls the "
+                f"target a **{classes[none['pred_after']]}**: {'**poisoned**' if none['success'] else 'not poisoned'}.")
+        own = tr["victims"].get("lgm" if head == "lgm" else "centroid")
+        if own and own["flagged"] is not None:
+            text += (f" Its filter ({defence_label('lgm' if head == 'lgm' else 'centroid')}) caught "
+                     f"{sum(own['flagged'])} of {len(own['flagged'])} poisons, throwing away {100 * g.config['fpr']:.0f}% of clean images.")
+        col.markdown(text)
+    return True
+
+
 @st.cache_data(show_spinner=False)
 def targets(dataset: str, space: str) -> np.ndarray:
     """Test-sample indices both models of the chosen pair classify correctly: the fair targets."""
@@ -154,13 +235,18 @@ def selected_index(event) -> int | None:
     return int(indices[0]) if indices else None
 
 
+AXIS_NAMES = {"raw": ("feature 1", "feature 2"), "pca": ("principal direction 1", "principal direction 2"),
+              "umap": ("UMAP 1", "UMAP 2")}
+
+
 def feature_figure(points: np.ndarray, labels: np.ndarray, classes: tuple, title: str, proj=None,
-                   gaussians: tuple | None = None, extra: list | None = None) -> go.Figure:
-    """Scatter of 2-D points coloured by class, LGM means and 1/2/3-sigma ellipses, extra traces."""
+                   gaussians: tuple | None = None, extra: list | None = None, sigmas: tuple = (2,)) -> go.Figure:
+    """Scatter of 2-D points coloured by class, the LGM means and their ``sigmas`` ellipses (one
+    2-sigma ring per class by default: more rings hid the points), then ``extra`` traces on top."""
     fig = go.Figure()
     # one trace for every clickable point, so a selection's point_indices are sample indices
     fig.add_trace(go.Scattergl(x=points[:, 0], y=points[:, 1], mode="markers", name="samples", showlegend=False,
-                               marker={"size": 6, "color": [COLOURS[int(c)] for c in labels], "opacity": 0.65},
+                               marker={"size": 6, "color": [COLOURS[int(c)] for c in labels], "opacity": 0.55},
                                customdata=np.stack([np.arange(len(labels)), labels], 1),
                                hovertemplate="#%{customdata[0]} class %{customdata[1]}<extra></extra>"))
     for c, name in enumerate(classes):  # legend entries only
@@ -171,16 +257,44 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, classes: tuple, title
         centres = proj.transform(means)
         for c in range(len(means)):
             cov = proj.ellipse_cov(variances[c])
-            if cov is not None:
-                for sigma in (1, 2, 3):
-                    e = ellipse(centres[c], cov, sigma)
-                    fig.add_trace(go.Scatter(x=e[:, 0], y=e[:, 1], mode="lines", hoverinfo="skip",
-                                             line={"color": COLOURS[c], "width": 1, "dash": "dot"},
-                                             showlegend=False))
-        fig.add_trace(go.Scatter(x=centres[:, 0], y=centres[:, 1], mode="markers", name="class means",
-                                 marker={"symbol": "x", "size": 11, "color": "black"}))
+            if cov is None:
+                continue
+            for sigma in sigmas:
+                e = ellipse(centres[c], cov, sigma)
+                fig.add_trace(go.Scatter(x=e[:, 0], y=e[:, 1], mode="lines", hoverinfo="skip",
+                                         line={"color": COLOURS[c], "width": 1.5}, showlegend=False))
+        fig.add_trace(go.Scatter(x=centres[:, 0], y=centres[:, 1], mode="markers", name="class centre (LGM)",
+                                 marker={"symbol": "x", "size": 10, "color": "black"}))
     for trace in extra or []:
         fig.add_trace(trace)
+    x_name, y_name = AXIS_NAMES.get(getattr(proj, "method", "raw"), ("", ""))
     fig.update_layout(title=title, height=460, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      legend={"itemsizing": "constant"})
+                      legend={"itemsizing": "constant"}, xaxis_title=x_name, yaxis_title=y_name)
     return fig
+
+
+def poison_markers(target: np.ndarray, bases: np.ndarray, poisons: np.ndarray) -> list[go.Scatter]:
+    """Target, bases and poisons (already in the plot's 2-D coordinates) as outlined markers with a
+    thin line from each base to its poison: big enough to see on top of a dense class cloud, named
+    in the legend rather than with text that overlaps."""
+    outline = {"width": 2, "color": "white"}
+    lines_x, lines_y = [], []
+    for b, p in zip(bases, poisons):
+        lines_x += [b[0], p[0], None]
+        lines_y += [b[1], p[1], None]
+    return [go.Scatter(x=lines_x, y=lines_y, mode="lines", line={"color": "black", "width": 1, "dash": "dot"},
+                       hoverinfo="skip", showlegend=False),
+            go.Scatter(x=bases[:, 0], y=bases[:, 1], mode="markers", name="base images",
+                       marker={"symbol": "circle", "size": 12, "color": "white", "line": {"width": 2.5,
+                                                                                         "color": "black"}}),
+            go.Scatter(x=[target[0]], y=[target[1]], mode="markers", name="target",
+                       marker={"symbol": "diamond", "size": 18, "color": "gold", "line": {"width": 2,
+                                                                                         "color": "black"}}),
+            go.Scatter(x=poisons[:, 0], y=poisons[:, 1], mode="markers", name="poisons",
+                       marker={"symbol": "star", "size": 17, "color": "black", "line": outline})]
+
+
+def amplified(poison: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """The change a poison makes, scaled so its largest pixel change is full contrast (grey = no change)."""
+    diff = poison.astype(np.float32) - base.astype(np.float32)
+    return (0.5 + diff / (2 * max(1e-6, float(np.abs(diff).max())))).astype(np.float32)

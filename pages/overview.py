@@ -1,12 +1,11 @@
 """Overview: the attack and the defence in one screen."""
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
-from core.attacks import attack_knobs, craft, default_eps
-from pages.common import (DATASET_NAMES, demo, feature_figure, features, image_for_display, model, projection,
-                          sidebar)
+from core.attacks import attack_knobs, budget_levels, craft, default_eps
+from pages.common import (DATASET_NAMES, demo, draw_showcase, feature_figure, features, image_for_display, model,
+                          poison_markers, projection, sidebar)
 
 dataset, space, pair = sidebar()
 ds = demo(dataset)
@@ -24,6 +23,7 @@ st.markdown(
 
 @st.cache_data(show_spinner="Crafting an example poison...")
 def example(path: str, dataset: str, iters: int = 100) -> tuple:
+    """A poison crafted now with the default knobs: the fallback where no shipped example exists."""
     m, _ = model(path)
     d = demo(dataset)
     ti = int(np.flatnonzero(d.y_test == 3)[0]) if dataset != "cifar10" else int(np.flatnonzero(d.y_test == 5)[0])
@@ -34,28 +34,30 @@ def example(path: str, dataset: str, iters: int = 100) -> tuple:
     return ti, bi, p
 
 
-cols = st.columns(2)
-for col, head in zip(cols, ("softmax", "lgm")):
-    ti, bi, p = example(pair[head], dataset)
-    proj = projection(pair[head], "raw" if space == "2-D" else "pca")
-    m, _ = model(pair[head])
-    pts = proj.transform(features(pair[head], "test"))
-    marks = proj.transform(np.stack([p.traj_features[0, 0], p.traj_features[-1, 0], p.target_feature]))
-    extra = [go.Scatter(x=marks[[i], 0], y=marks[[i], 1], mode="markers+text", text=[name], textposition="top center",
-                        name=name, marker={"size": 16, "symbol": sym, "color": "black", "line": {"width": 2}})
-             for i, (name, sym) in enumerate([("base", "circle-open"), ("poison", "star"), ("target", "diamond")])]
-    gauss = m.head.gaussians() if head == "lgm" else None
-    gauss = tuple(g.numpy() for g in gauss) if gauss is not None else None
-    with col:
-        st.subheader("Softmax model" if head == "softmax" else "LGM model")
-        st.plotly_chart(feature_figure(pts, ds.y_test, ds.classes, f"{DATASET_NAMES[dataset]} test features ({space})",
-                                       proj, gauss, extra), width="stretch", key=f"ov_{head}")
-
-ti, bi, p = example(pair["softmax"], dataset)
-c1, c2, c3 = st.columns(3)
-c1.image(image_for_display(p.bases[0]), caption=f"base: a {ds.classes[int(ds.y_train[bi])]}", width=150)
-c2.image(image_for_display(p.poisons[0]), width=150,
-         caption=f"poison (against the softmax model; every pixel within {round(255 * default_eps(dataset))}/255)")
-c3.image(image_for_display(p.target[0]), caption=f"target: a {ds.classes[int(ds.y_test[ti])]}", width=150)
-st.info("Next: **Feature space** to explore the clusters, **Poison lab** to craft your own poisons and "
-        "retrain a victim, **Attack outcomes** and **Defences** for the measured numbers.")
+st.subheader("Seen in the shipped experiments")
+if not draw_showcase(dataset, space):
+    st.info(f"No shipped {DATASET_NAMES[dataset]} trial has poisoned a victim with clean-label poisons yet, so here is "
+            "one poison crafted now against each model (nothing retrained). **Poison gallery** shows what the "
+            "shipped trials did.")
+    cols = st.columns(2)
+    for col, head in zip(cols, ("softmax", "lgm")):
+        ti, bi, p = example(pair[head], dataset)
+        proj = projection(pair[head], "raw" if space == "2-D" else "pca")
+        m, _ = model(pair[head])
+        pts = proj.transform(features(pair[head], "test"))
+        marks = proj.transform(np.stack([p.traj_features[0, 0], p.traj_features[-1, 0], p.target_feature]))
+        gauss = tuple(g.numpy() for g in m.head.gaussians()) if head == "lgm" else None
+        with col:
+            st.plotly_chart(feature_figure(pts, ds.y_test, ds.classes,
+                                           f"{'Softmax' if head == 'softmax' else 'LGM'} model ({space})", proj, gauss,
+                                           poison_markers(marks[2], marks[:1], marks[1:2])),
+                            width="stretch", key=f"ov_{head}")
+    ti, bi, p = example(pair["softmax"], dataset)
+    c1, c2, c3 = st.columns(3)
+    c1.image(image_for_display(p.bases[0]), caption=f"base: a {ds.classes[int(ds.y_train[bi])]}", width=150)
+    c2.image(image_for_display(p.poisons[0]), width=150, caption="poison (against the softmax model; every pixel "
+             f"within {budget_levels(default_eps(dataset))}/255)")
+    c3.image(image_for_display(p.target[0]), caption=f"target: a {ds.classes[int(ds.y_test[ti])]}", width=150)
+st.info("Next: **Guided tour** walks a class through it step by step; **Feature space** to explore the clusters; "
+        "**Poison lab** to craft your own poisons and retrain a victim; **Poison gallery**, **Attack outcomes** and "
+        "**Defences** for what was measured.")

@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from core.attacks import ATTACKS, attack_knobs, default_eps
+from core.attacks import ATTACKS, attack_knobs, budget_levels, default_eps
 from core.defences import label as defence_label
 from core.lab import OWN_FILTER, run_lab
 from core.models import to_input
@@ -81,7 +81,7 @@ with right:
                            help="The filter's false-positive rate: the share of clean training images it "
                                 "wrongly flags. Its threshold is set so that exactly this share goes.")
     clean_eps = default_eps(dataset)
-    clean_level = int(np.floor(255 * clean_eps + 1e-6))  # what the poisons' 8-bit pixels can realise
+    clean_level = budget_levels(clean_eps)  # what the poisons' 8-bit pixels can realise
     level = st.slider("Pixel budget: the most any pixel may change (out of 255)", 1, 255, clean_level,
                       help=f"{clean_level} is this data set's clean-label budget: in our measurements at least 90% "
                            "of poisons crafted within it still look like their base class to the judges. Larger "

@@ -26,7 +26,32 @@ def tiny_checkpoints(tmp_path_factory, mnist_demo):
     return paths
 
 
-def test_tiny_experiment_end_to_end(tiny_checkpoints, tmp_path):
+def _check_gallery(folder, data, checkpoints):
+    """The gallery holds every trial that made poisons, with the images and verdicts of its record."""
+    from core.checkpoints import load_checkpoint
+    from core.gallery import load_gallery
+    from core.victim import extract_features
+
+    g = load_gallery(folder)
+    records = {p.stem: json.loads(p.read_text()) for p in (folder / "trials").glob("*.json")}
+    made = {k for k, r in records.items() if "skipped" not in r}
+    assert {t["key"] for t in g.trials} == made and g.dataset == "mnist"
+    for i, t in enumerate(g.trials):
+        rec = records[t["key"]]
+        target, bases, poisons = g.images(i)
+        assert np.array_equal(poisons, np.load(folder / "trials" / f"{t['key']}.npz")["poisons"])
+        assert np.array_equal(bases, data.x_train[rec["base_indices"]])
+        assert np.array_equal(target, data.x_test[rec["target_index"]])
+        for name, v in t["victims"].items():
+            assert v["success"] == rec["defences"][name]["success"]
+            if name != "none":
+                assert np.mean(v["flagged"]) == pytest.approx(rec["defences"][name]["poisons_flagged"])
+    model, _ = load_checkpoint(checkpoints["lgm"])
+    _, _, poisons = g.images(0)
+    assert np.allclose(g.features(0, "lgm")[2], extract_features(model, poisons).numpy(), atol=1e-5)
+
+
+def test_tiny_experiment_end_to_end(tiny_checkpoints, tmp_path, mnist_demo):
     cfg = ExperimentConfig(models=tiny_checkpoints, attacks=("fc", "fc-adaptive"), n_poisons=(2,),
                            settings=("transfer", "end2end"), trials=2, iters=5, n_clean=120, n_test=100,
                            demo=True, seed=3)
@@ -67,6 +92,7 @@ def test_tiny_experiment_end_to_end(tiny_checkpoints, tmp_path):
     skipped = json.loads(next((tmp_path / "trials").glob("softmax__fc-adaptive__*t0000.json")).read_text())
     assert "skipped" in skipped
     assert markdown_table(cells).count("\n") == len(cells) + 2
+    _check_gallery(tmp_path, mnist_demo, tiny_checkpoints)
 
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "trials").iterdir()}
     again = run_experiment(cfg, tmp_path, progress=False)  # resumes: nothing recomputed

@@ -8,8 +8,8 @@ from streamlit.testing.v1 import AppTest
 from pages.common import shipped
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-PAGES = ["pages/overview.py", "pages/feature_space.py", "pages/poison_lab.py", "pages/outcomes.py",
-         "pages/defences.py"]
+PAGES = ["pages/overview.py", "pages/feature_space.py", "pages/poison_lab.py", "pages/gallery.py",
+         "pages/outcomes.py", "pages/defences.py"]
 CHOICES = [(d, s) for d, spaces in shipped().items() for s in spaces]
 
 
@@ -161,3 +161,30 @@ def test_broken_checkpoint_is_skipped_with_a_message(tmp_path, monkeypatch, mnis
         assert at.sidebar.radio(key="_w_space").options == ["2-D"]
     finally:
         st.cache_data.clear()
+
+
+def test_gallery_filters_match_core():
+    from core.gallery import load_gallery, shipped_galleries
+
+    g = load_gallery(shipped_galleries()["default"])
+    at = _app("pages/gallery.py", "mnist", "high-d")
+    assert not at.exception, [e.value for e in at.exception]
+    at.selectbox(key="gallery_outcome").set_value("poisoned").run()
+    hits = [t for t in g.trials if t["victims"]["none"]["success"]]
+    assert any(c.value.startswith(f"{len(hits)} of {len(g.trials)} trials match") for c in at.caption)
+    assert all(f"Trial {t['trial']}" in "".join(m.value for m in at.markdown) for t in hits[:6])
+    at.selectbox(key="gallery_clean").set_value("some poison not clean-label").run()
+    n = sum(not t["clean_label"] for t in hits)
+    assert any(c.value.startswith(f"{n} of {len(g.trials)} trials match") for c in at.caption)
+    assert not at.exception
+
+
+def test_overview_showcase_states_the_measured_rate():
+    from core.report import load_results
+
+    cell = next(c for c in load_results()["default"]["cells"]
+                if (c["model"], c["attack"], c["defence"]) == ("softmax", "fc", "none"))
+    at = _app("pages/overview.py", "mnist", "high-d")
+    text = "".join(m.value for m in at.markdown)
+    assert f"in **{cell['successes']} of {cell['trials']} trials**" in text
+    assert "poisoned" in text and not at.exception

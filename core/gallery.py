@@ -1,0 +1,176 @@
+"""An experiment's poisons, compact enough to page through with no dataset and no crafting.
+
+``build_gallery`` gathers every trial of an experiment folder into two files beside its results:
+
+- ``gallery.npz``: 8-bit targets, bases and poisons, and the penultimate features of each under
+  every model of the experiment (so the dashboard can place a poison in both feature spaces);
+- ``gallery.json``: one slim record per trial (what was attacked, the judges' verdict on each
+  poison, which filter flagged which poison, each victim's outcome) with offsets into the arrays.
+
+The dashboard ships no training set, so the bases and targets are copied here from the data set
+the experiment ran on. ``showcase`` picks the example the Overview opens on, by a stated rule.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoints import CHECKPOINT_DIR, load_checkpoint
+from .data import CLASSES, Dataset, load_dataset, load_demo
+from .victim import extract_features
+
+GALLERY_NPZ = "gallery.npz"
+GALLERY_JSON = "gallery.json"
+
+
+def _slim(key: str, rec: dict, start: int) -> dict:
+    """What the gallery shows of one trial record, with per-poison filter flags."""
+    k = rec["n_poisons"]
+    victims = {}
+    for name, d in rec["defences"].items():
+        flagged = None
+        if "poison_scores" in d:
+            flagged = [bool(s > d["threshold"]) for s in d["poison_scores"]]
+        victims[name] = {"success": bool(d["success"]), "pred_after": int(d["pred_after"]), "flagged": flagged,
+                         "auc": d.get("auc")}
+    judge = rec.get("judge") or {}
+    return {"key": key, "model": rec["model"], "trial": rec["trial"], "attack": rec["attack"],
+            "setting": rec["setting"], "n_poisons": k, "target_index": rec["target_index"],
+            "target_label": rec["target_label"], "base_class": rec["base_class"], "eps": rec.get("eps"),
+            "linf": rec["linf"], "feature_distance": rec["feature_distance"],
+            "clean_label": bool(rec.get("clean_label")), "judge": judge, "victims": victims, "start": start}
+
+
+def build_gallery(exp_dir: str | Path, data: Dataset | None = None, data_dir: str | None = None) -> Path:
+    """Write ``gallery.npz`` and ``gallery.json`` for the experiment in ``exp_dir``; returns the json path.
+
+    ``data`` is the data set the experiment ran on (loaded from its config when not given).
+    """
+    exp_dir = Path(exp_dir)
+    cfg = json.loads((exp_dir / "config.json").read_text())
+    models = {name: load_checkpoint(path) for name, path in cfg["models"].items()}
+    datasets = {meta["config"]["dataset"] for _, meta in models.values()}
+    if len(datasets) != 1:
+        raise ValueError(f"a gallery holds one data set; this experiment has {sorted(datasets)}")
+    name = datasets.pop()
+    if data is None:
+        data = load_demo(name) if cfg.get("demo") else load_dataset(name, data_dir or cfg.get("data_dir"))
+    trials, targets, bases, poisons = [], [], [], []
+    start = 0
+    for path in sorted((exp_dir / "trials").glob("*.json")):
+        rec = json.loads(path.read_text())
+        npz = path.with_suffix(".npz")
+        if "skipped" in rec or not npz.is_file():
+            continue
+        with np.load(npz) as z:
+            p = z["poisons"]
+        trials.append(_slim(path.stem, rec, start))
+        targets.append(data.x_test[rec["target_index"]])
+        bases.append(data.x_train[np.asarray(rec["base_indices"])])
+        poisons.append(p)
+        start += len(p)
+    if not trials:
+        raise ValueError(f"{exp_dir}: no trial with stored poisons (made before poisons were kept?)")
+    arrays = {"targets": np.stack(targets), "bases": np.concatenate(bases), "poisons": np.concatenate(poisons)}
+    for model_name, (model, _) in models.items():
+        for part in ("targets", "bases", "poisons"):
+            arrays[f"{part}__{model_name}"] = extract_features(model, arrays[part]).numpy().astype(np.float32)
+    np.savez_compressed(exp_dir / GALLERY_NPZ, **arrays)
+    header = {"dataset": name, "classes": list(CLASSES[name]),
+              "models": {n: {"path": cfg["models"][n], "head": meta["config"]["head"],
+                             "feat_dim": meta["config"]["feat_dim"]} for n, (_, meta) in models.items()},
+              "config": cfg, "trials": trials}
+    out = exp_dir / GALLERY_JSON
+    out.write_text(json.dumps(header) + "\n")
+    return out
+
+
+@dataclass
+class Gallery:
+    """A loaded gallery: ``trials`` (slim records) and the image and feature arrays they index."""
+
+    dataset: str
+    classes: list[str]
+    models: dict
+    config: dict
+    trials: list[dict]
+    arrays: dict[str, np.ndarray]
+
+    def images(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(target [H,W,C], bases [k,H,W,C], poisons [k,H,W,C]) of trial ``i``, all uint8."""
+        t = self.trials[i]
+        sl = slice(t["start"], t["start"] + t["n_poisons"])
+        return self.arrays["targets"][i], self.arrays["bases"][sl], self.arrays["poisons"][sl]
+
+    def features(self, i: int, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(target [d], bases [k,d], poisons [k,d]) of trial ``i`` under ``model``'s feature extractor."""
+        t = self.trials[i]
+        sl = slice(t["start"], t["start"] + t["n_poisons"])
+        return (self.arrays[f"targets__{model}"][i], self.arrays[f"bases__{model}"][sl],
+                self.arrays[f"poisons__{model}"][sl])
+
+    def find(self, model: str, attack: str, trial: int, setting: str = "transfer",
+             n_poisons: int | None = None) -> int | None:
+        """Index of the trial with these keys (the same target and bases were used for every model)."""
+        for i, t in enumerate(self.trials):
+            if (t["model"], t["attack"], t["trial"], t["setting"]) == (model, attack, trial, setting) and \
+                    (n_poisons is None or t["n_poisons"] == n_poisons):
+                return i
+        return None
+
+    def cell(self, model: str, attack: str, setting: str = "transfer", n_poisons: int | None = None) -> list[int]:
+        return [i for i, t in enumerate(self.trials)
+                if (t["model"], t["attack"], t["setting"]) == (model, attack, setting)
+                and (n_poisons is None or t["n_poisons"] == n_poisons)]
+
+
+def shipped_galleries(root: str | Path | None = None) -> dict[str, Path]:
+    """Experiment folders under ``root`` (default: the shipped ``checkpoints/experiments``) that hold a
+    gallery, by folder name."""
+    root = Path(root) if root is not None else CHECKPOINT_DIR / "experiments"
+    return {p.parent.name: p.parent for p in sorted(root.glob(f"*/{GALLERY_JSON}"))}
+
+
+def load_gallery(exp_dir: str | Path) -> Gallery:
+    exp_dir = Path(exp_dir)
+    header = json.loads((exp_dir / GALLERY_JSON).read_text())
+    with np.load(exp_dir / GALLERY_NPZ) as z:
+        arrays = {k: z[k] for k in z.files}
+    return Gallery(header["dataset"], header["classes"], header["models"], header["config"], header["trials"], arrays)
+
+
+@dataclass(frozen=True)
+class Showcase:
+    """The example the classroom opens on, and the measured rate it must be read against."""
+
+    softmax: int  # gallery index of the softmax trial
+    lgm: int | None  # the same target and bases crafted against the LGM model
+    successes: int  # softmax victims poisoned in this cell (no filter)
+    clean_label_successes: int
+    trials: int  # trials in this cell
+
+
+def showcase(gallery: Gallery, attack: str = "fc") -> Showcase | None:
+    """The first softmax trial (by trial number) whose poisons are all clean-label and whose unfiltered
+    victim was poisoned, paired with the LGM trial on the same target; None when no trial qualifies.
+
+    The rule is fixed and stated so the example is not cherry-picked in secret; the cell's counts
+    come with it.
+    """
+    softmax_name = next((n for n, m in gallery.models.items() if m["head"] == "softmax"), None)
+    lgm_name = next((n for n, m in gallery.models.items() if m["head"] == "lgm"), None)
+    if softmax_name is None:
+        return None
+    cell = sorted(gallery.cell(softmax_name, attack), key=lambda i: gallery.trials[i]["trial"])
+    hits = [i for i in cell if gallery.trials[i]["victims"]["none"]["success"]]
+    clean_hits = [i for i in hits if gallery.trials[i]["clean_label"]]
+    if not clean_hits:
+        return None
+    first = clean_hits[0]
+    t = gallery.trials[first]
+    lgm = gallery.find(lgm_name, attack, t["trial"], t["setting"], t["n_poisons"]) if lgm_name else None
+    return Showcase(first, lgm, len(hits), len(clean_hits), len(cell))

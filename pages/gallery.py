@@ -1,0 +1,112 @@
+"""Poison gallery: every shipped trial's poisons, with the judges' and the victims' verdicts. No crafting."""
+
+import numpy as np
+import streamlit as st
+
+from core.attacks import ATTACKS, budget_levels
+from core.defences import label as defence_label
+from pages.common import (DATASET_NAMES, amplified, demo, feature_figure, features, galleries, gallery,
+                          image_for_display, model, poison_markers, projection, sidebar)
+
+PER_PAGE = 6
+HEAD_NAMES = {"softmax": "Softmax", "lgm": "LGM"}
+
+dataset, space, pair = sidebar()
+st.title("Poison gallery")
+st.markdown("Every poison of the shipped experiments, as crafted: no waiting. Each row is one *trial*: a target "
+            "test image, a few base training images of another class, and the poisons made from them within the "
+            "pixel budget. The *judges* (a separately trained network and the nearest training images, standing "
+            "in for a person labelling data) say whether each poison still looks like its base class. Then a "
+            "*victim* model is retrained on clean data plus the poisons, without and behind each filter.")
+
+names = galleries(dataset)
+if not names:
+    st.info(f"No shipped experiment with stored poisons for {DATASET_NAMES[dataset]} yet. Choose another data set "
+            "in the sidebar, or run one: `poisonlab experiment --config bench/configs/default.json --out DIR`.")
+    st.stop()
+name = st.selectbox("Experiment", names, key="gallery_experiment",
+                    format_func=lambda n: f"{n} ({', '.join(sorted({t['attack'] for t in gallery(n).trials}))})")
+g = gallery(name)
+
+# --- filters ----------------------------------------------------------------------------------------------
+c1, c2, c3, c4 = st.columns(4)
+attacks = sorted({t["attack"] for t in g.trials})
+attack = c1.selectbox("Attack", ["any"] + attacks, key="gallery_attack",
+                      format_func=lambda a: "any" if a == "any" else ATTACKS[a].label)
+heads = {n: m["head"] for n, m in g.models.items()}
+crafted_on = c2.selectbox("Crafted against", ["any"] + list(heads), key="gallery_model",
+                          format_func=lambda n: "either model" if n == "any" else f"the {HEAD_NAMES[heads[n]]} model")
+outcome = c3.selectbox("Victim (no filter)", ["any", "poisoned", "not poisoned"], key="gallery_outcome")
+clean = c4.selectbox("Judges", ["any", "every poison clean-label", "some poison not clean-label"],
+                     key="gallery_clean")
+
+
+def keep(t: dict) -> bool:
+    hit = t["victims"]["none"]["success"]
+    return ((attack == "any" or t["attack"] == attack) and (crafted_on == "any" or t["model"] == crafted_on)
+            and (outcome == "any" or hit == (outcome == "poisoned"))
+            and (clean == "any" or t["clean_label"] == (clean == "every poison clean-label")))
+
+
+shown = [i for i, t in enumerate(g.trials) if keep(t)]
+n_pages = max(1, -(-len(shown) // PER_PAGE))
+st.caption(f"{len(shown)} of {len(g.trials)} trials match. Budget: every pixel within "
+           f"{budget_levels(g.trials[0]['eps'] or 0)}/255 of its base.")
+if not shown:
+    st.stop()
+page = st.number_input(f"Page (of {n_pages})", 1, n_pages, 1, key="gallery_page") if n_pages > 1 else 1
+classes = g.classes
+
+
+def victims_line(t: dict) -> str:
+    parts = []
+    for d, v in t["victims"].items():
+        word = "**poisoned**" if v["success"] else "not poisoned"
+        flagged = "" if v["flagged"] is None else f" ({sum(v['flagged'])}/{len(v['flagged'])} poisons caught)"
+        parts.append(f"{defence_label(d)}: {word}{flagged}")
+    return "; ".join(parts)
+
+
+for i in shown[(page - 1) * PER_PAGE: page * PER_PAGE]:
+    t = g.trials[i]
+    target, bases, poisons = g.images(i)
+    st.markdown(f"**Trial {t['trial']}**: {ATTACKS[t['attack']].label} against the {HEAD_NAMES[heads[t['model']]]} "
+                f"model; target a **{classes[t['target_label']]}**, poisons claim **{classes[t['base_class']]}**. "
+                f"{victims_line(t)}.")
+    cols = st.columns(2 + 2 * min(3, len(poisons)))
+    cols[0].image(image_for_display(target), caption=f"target: {classes[t['target_label']]}", width=84)
+    verdict = t["judge"].get("clean_label") or [None] * len(poisons)
+    for j in range(min(3, len(poisons))):
+        looks = "judges: looks like a " + classes[t["base_class"]] if verdict[j] else (
+            "judges: NOT clean-label" if verdict[j] is False else "not judged")
+        cols[1 + 2 * j].image(image_for_display(bases[j]), caption=f"base {j + 1}", width=84)
+        cols[2 + 2 * j].image(image_for_display(poisons[j]), caption=f"poison {j + 1}: {looks}", width=84)
+    cols[-1].image(image_for_display(amplified(poisons[0], bases[0])), width=84,
+                   caption="poison 1 minus base 1, amplified")
+    st.divider()
+
+# --- one trial in both feature spaces ----------------------------------------------------------------------
+st.subheader("Where one trial's poisons land")
+pick = st.selectbox("Trial", shown[(page - 1) * PER_PAGE: page * PER_PAGE], key="gallery_pick",
+                    format_func=lambda i: f"trial {g.trials[i]['trial']}, {ATTACKS[g.trials[i]['attack']].label}, "
+                                          f"against {HEAD_NAMES[heads[g.trials[i]['model']]]}")
+t = g.trials[pick]
+ds = demo(dataset)
+cols = st.columns(len(g.models))
+for col, (model_name, info) in zip(cols, g.models.items()):
+    path = info["path"]
+    method = "raw" if info["feat_dim"] == 2 else "pca"
+    proj = projection(path, method)
+    target_f, base_f, poison_f = (proj.transform(np.atleast_2d(a)) for a in g.features(pick, model_name))
+    m, _ = model(path)
+    gauss = tuple(x.numpy() for x in m.head.gaussians()) if info["head"] == "lgm" else None
+    own = " (the model attacked)" if model_name == t["model"] else " (not attacked: poisons transfer or not)"
+    fig = feature_figure(proj.transform(features(path, "test")), ds.y_test, ds.classes,
+                         f"{HEAD_NAMES[info['head']]} model's features{own}", proj, gauss,
+                         poison_markers(target_f[0], base_f, poison_f))
+    col.plotly_chart(fig, width="stretch", key=f"gallery_fig_{model_name}")
+st.caption("Each dot is an embedded test image of the data set. Dotted lines join each base (white circle) to its "
+           "poison (black star); the gold diamond is the target. A poison that sits on the target while claiming "
+           "the base class is what the likelihood filter looks for." +
+           (" High-d features are drawn with PCA, a flat projection: points close here may be far apart in all "
+            "64+ dimensions." if space != "2-D" or any(m["feat_dim"] > 2 for m in g.models.values()) else ""))
