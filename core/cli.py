@@ -227,27 +227,28 @@ def cmd_experiment(args: argparse.Namespace) -> dict:
 
 
 def cmd_precompute_maps(args: argparse.Namespace) -> dict:
-    """Fit and ship the UMAP maps of every high-d checkpoint, so no dashboard user waits for UMAP."""
-    import joblib
+    """Fit and ship the UMAP maps of every high-d checkpoint, so no dashboard user waits for UMAP.
 
-    from .embeddings import fit_projection, map_key, map_path
+    Each map is written with its sha256 side file. A shipped map that passes its check is kept
+    unless ``--force``; one that fails it (no side file, changed bytes) is refitted and reported."""
+    from .embeddings import MapError, fit_umap, map_key, map_path, save_map, verify_map
     from .victim import extract_features
 
-    written = []
+    written, refused = [], []
     for path in list_checkpoints():
         model, meta = load_checkpoint(path)
         if meta["config"]["feat_dim"] == 2:
             continue
-        key = map_key(path)
-        target = map_path(key, 0, shipped=True)
+        target = map_path(map_key(path), 0, shipped=True)
         if target.is_file() and not args.force:
-            continue
+            try:
+                verify_map(target)
+                continue
+            except MapError as exc:
+                refused.append(str(exc))
         feats = extract_features(model, load_demo(meta["config"]["dataset"]).x_test).numpy()
-        projection = fit_projection(feats, "umap", seed=0, cache_key=key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        joblib.dump(projection.umap_model, target)
-        written.append(str(target))
-    return {"written": written}
+        written.append(str(save_map(fit_umap(feats, 0), target)))
+    return {"written": written, "refused": refused}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -362,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=cmd_experiment)
 
     pm = sub.add_parser("precompute-maps", help="fit and ship UMAP maps for the high-d checkpoints")
-    pm.add_argument("--force", action="store_true")
+    pm.add_argument("--force", action="store_true", help="refit maps that already pass their check")
     pm.set_defaults(func=cmd_precompute_maps)
 
     m = sub.add_parser("make-demo", help="write the embedded demo sample from a full dataset")

@@ -8,6 +8,11 @@
   stored on disk under a key naming the checkpoint and the data (``python -m core precompute-maps``
   ships them in ``checkpoints/maps/``; others go to ``~/.cache/poisonlab``); class means are
   placed by ``transform``, no ellipse is claimed.
+
+A map is a joblib pickle, and unpickling runs code, so maps get the checkpoints' trust: every map
+is written with ``MAP.joblib.sha256`` beside it (``sha256sum``'s format) and ``load_map`` refuses
+one whose bytes do not match before anything is unpickled. A shipped map that fails is refitted
+into the user cache instead, and the reason travels with the ``Projection`` for the dashboard.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class Projection:
     mean: np.ndarray | None = None
     components: np.ndarray | None = None  # [2, d] for PCA
     umap_model: object | None = None
+    problem: str | None = None  # why a shipped map was refused and refitted
 
     def transform(self, feats: np.ndarray) -> np.ndarray:
         feats = np.asarray(feats, dtype=np.float32)
@@ -62,7 +68,8 @@ def fit_projection(feats: np.ndarray, method: str, seed: int = 0, cache_key: str
         _, _, vt = np.linalg.svd(feats - mean, full_matrices=False)
         return Projection("pca", mean=mean, components=vt[:2])
     if method == "umap":
-        return Projection("umap", umap_model=_cached_umap(feats, seed, cache_key))
+        model, problem = _cached_umap(feats, seed, cache_key)
+        return Projection("umap", umap_model=model, problem=problem)
     raise ValueError(f"unknown projection {method!r}; choose one of {METHODS}")
 
 
@@ -80,23 +87,89 @@ def map_path(cache_key: str, seed: int, shipped: bool = False) -> Path:
     return (SHIPPED_MAPS if shipped else CACHE_DIR) / f"umap_{cache_key}_{seed}.joblib"
 
 
-def _cached_umap(feats: np.ndarray, seed: int, cache_key: str | None):
+class MapError(ValueError):
+    """A map file is missing, has no sha256 side file, does not match it, or does not load."""
+
+
+def map_side_file(path: str | Path) -> Path:
+    return Path(f"{path}.sha256")
+
+
+def save_map(model: object, path: str | Path) -> Path:
+    """Write a fitted map and then its sha256 side file (a crash in between leaves a map that
+    fails its check, so it is refitted, never trusted)."""
     import joblib
 
-    key = cache_key or hashlib.sha256(feats.tobytes()).hexdigest()[:16]
-    for path in (map_path(key, seed, shipped=True), map_path(key, seed)):
-        if path.is_file():
-            try:
-                return joblib.load(path)  # written by this program (shipped or cached), never by a user
-            except Exception:  # noqa: BLE001 - a broken cache file is refitted
-                continue
+    from .checkpoints import sha256_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    joblib.dump(model, tmp)
+    tmp.replace(path)
+    map_side_file(path).write_text(f"{sha256_file(path)}  {path.name}\n")
+    return path
+
+
+def verify_map(path: str | Path) -> str:
+    """The sha256 of a map file that matches its side file; ``MapError`` otherwise."""
+    from .checkpoints import sha256_file
+
+    path, side = Path(path), map_side_file(path)
+    if not path.is_file():
+        raise MapError(f"{path}: no such map")
+    try:
+        recorded = side.read_text().split()[0].lower()
+    except FileNotFoundError:
+        raise MapError(f"{path}: side file {side.name} missing (written with every map by "
+                       "`poisonlab precompute-maps`); refusing to unpickle it") from None
+    except (IndexError, OSError, UnicodeDecodeError):
+        raise MapError(f"{side}: unreadable side file; refusing to unpickle {path.name}") from None
+    actual = sha256_file(path)
+    if actual != recorded:
+        raise MapError(f"{path}: sha256 does not match {side.name}; the file was changed or truncated, "
+                       "refusing to unpickle it")
+    return actual
+
+
+def load_map(path: str | Path) -> object:
+    """A map whose bytes match its side file, unpickled only after that check."""
+    import joblib
+
+    verify_map(path)
+    try:
+        return joblib.load(path)
+    except Exception as exc:  # noqa: BLE001 - e.g. written by another umap-learn; the caller refits
+        raise MapError(f"{path}: matches its side file but does not load ({type(exc).__name__}: {exc})") from None
+
+
+def fit_umap(feats: np.ndarray, seed: int = 0) -> object:
+    """A 2-D UMAP fitted on clean features, seeded."""
     import umap
 
-    model = umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=seed).fit(feats)
-    path = map_path(key, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    joblib.dump(model, path)
-    return model
+    return umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=seed).fit(feats)
+
+
+def _cached_umap(feats: np.ndarray, seed: int, cache_key: str | None) -> tuple[object, str | None]:
+    """(UMAP model, why the shipped map was refused or None): the shipped map if it passes its
+    check, else the user cache's, else a fresh fit stored in the user cache. A cache file that
+    fails is simply refitted over (the cache is this program's own)."""
+    key = cache_key or hashlib.sha256(feats.tobytes()).hexdigest()[:16]
+    problem = None
+    shipped, cached = map_path(key, seed, shipped=True), map_path(key, seed)
+    if shipped.is_file():
+        try:
+            return load_map(shipped), None
+        except MapError as exc:
+            problem = str(exc)
+    if cached.is_file():
+        try:
+            return load_map(cached), problem
+        except MapError:
+            pass
+    model = fit_umap(feats, seed)
+    save_map(model, cached)
+    return model, problem
 
 
 def ellipse(centre: np.ndarray, cov: np.ndarray, sigma: float, n: int = 72) -> np.ndarray:

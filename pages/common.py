@@ -171,7 +171,10 @@ def projection(path: str, method: str):
     """The 2-D map of a model's clean test-sample features (raw d = 2 needs no fitting)."""
     if method == "raw":
         return fit_projection(np.zeros((1, 2), np.float32), "raw")
-    return fit_projection(features(path, "test"), method, seed=0, cache_key=map_key(path))
+    proj = fit_projection(features(path, "test"), method, seed=0, cache_key=map_key(path))
+    if proj.problem:  # a shipped map failed its check; Streamlit replays this wherever the map is reused
+        st.sidebar.warning(f"Refitted a 2-D map instead of loading the shipped one: {proj.problem}")
+    return proj
 
 
 def _keep(key: str, options: list) -> str:
