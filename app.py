@@ -10,6 +10,7 @@ st.set_page_config(page_title="Poison Lab", page_icon=":test_tube:", layout="wid
 
 PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("pages/tour.py", title="Guided tour", icon=":material/school:"),
     st.Page("pages/feature_space.py", title="Feature space", icon=":material/scatter_plot:"),
     st.Page("pages/poison_lab.py", title="Poison lab", icon=":material/science:"),
     st.Page("pages/gallery.py", title="Poison gallery", icon=":material/photo_library:"),

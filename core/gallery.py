@@ -36,7 +36,8 @@ def _slim(key: str, rec: dict, start: int) -> dict:
         if "poison_scores" in d:
             flagged = [bool(s > d["threshold"]) for s in d["poison_scores"]]
         victims[name] = {"success": bool(d["success"]), "pred_after": int(d["pred_after"]), "flagged": flagged,
-                         "auc": d.get("auc")}
+                         "auc": d.get("auc"), "scores": d.get("poison_scores"), "threshold": d.get("threshold"),
+                         "clean_quantiles": d.get("clean_score_quantiles")}
     judge = rec.get("judge") or {}
     return {"key": key, "model": rec["model"], "trial": rec["trial"], "attack": rec["attack"],
             "setting": rec["setting"], "n_poisons": k, "target_index": rec["target_index"],

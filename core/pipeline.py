@@ -142,6 +142,7 @@ class VictimResult:
     poisons_kept: int
     detection: dict = field(default_factory=dict)  # auc, threshold, poisons_flagged, clean_flagged, scores
     clean_scores: np.ndarray | None = None  # the filter's scores of the clean pool (not stored in records)
+    head: torch.nn.Module | None = None  # the retrained head (transfer): its decision regions can be drawn
 
     @property
     def success(self) -> bool:
@@ -232,11 +233,12 @@ def run_trial(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, kn
                    "poison_scores": s[n_clean:].tolist(),
                    "clean_score_quantiles": np.quantile(s[:n_clean], [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]).tolist()}
         say(f"retraining the victim ({'no filter' if defence == 'none' else DEFENCES[defence].label})")
-        outcome, _ = retrain_victim(model, poisons, x_clean[keep_clean], y_clean[keep_clean], x_test, y_test,
+        outcome, victim = retrain_victim(model, poisons, x_clean[keep_clean], y_clean[keep_clean], x_test, y_test,
                                     setting, seed=victim_seed, epochs=end2end_epochs, keep=keep_poison,
                                     clean_feats=clean_feats[keep_clean] if setting == "transfer" else None,
                                     test_feats=test_feats)
         victims[defence] = VictimResult(defence, outcome, int(keep_poison.sum()), det,
-                                        None if s is None else s[:n_clean])
+                                        None if s is None else s[:n_clean],
+                                        victim.head if setting == "transfer" else None)
     return TrialResult(plan=plan, attack=attack, setting=setting, poisons=poisons, verdict=verdict, victims=victims,
                        poison_features=poison_feats, clean_features=clean_feats)

@@ -123,7 +123,7 @@ def rate_figure(rows: list[dict], title: str = ""):
     if len({r["n_poisons"] for r in rows}) == 1:
         names, rs = list(series), [v[0] for v in series.values()]
         fig.add_trace(go.Bar(x=names, y=[r["rate"] for r in rs], error_y=_error_bars(rs),
-                             text=[f"{100 * r['rate']:.0f}%" for r in rs], textposition="auto",
+                             text=[f"{100 * r['rate']:.0f}%" for r in rs], textposition="outside",
                              marker_color=["#d62728" if r["defence"] == "none" else "#1f77b4" for r in rs]))
         fig.update_layout(xaxis_title=f"victim + filter ({rows[0]['n_poisons']} poisons per trial)")
     else:
@@ -134,6 +134,43 @@ def rate_figure(rows: list[dict], title: str = ""):
         fig.update_layout(xaxis_title="number of poisons")
     fig.update_layout(title=title, yaxis_title="attack success rate", yaxis_range=[0, 1.1], height=420)
     return fig
+
+
+BENCH_RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
+
+
+def load_bench(name: str, root: str | Path | None = None) -> dict | None:
+    """A shipped benchmark result (``bench/results/<name>.json``), or None when it is not there."""
+    path = Path(root or BENCH_RESULTS) / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def curve_figure(rows: list[dict], x: str, series: str, title: str, x_title: str, log_x: bool = False,
+                 names: dict | None = None):
+    """Success rate with 95% intervals against ``x`` (poison count, budget), one line per ``series``
+    value (a victim, a model): the dose-response and budget curves of the benchmarks."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for value in dict.fromkeys(r[series] for r in rows):
+        rs = sorted((r for r in rows if r[series] == value), key=lambda r: r[x])
+        name = (names or {}).get(value, value)
+        fig.add_trace(go.Scatter(x=[r[x] for r in rs], y=[r["rate"] for r in rs], mode="lines+markers", name=name,
+                                 error_y=_error_bars(rs), line={"color": _victim_colour(name)}))
+    ticks = sorted({r[x] for r in rows})
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title="share of targets flipped", height=400,
+                      yaxis_range=[-0.05, 1.1], xaxis_type="log" if log_x else "linear",
+                      xaxis={"tickvals": ticks if len(ticks) <= 12 else None},
+                      legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def _victim_colour(name: str) -> str | None:
+    """The dashboard's colour code for victims: softmax red, regularised softmax orange, LGM blue."""
+    low = name.lower()
+    if "softmax" in low:
+        return "#ff7f0e" if "decay" in low or "regular" in low else "#d62728"
+    return "#1f77b4" if "lgm" in low else None
 
 
 def _error_bars(rows: list[dict]) -> dict:

@@ -112,10 +112,12 @@ def draw_showcase(dataset: str, space: str) -> bool:
     name, g, sc = picked
     t = g.trials[sc.softmax]
     classes = g.classes
-    st.markdown(f"**A real example, not a staged one.** In the shipped experiment `{name}` this attack poisoned the "
-                f"softmax victim in **{sc.successes} of {sc.trials} trials** ({sc.clean_label_successes} with every "
-                f"poison judged clean-label). Shown: the first of those by trial number. The same target and bases "
-                f"were attacked through the LGM model too (right).")
+    dims = sorted({m["feat_dim"] for m in g.models.values()})
+    st.markdown(f"**A real example, not a staged one.** In the shipped experiment `{name}` (models with "
+                f"{'/'.join(map(str, dims))} features) feature collision poisoned the softmax victim in "
+                f"**{sc.successes} of {sc.trials} trials** ({sc.clean_label_successes} with every poison judged "
+                f"clean-label). Shown: the first of those by trial number. The same target and bases were attacked "
+                f"through the LGM model too (right).")
     target, bases, poisons = g.images(sc.softmax)
     cols = st.columns(4)
     cols[0].image(image_for_display(target), width=110, caption=f"target: a {classes[t['target_label']]}")
@@ -166,7 +168,7 @@ def features(path: str, split: str) -> np.ndarray:
     return extract_features(m, ds.x_test if split == "test" else ds.x_train).numpy()
 
 
-@st.cache_resource(show_spinner="Fitting the 2-D map (UMAP's first use takes ~30 s, then it is cached)...")
+@st.cache_resource(show_spinner="Preparing the 2-D map (a UMAP map's first fit takes ~30 s, then it is cached)...")
 def projection(path: str, method: str):
     """The 2-D map of a model's clean test-sample features (raw d = 2 needs no fitting)."""
     if method == "raw":
@@ -228,13 +230,14 @@ def image_for_display(img: np.ndarray) -> np.ndarray:
 
 
 def selected_index(event) -> int | None:
-    """The sample index a user clicked or lasso-selected in a ``feature_figure`` (first one)."""
+    """The sample index a user clicked or lasso-selected in a ``feature_figure`` (first one): read
+    from the samples trace's customdata, so other traces (a background, markers) never count."""
     try:
         selection = event["selection"]
     except (KeyError, TypeError):
         return None
-    points = [p for p in selection.get("points", []) if p.get("curve_number", 0) == 0]
-    indices = [p["point_index"] for p in points] or list(selection.get("point_indices", []))
+    points = [p for p in selection.get("points", []) if isinstance(p.get("customdata"), (list, tuple))]
+    indices = [int(p["customdata"][0]) for p in points] or list(selection.get("point_indices", []))
     return int(indices[0]) if indices else None
 
 
@@ -243,12 +246,15 @@ AXIS_NAMES = {"raw": ("feature 1", "feature 2"), "pca": ("principal direction 1"
 
 
 def feature_figure(points: np.ndarray, labels: np.ndarray, classes: tuple, title: str, proj=None,
-                   gaussians: tuple | None = None, extra: list | None = None, sigmas: tuple = (2,)) -> go.Figure:
+                   gaussians: tuple | None = None, extra: list | None = None, sigmas: tuple = (2,),
+                   background: go.Heatmap | None = None) -> go.Figure:
     """Scatter of 2-D points coloured by class, the LGM means and their ``sigmas`` ellipses (one
-    2-sigma ring per class by default: more rings hid the points), then ``extra`` traces on top."""
-    fig = go.Figure()
-    # one trace for every clickable point, so a selection's point_indices are sample indices
-    fig.add_trace(go.Scattergl(x=points[:, 0], y=points[:, 1], mode="markers", name="samples", showlegend=False,
+    2-sigma ring per class by default: more rings hid the points), then ``extra`` traces on top;
+    ``background`` (decision regions, a likelihood map) goes under everything."""
+    fig = go.Figure([background] if background is not None else [])
+    # one trace for every clickable point; SVG over a background (WebGL points would sit under it)
+    samples = go.Scatter if background is not None else go.Scattergl
+    fig.add_trace(samples(x=points[:, 0], y=points[:, 1], mode="markers", name="samples", showlegend=False,
                                marker={"size": 6, "color": [COLOURS[int(c)] for c in labels], "opacity": 0.55},
                                customdata=np.stack([np.arange(len(labels)), labels], 1),
                                hovertemplate="#%{customdata[0]} class %{customdata[1]}<extra></extra>"))
@@ -274,6 +280,25 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, classes: tuple, title
     fig.update_layout(title=title, height=460, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       legend={"itemsizing": "constant"}, xaxis_title=x_name, yaxis_title=y_name)
     return fig
+
+
+def regions_heatmap(head, grid) -> go.Heatmap:
+    """Which class ``head`` picks at each point of ``grid`` (``core.regions``), in the class colours."""
+    from core.regions import decision_regions
+
+    k = len(COLOURS)
+    scale = [v for c in range(k) for v in ((c / k, COLOURS[c]), ((c + 1) / k, COLOURS[c]))]
+    return go.Heatmap(x=grid.xs, y=grid.ys, z=decision_regions(head, grid), zmin=-0.5, zmax=k - 0.5,
+                      colorscale=scale, opacity=0.22, showscale=False, hoverinfo="skip")
+
+
+def likelihood_heatmap(head, grid) -> go.Heatmap:
+    """The LGM head's log-likelihood under the most likely class at each grid point."""
+    from core.regions import max_log_likelihood
+
+    ll = max_log_likelihood(head, grid)
+    return go.Heatmap(x=grid.xs, y=grid.ys, z=ll, zmin=float(np.quantile(ll, 0.05)), zmax=float(ll.max()),
+                      colorscale="Greys", reversescale=True, opacity=0.5, hoverinfo="skip", showscale=False)
 
 
 def poison_markers(target: np.ndarray, bases: np.ndarray, poisons: np.ndarray) -> list[go.Scatter]:

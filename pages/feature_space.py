@@ -4,15 +4,24 @@ import numpy as np
 import streamlit as st
 import torch
 
-from pages.common import DATASET_NAMES, demo, feature_figure, features, image_for_display, model, projection, \
-    selected_index, sidebar
+from core.regions import covering_grid
+from pages.common import (DATASET_NAMES, demo, feature_figure, features, image_for_display, likelihood_heatmap, model,
+                          projection, selected_index, sidebar)
 
 dataset, space, pair = sidebar()
 ds = demo(dataset)
 st.title("Feature space")
 st.markdown("Each dot is a test image, placed where the network's second-to-last layer (its *features*) puts it. "
-            "The LGM model is trained so that every class forms a Gaussian cloud; the dotted rings are its 1, 2 "
-            "and 3 standard-deviation contours. Click a dot to see the image.")
+            "The LGM model is trained so that every class forms a Gaussian cloud; each ring is the cloud the "
+            "model assumes (two standard deviations unless you ask for more). Click a dot to see the image.")
+c_rings, c_shade = st.columns(2)
+RINGS = {"2 standard deviations": (2,), "1, 2 and 3": (1, 2, 3)}
+rings = c_rings.segmented_control("Rings around each LGM class", list(RINGS), default="2 standard deviations",
+                                  key="fs_rings")
+sigmas = RINGS.get(rings, (2,))
+shade = space == "2-D" and c_shade.toggle("Shade the LGM panel by its likelihood", value=True, key="fs_shade",
+                                         help="Darker: features the LGM model finds more likely under their most "
+                                              "likely class. A poison far from every dark area is suspicious.")
 if space == "2-D":
     method = "raw"
     st.caption("d = 2: the features are drawn exactly as the network computes them.")
@@ -29,8 +38,10 @@ for col, head in zip(cols, ("softmax", "lgm")):
     pts = proj.transform(features(pair[head], "test"))
     gauss = tuple(g.numpy() for g in m.head.gaussians()) if head == "lgm" else None
     title = f"{'Softmax' if head == 'softmax' else 'LGM'} model, {DATASET_NAMES[dataset]} ({space}, {method.upper()})"
+    background = likelihood_heatmap(m.head, covering_grid(pts)) if shade and head == "lgm" else None
     with col:
-        event = st.plotly_chart(feature_figure(pts, ds.y_test, ds.classes, title, proj, gauss),
+        event = st.plotly_chart(feature_figure(pts, ds.y_test, ds.classes, title, proj, gauss, sigmas=sigmas,
+                                               background=background),
                                 width="stretch", on_select="rerun", selection_mode=("points", "lasso"),
                                 key=f"fs_{head}")
         chosen[head] = selected_index(event)

@@ -10,9 +10,10 @@ from core.defences import label as defence_label
 from core.lab import OWN_FILTER, run_lab
 from core.models import to_input
 from core.pipeline import plan_trial
+from core.regions import covering_grid
 from core.uploads import UploadError, image_from_bytes
-from pages.common import demo, feature_figure, features, image_for_display, judge, model, projection, \
-    selected_index, sidebar, targets
+from pages.common import (demo, feature_figure, features, image_for_display, judge, model, poison_markers, projection,
+                          regions_heatmap, selected_index, sidebar, targets)
 
 MAX_POISONS, MAX_ITERS = 10, 1000  # one student must not starve the rest of the class
 
@@ -190,3 +191,17 @@ for head, r in results.items():
     c_hist.plotly_chart(hist, width="stretch", key=f"hist_{head}")
     c_hist.caption(f"{round(own.detection['poisons_flagged'] * len(poison_scores))} of {len(poison_scores)} poisons "
                    f"flagged; the filter also dropped {100 * own.detection['clean_flagged']:.1f}% of clean images.")
+    if space == "2-D":  # the head is the whole decision rule in the plane: draw it before and after
+        raw = features(pair[head], "test")
+        grid = covering_grid(np.concatenate([raw, r.poison_features, r.poisons.target_feature[None]]))
+        marks = poison_markers(r.poisons.target_feature, r.poisons.traj_features[0], r.poison_features)
+        after = r.victims["none"]
+        cols = st.columns(2)
+        for col, (title, h) in zip(cols, [("before: the model as trained", model(pair[head])[0].head),
+                                          (f"after retraining on clean + poisons: target called "
+                                           f"{ds.classes[after.outcome.pred_after]}", after.head)]):
+            col.plotly_chart(feature_figure(raw, ds.y_test, ds.classes, f"Decision regions {title}", proj,
+                                            None, marks, background=regions_heatmap(h, grid)),
+                             width="stretch", key=f"regions_{head}_{title[:6]}")
+        st.caption("Background colour: the class the head would give a feature at that spot. A victim is poisoned "
+                   "when the target's spot (gold diamond) changes colour to the base class.")

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium")
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
-PAGES = ["", "feature_space", "poison_lab", "outcomes", "defences"]
+PAGES = {"overview": "Overview", "tour": "Guided tour", "feature_space": "Feature space", "poison_lab": "Poison lab",
+         "gallery": "Poison gallery", "outcomes": "Attack outcomes", "defences": "Defences"}
 
 
 def _free_port() -> int:
@@ -75,21 +76,29 @@ def _settle(page) -> None:
         "[data-testid='stException']").first.inner_text()
 
 
+def _open(page, server: str, title: str) -> None:
+    """Open the app and follow its navigation link, as a visitor does (a deep link to a page is
+    answered with the Overview by a fresh server, so it would not test that page)."""
+    page.goto(server)
+    _settle(page)
+    page.get_by_role("link", name=title).click()
+    _settle(page)
+    assert page.locator("h1").first.inner_text() == ("Poison Lab" if title == "Overview" else title)
+
+
 @pytest.mark.parametrize("path", PAGES)
 def test_every_page_renders(server, browser, path):
     page = browser.new_page(viewport={"width": 1400, "height": 1600})
-    page.goto(f"{server}/{path}")
-    _settle(page)
-    if path in ("", "feature_space"):
+    _open(page, server, PAGES[path])
+    if path in ("overview", "feature_space", "gallery", "tour"):
         page.wait_for_selector(".js-plotly-plot", timeout=120_000)
-    page.screenshot(path=str(_shots() / f"{path or 'overview'}.png"), full_page=True)
+    page.screenshot(path=str(_shots() / f"{path}.png"), full_page=True)
     page.close()
 
 
 def test_poison_lab_flow_in_browser(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1600})
-    page.goto(f"{server}/poison_lab")
-    _settle(page)
+    _open(page, server, "Poison lab")
     page.get_by_role("button", name="Craft poisons and retrain the victims").click()
     page.wait_for_selector("text=Verdict", timeout=300_000)
     _settle(page)
@@ -112,4 +121,17 @@ def test_sidebar_choice_survives_navigation(server, browser):
         sidebar = page.locator("[data-testid='stSidebar']").inner_text()
         assert "cifar10_" in sidebar and "mnist_" not in sidebar, (name, sidebar)  # its "Models:" line
     page.screenshot(path=str(_shots() / "sidebar_after_navigation.png"), full_page=True)
+    page.close()
+
+
+def test_guided_tour_in_browser(server, browser):
+    """Click through every step of the tour; each step's screenshot is saved for a teacher's look."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    _open(page, server, "Guided tour")
+    for step in range(1, 8):
+        assert f"Step {step} of 7" in page.inner_text("body")
+        page.screenshot(path=str(_shots() / f"tour_{step}.png"), full_page=True)
+        if step < 7:
+            page.get_by_role("button", name="Next").click()
+            _settle(page)
     page.close()

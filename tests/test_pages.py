@@ -188,3 +188,31 @@ def test_overview_showcase_states_the_measured_rate():
     text = "".join(m.value for m in at.markdown)
     assert f"in **{cell['successes']} of {cell['trials']} trials**" in text
     assert "poisoned" in text and not at.exception
+
+
+def test_click_reads_the_sample_index_not_the_trace_position():
+    """Under a background heat-map the samples are trace 1: the clicked sample comes from its customdata."""
+    from pages.common import selected_index
+
+    event = {"selection": {"points": [{"curve_number": 1, "point_index": 3, "customdata": [42, 7]}],
+                           "point_indices": [3]}}
+    assert selected_index(event) == 42
+    assert selected_index({"selection": {"points": [], "point_indices": [5]}}) == 5
+    assert selected_index(None) is None
+
+
+def test_every_tour_step_renders_and_explains_its_terms():
+    at = _app("pages/tour.py", "mnist", "2-D")
+    seen, text = [], ""
+    for _ in range(7):
+        assert not at.exception, [e.value for e in at.exception]
+        seen.append(at.subheader[0].value)
+        text += " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
+        if len(seen) < 7:
+            at.button(key="tour_next").click().run()
+    assert len(set(seen)) == 7 and at.button(key="tour_next").disabled
+    for term in ("**features**", "**budget**", "**clean-label**", "**victim**", "**false-positive", "**AUC**",
+                 "**transfer**"):
+        assert term in text, term
+    at.button(key="tour_back").click().run()
+    assert at.subheader[0].value == seen[5]

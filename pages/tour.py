@@ -1,0 +1,194 @@
+"""Guided tour: seven one-click steps through one shipped trial, for a class. Nothing is computed live."""
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.attacks import budget_levels
+from core.report import curve_figure, load_bench, load_results
+from pages.common import (DATASET_NAMES, amplified, demo, feature_figure, features, image_for_display, model,
+                          pick_showcase, poison_markers, projection, sidebar)
+
+dataset, space, pair = sidebar()
+st.title("Guided tour")
+
+picked = pick_showcase(dataset, space)
+if picked is None:
+    picked = pick_showcase("mnist", space)
+    st.info(f"No shipped {DATASET_NAMES[dataset]} trial has poisoned a victim with clean-label poisons yet, so the "
+            "tour uses the shipped MNIST experiment (the sidebar's choice applies to the other pages).")
+if picked is None:
+    st.error("The tour needs the shipped MNIST experiment (checkpoints/experiments/default with its gallery).")
+    st.stop()
+name, g, sc = picked
+t_soft = g.trials[sc.softmax]
+t_lgm = g.trials[sc.lgm] if sc.lgm is not None else None
+classes = g.classes
+T, B = classes[t_soft["target_label"]], classes[t_soft["base_class"]]
+target, bases, poisons = g.images(sc.softmax)
+ds = demo(g.dataset)
+levels = budget_levels(t_soft["eps"])
+fpr = g.config["fpr"]
+cell_rate = next((c for c in load_results().get(name, {}).get("cells", [])
+                  if (c["model"], c["attack"], c["defence"], c["setting"]) == ("lgm", "fc", "lgm", "transfer")), None)
+
+
+def _scatter(model_name: str, trial: int | None, title: str) -> go.Figure:
+    info = g.models[model_name]
+    proj = projection(info["path"], "raw" if info["feat_dim"] == 2 else "pca")
+    m, _ = model(info["path"])
+    gauss = tuple(x.numpy() for x in m.head.gaussians()) if info["head"] == "lgm" else None
+    marks = None
+    if trial is not None:
+        tf, bf, pf = (proj.transform(np.atleast_2d(a)) for a in g.features(trial, model_name))
+        marks = poison_markers(tf[0], bf, pf)
+    return feature_figure(proj.transform(features(info["path"], "test")), ds.y_test, ds.classes, title, proj, gauss,
+                          marks)
+
+
+def _by_head(head: str) -> str:
+    return next(n for n, m in g.models.items() if m["head"] == head)
+
+
+def step_networks() -> None:
+    st.markdown(f"Two networks learned the same job: name the {DATASET_NAMES[g.dataset]} image. Inside, each one "
+                "turns an image into a short list of numbers, its **features**, and decides from those. Each dot "
+                "below is one test image, placed by its features (flattened onto the page), coloured by its true "
+                "class.\n\nThe **LGM** network (right) was trained to keep every class inside a round cloud, a "
+                "*Gaussian*: the ring is the cloud the model assumes for each class (two standard deviations, with "
+                "the cross at its centre). Its images actually sit well inside, packed around the centre. "
+                "The ordinary **softmax** network (left) only had to get the answers right.")
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(_scatter(_by_head("softmax"), None, "Softmax network"), width="stretch", key="tour_net_s")
+    c2.plotly_chart(_scatter(_by_head("lgm"), None, "LGM network"), width="stretch", key="tour_net_l")
+
+
+def step_goal() -> None:
+    st.markdown(f"An attacker wants a model that is trained *later* to call this **{T}** a **{B}**. They cannot "
+                f"touch this test image, and they cannot mislabel anything: all they may do is add a few training "
+                f"images, honestly labelled **{B}**. Those images are the **poisons**; each starts from a real "
+                f"**{B}** from the training data, its **base**.")
+    cols = st.columns(1 + len(bases))
+    cols[0].image(image_for_display(target), width=110, caption=f"the target: a {T}")
+    for i, b in enumerate(bases):
+        cols[1 + i].image(image_for_display(b), width=90, caption=f"base {i + 1}: a {B}")
+
+
+def step_poison() -> None:
+    judged = t_soft["judge"].get("clean_label") or []
+    st.markdown(f"The attacker changes each base a little: every pixel by at most **{levels} of 255** grey levels "
+                f"(the **budget**). Two independent judges stand in for a person checking the data: a separately "
+                f"trained network and the most similar real training images. Both still call "
+                f"**{sum(judged)} of {len(judged)}** poisons a **{B}**. A poison that passes is **clean-label**: "
+                f"correctly labelled, as far as anyone looking can tell.")
+    cols = st.columns(3)
+    cols[0].image(image_for_display(bases[0]), width=140, caption=f"base: a {B}")
+    cols[1].image(image_for_display(poisons[0]), width=140, caption=f"poison: still a {B} to the judges")
+    cols[2].image(image_for_display(amplified(poisons[0], bases[0])), width=140,
+                  caption="the change, made visible (grey: no change)")
+
+
+def step_features() -> None:
+    st.markdown(f"The changes are not random: they are chosen, step by step, to move the poison's **features** "
+                f"towards the target's. On the page the poisons (black stars) look like {B}s, yet inside the "
+                f"softmax network they sit near the {T} (gold diamond). Dotted lines show how far each poison moved "
+                "from its base (white circle).")
+    st.plotly_chart(_scatter(t_soft["model"], sc.softmax, "Softmax network: poisons crafted against it"),
+                    width="stretch", key="tour_feat")
+
+
+def step_fooled() -> None:
+    none = t_soft["victims"]["none"]
+    st.markdown(f"A **victim** is a copy of the network whose last layer is retrained on {g.config['n_clean']} clean "
+                f"training images plus the {t_soft['n_poisons']} poisons (the **transfer** setting: the feature part "
+                f"stays as it was, as when people reuse a network someone else trained). Afterwards the softmax "
+                f"victim calls the target a **{classes[none['pred_after']]}**.\n\n"
+                f"**Honestly: this is rare at this budget.** It happened in **{sc.successes} of {sc.trials}** shipped "
+                f"trials. A bigger budget works more often, but then the poisons stop looking like {B}s:")
+    budget = load_bench("budget_mnist") if g.dataset == "mnist" else None
+    if budget:
+        rows = budget["rows"]
+        names = {r["model"]: ("softmax victim" if "softmax" in r["model"] else "LGM victim") for r in rows}
+        fig = curve_figure([{**r, "x": budget_levels(r["eps"])} for r in rows], "x", "model",
+                           f"Success against the budget ({rows[0]['pairs']} target/base pairs per point)",
+                           "budget: most grey levels any pixel may change (of 255)", names=names)
+        clean = [r for r in rows if "softmax" in r["model"]]
+        fig.add_trace(go.Scatter(x=[budget_levels(r["eps"]) for r in clean], y=[r["clean_label_rate"] for r in clean],
+                                 mode="lines+markers", name="poisons still clean-label (softmax)",
+                                 line={"dash": "dash", "color": "grey"}))
+        fig.update_layout(yaxis_title="share")
+        st.plotly_chart(fig, width="stretch", key="tour_budget")
+
+
+def step_alarm() -> None:
+    if t_lgm is None:
+        st.warning("The shipped experiment has no LGM trial on this target.")
+        return
+    v = t_lgm["victims"].get("lgm")
+    st.markdown(f"The same target and bases, attacked through the **LGM** network. It gives every training image a "
+                f"score: how *unlikely* are its features under the Gaussian of the class it claims? A poison claims "
+                f"{B} but was pushed towards the {T}s, so it scores as very unlikely. The dashed line is set so "
+                f"that only {100 * fpr:.0f}% of clean images are wrongly thrown away (the **false-positive "
+                f"rate**).")
+    if v and v["scores"]:
+        q = v["clean_quantiles"]  # 1, 5, 25, 50, 75, 95, 99th percentiles
+        fig = go.Figure(go.Box(y=["clean training images"], q1=[q[2]], median=[q[3]], q3=[q[4]], lowerfence=[q[0]],
+                               upperfence=[q[6]], orientation="h", name="clean (1st-99th percentile)",
+                               marker_color="#1f77b4"))
+        fig.add_trace(go.Scatter(x=v["scores"], y=["poisons"] * len(v["scores"]), mode="markers", name="poisons",
+                                 marker={"symbol": "star", "size": 18, "color": "black",
+                                         "line": {"width": 1, "color": "white"}}))
+        fig.add_vline(x=v["threshold"], line_dash="dash",
+                      annotation_text=f"threshold ({100 * fpr:.0f}% of clean images above)")
+        fig.update_layout(height=280, xaxis_title="how unlikely under the claimed class (higher: more suspicious)",
+                          showlegend=False, margin={"t": 30})
+        st.plotly_chart(fig, width="stretch", key="tour_alarm")
+        st.markdown(f"Here it caught **{sum(v['flagged'])} of {len(v['flagged'])}** poisons.")
+    if cell_rate:
+        st.markdown(f"Over all {cell_rate['trials']} shipped trials it caught **{100 * cell_rate['poisons_flagged']:.0f}%"
+                    f"** of poisons at this setting. Its **AUC** is {cell_rate['auc']:.3f}: the chance that a random "
+                    f"poison scores above a random clean image (1.0 is a perfect alarm, 0.5 a coin toss).")
+
+
+def step_measured() -> None:
+    none = t_lgm["victims"]["none"] if t_lgm else None
+    if none is not None:
+        st.markdown(f"Even with **no** filter, the LGM victim still called the target a **{classes[none['pred_after']]}**. "
+                    "Why? Its last layer decides by distance to each class's centre, and the hundreds of ordinary "
+                    f"{B}s pin that centre in place. A sanity test shows it: put *exact copies* of the target's "
+                    f"features, labelled {B}, into the training data. How many copies flip each victim?")
+    dose = load_bench("dose_mnist") if g.dataset == "mnist" else None
+    if dose:
+        rows = [r for r in dose["rows"] if r["kind"] == "copies"]
+        st.plotly_chart(curve_figure(rows, "count", "victim", f"Exact copies needed ({rows[0]['pairs']} targets)",
+                                     "copies added (log scale)", log_x=True), width="stretch", key="tour_dose")
+        st.caption("A plain softmax head flips at 1 copy; with weight decay (a standard regulariser) at 5-50; the "
+                   "LGM head only at 200, about the size of the whole class. So part of the LGM's robustness is its "
+                   "head, not only its filter: both are measured separately in **Attack outcomes**.")
+    st.markdown("Words used: **features** (what the network computes before deciding), **budget** (most any pixel "
+                "may change), **clean-label** (still correctly labelled to a person), **victim** (a model retrained "
+                "on the poisoned data), **likelihood** (how well a point fits a class's Gaussian), **false-positive "
+                "rate** (clean images wrongly thrown away), **AUC** (how well a score separates poisons from clean "
+                "images). Explore further in **Poison lab** and **Poison gallery**.")
+
+
+STEPS = [("Two networks, one job", step_networks), ("The attacker's plan", step_goal),
+         ("A poison: a small change", step_poison), ("Inside the network", step_features),
+         ("The softmax victim is fooled", step_fooled), ("The LGM network's alarm", step_alarm),
+         ("Why the LGM held, and what we measured", step_measured)]
+
+
+def _go(delta: int) -> None:
+    st.session_state["tour_step"] = min(max(0, st.session_state.get("tour_step", 0) + delta), len(STEPS) - 1)
+
+
+step = min(st.session_state.get("tour_step", 0), len(STEPS) - 1)
+st.progress((step + 1) / len(STEPS), f"Step {step + 1} of {len(STEPS)}")
+st.subheader(STEPS[step][0])
+STEPS[step][1]()
+c1, c2, _ = st.columns([1, 1, 4])
+c1.button("Back", on_click=_go, args=(-1,), disabled=step == 0, key="tour_back")
+c2.button("Next", on_click=_go, args=(1,), disabled=step == len(STEPS) - 1, type="primary", key="tour_next")
+st.caption(f"Every step shows trial {t_soft['trial']} of the shipped experiment `{name}` "
+           f"(softmax and LGM, {', '.join(str(m['feat_dim']) for m in g.models.values())} features), "
+           "chosen by a fixed rule: the first trial whose clean-label poisons fooled the softmax victim.")
