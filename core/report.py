@@ -121,18 +121,41 @@ def rate_figure(rows: list[dict], title: str = ""):
         series.setdefault(name, []).append(r)
     fig = go.Figure()
     if len({r["n_poisons"] for r in rows}) == 1:
-        names, rs = list(series), [v[0] for v in series.values()]
-        fig.add_trace(go.Bar(x=names, y=[r["rate"] for r in rs], error_y=_error_bars(rs),
-                             text=[f"{100 * r['rate']:.0f}%" for r in rs], textposition="outside",
+        # horizontal bars: long victim names stay readable, and "0 of 100" is printed, never an empty chart
+        names, rs = list(series)[::-1], [v[0] for v in series.values()][::-1]
+        fig.add_trace(go.Bar(y=names, x=[r["rate"] for r in rs], error_x=_error_bars(rs), orientation="h",
+                             text=[f"{r['successes']} of {r['trials']}" if "trials" in r else f"{100 * r['rate']:.0f}%"
+                                   for r in rs], textposition="outside", cliponaxis=False,
                              marker_color=["#d62728" if r["defence"] == "none" else "#1f77b4" for r in rs]))
-        fig.update_layout(xaxis_title=f"victim + filter ({rows[0]['n_poisons']} poisons per trial)")
+        fig.update_layout(yaxis_title=None, xaxis_title=f"share of targets flipped ({rows[0]['n_poisons']} poisons "
+                                                        "per trial; bar: 95% interval)",
+                          xaxis_range=[0, 1.15], height=max(260, 34 * len(rs) + 120), margin={"l": 10})
     else:
         for name, rs in series.items():
             rs = sorted(rs, key=lambda r: r["n_poisons"])
             fig.add_trace(go.Scatter(x=[r["n_poisons"] for r in rs], y=[r["rate"] for r in rs], name=name,
                                      mode="lines+markers", error_y=_error_bars(rs)))
-        fig.update_layout(xaxis_title="number of poisons")
-    fig.update_layout(title=title, yaxis_title="attack success rate", yaxis_range=[0, 1.1], height=420)
+        fig.update_layout(xaxis_title="number of poisons", yaxis_title="share of targets flipped",
+                          yaxis_range=[0, 1.1], height=420)
+    fig.update_layout(title=title)
+    return fig
+
+
+def detection_figure(rows: list[dict], title: str = ""):
+    """Share of poisons each filter caught at the experiment's false-positive rate, per model: the
+    filters' side of the story, which a chart of (rare) successes cannot show."""
+    import plotly.graph_objects as go
+
+    from .defences import label
+
+    rs = sorted((r for r in rows if r["defence"] != "none" and r.get("poisons_flagged") is not None),
+                key=lambda r: (r["model"], -r["poisons_flagged"]))[::-1]
+    fig = go.Figure(go.Bar(y=[f"{r['model']} + {label(r['defence'])}" for r in rs], x=[r["poisons_flagged"] for r in rs],
+                           orientation="h", text=[f"{100 * r['poisons_flagged']:.0f}% (AUC {r['auc']:.2f})" for r in rs],
+                           textposition="outside", cliponaxis=False,
+                           marker_color=["#1f77b4" if r["defence"] == "lgm" else "#7f7f7f" for r in rs]))
+    fig.update_layout(title=title, xaxis_title="share of poisons caught", xaxis_range=[0, 1.3],
+                      height=max(260, 34 * len(rs) + 120), margin={"l": 10})
     return fig
 
 

@@ -17,12 +17,14 @@ st.title("Defences")
 st.markdown("A filter gives every training image a *suspicion score*. The ROC curve shows, for every threshold, "
             "the share of poisons caught (up) against the share of clean images wrongly thrown away (right): "
             "the closer to the top-left corner, the better; AUC 1.0 is perfect, 0.5 is guessing.")
-c1, c2, c3 = st.columns(3)
-attack = c1.selectbox("Poisons from", list(ATTACKS), format_func=lambda a: ATTACKS[a].label,
-                      help="The defence-aware attack knows the LGM filter and tries to stay likely under the base "
-                           "class. Every attack stays within the data set's clean-label pixel budget.")
-n_pairs = c2.slider("Target/base pairs", 1, 8, 3)
-iters = c3.slider("Iterations", 20, 500, 100, step=20)
+with st.form("defences_form"):  # nothing is crafted until the button: moving a slider costs nothing
+    c1, c2, c3 = st.columns(3)
+    attack = c1.selectbox("Poisons from", list(ATTACKS), format_func=lambda a: ATTACKS[a].label,
+                          help="The defence-aware attack knows the LGM filter and tries to stay likely under the base "
+                               "class. Every attack stays within the data set's clean-label pixel budget.")
+    n_pairs = c2.slider("Target/base pairs", 1, 8, 3)
+    iters = c3.slider("Crafting steps", 20, 500, 100, step=20)
+    submitted = st.form_submit_button("Craft and compare", type="primary")
 
 
 @st.cache_data(show_spinner="Crafting poisons and scoring them with every defence...")
@@ -35,8 +37,10 @@ def evaluate(path: str, space: str, attack: str, n_pairs: int, iters: int) -> di
     return {"is_poison": is_poison, "defences": compare_defences(m, feats, claimed, is_poison)}
 
 
-if st.button("Craft and compare", type="primary") or st.session_state.get("def_ready"):
-    st.session_state["def_ready"] = True
+key = (dataset, space, attack, n_pairs, iters)  # what a shown comparison was made for
+if submitted:
+    st.session_state["def_shown"] = key
+if st.session_state.get("def_shown") == key:
     cols = st.columns(2)
     for col, head in zip(cols, ("softmax", "lgm")):
         why = applicable(attack, head)
@@ -69,4 +73,4 @@ if st.button("Craft and compare", type="primary") or st.session_state.get("def_r
             hist.update_layout(barmode="overlay", height=320, xaxis_title="suspicion score")
             st.plotly_chart(hist, width="stretch", key=f"hist_{head}")
 else:
-    st.info("Press the button: crafting takes a few seconds per pair on a laptop.")
+    st.info("Press **Craft and compare**: crafting takes a few seconds per pair on a laptop.")

@@ -5,6 +5,7 @@ import streamlit as st
 
 from core.attacks import ATTACKS, budget_levels
 from core.defences import label as defence_label
+from core.export import contact_sheet, poisons_npz
 from pages.common import (DATASET_NAMES, amplified, demo, feature_figure, features, galleries, gallery,
                           image_for_display, model, poison_markers, projection, sidebar)
 
@@ -59,20 +60,24 @@ classes = g.classes
 
 
 def victims_line(t: dict) -> str:
-    parts = []
-    for d, v in t["victims"].items():
-        word = "**poisoned**" if v["success"] else "not poisoned"
-        flagged = "" if v["flagged"] is None else f" ({sum(v['flagged'])}/{len(v['flagged'])} poisons caught)"
-        parts.append(f"{defence_label(d)}: {word}{flagged}")
-    return "; ".join(parts)
+    """The unfiltered victim's fate, how many poisons each filter caught, and any filtered victim fooled."""
+    none = t["victims"]["none"]
+    line = f"Victim without a filter: **{'poisoned' if none['success'] else 'not poisoned'}**."
+    caught = [f"{defence_label(d)} {sum(v['flagged'])}" for d, v in t["victims"].items() if v["flagged"] is not None]
+    if caught:
+        line += f" Poisons caught (of {t['n_poisons']}): " + " · ".join(caught) + "."
+    fooled = [defence_label(d) for d, v in t["victims"].items() if d != "none" and v["success"]]
+    if fooled:
+        line += " Still poisoned behind: " + ", ".join(fooled) + "."
+    return line
 
 
 for i in shown[(page - 1) * PER_PAGE: page * PER_PAGE]:
     t = g.trials[i]
     target, bases, poisons = g.images(i)
     st.markdown(f"**Trial {t['trial']}**: {ATTACKS[t['attack']].label} against the {HEAD_NAMES[heads[t['model']]]} "
-                f"model; target a **{classes[t['target_label']]}**, poisons claim **{classes[t['base_class']]}**. "
-                f"{victims_line(t)}.")
+                f"model; target a **{classes[t['target_label']]}**, poisons claim **{classes[t['base_class']]}**.  \n"
+                f"{victims_line(t)}")
     cols = st.columns(2 + 2 * min(3, len(poisons)))
     cols[0].image(image_for_display(target), caption=f"target: {classes[t['target_label']]}", width=84)
     verdict = t["judge"].get("clean_label") or [None] * len(poisons)
@@ -92,6 +97,14 @@ pick = st.selectbox("Trial", shown[(page - 1) * PER_PAGE: page * PER_PAGE], key=
                                           f"against {HEAD_NAMES[heads[g.trials[i]['model']]]}")
 t = g.trials[pick]
 ds = demo(dataset)
+p_target, p_bases, p_poisons = g.images(pick)
+d1, d2, _ = st.columns([1, 1, 2])
+d1.download_button("Poisons as a PNG sheet", contact_sheet(p_target, p_bases, p_poisons), key="gallery_png",
+                   file_name=f"{name}_{t['key']}.png", mime="image/png")
+d2.download_button("Poisons as .npz (8-bit images)", key="gallery_npz", file_name=f"{name}_{t['key']}.npz",
+                   data=poisons_npz(p_target, p_bases, p_poisons, target_label=t["target_label"],
+                                    base_class=t["base_class"], eps=t["eps"] or 0.0),
+                   mime="application/octet-stream")
 cols = st.columns(len(g.models))
 for col, (model_name, info) in zip(cols, g.models.items()):
     path = info["path"]
@@ -107,6 +120,6 @@ for col, (model_name, info) in zip(cols, g.models.items()):
     col.plotly_chart(fig, width="stretch", key=f"gallery_fig_{model_name}")
 st.caption("Each dot is an embedded test image of the data set. Dotted lines join each base (white circle) to its "
            "poison (black star); the gold diamond is the target. A poison that sits on the target while claiming "
-           "the base class is what the likelihood filter looks for." +
+           "the base class is what the likelihood filter looks for. The camera icon above a chart saves it as a PNG." +
            (" High-d features are drawn with PCA, a flat projection: points close here may be far apart in all "
             "64+ dimensions." if space != "2-D" or any(m["feat_dim"] > 2 for m in g.models.values()) else ""))

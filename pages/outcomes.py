@@ -7,8 +7,8 @@ import streamlit as st
 
 from core.attacks import ATTACKS
 from core.experiments import ExperimentConfig, run_experiment
-from core.report import load_results, rate_figure, readable
-from pages.common import sidebar
+from core.report import detection_figure, load_results, rate_figure, readable
+from pages.common import DATASET_NAMES, sidebar
 
 dataset, space, pair = sidebar()
 st.title("Attack outcomes")
@@ -29,9 +29,20 @@ def describe(res: dict) -> str:
             f"{per_cell} trials per cell")
 
 
-results = shipped_results()
+def dataset_of(res: dict) -> str | None:
+    """The data set an experiment ran on, read from its models' side files."""
+    from core.checkpoints import read_meta
+
+    try:
+        return {read_meta(p)["config"]["dataset"] for p in res["config"]["models"].values()}.pop()
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+results = {n: r for n, r in shipped_results().items() if dataset_of(r) == dataset}
 if not results:
-    st.warning("No shipped experiment results in checkpoints/experiments/.")
+    st.info(f"No shipped experiment results for {DATASET_NAMES[dataset]} yet: choose another data set in the sidebar, "
+            "or run one below.")
 else:
     names = list(results)
     name = st.selectbox("Shipped experiment", names, index=names.index("default") if "default" in names else 0,
@@ -44,19 +55,23 @@ else:
                    "a dirty-label attack. It will be rerun at the clean-label budget on the new CIFAR-10 models.")
     st.caption(f"{res['n_trials']} trials; {cfg['iters']} crafting iterations; {cfg['n_clean']} clean retraining "
                f"images; filters at {100 * cfg['fpr']:.0f}% false positives on clean data. Reproduce with "
-               f"`python -m core experiment --config bench/configs/{name}.json --out DIR`.")
+               f"`poisonlab experiment --config bench/configs/{name}.json --out DIR`.")
     cells = res["cells"]
     for attack in sorted({c["attack"] for c in cells}):
         for setting in sorted({c["setting"] for c in cells}):
             sub = [c for c in cells if c["attack"] == attack and c["setting"] == setting]
             if sub:
-                st.plotly_chart(rate_figure(sub, f"{ATTACKS[attack].label}, {setting} victim"), width="stretch",
-                                key=f"{name}_{attack}_{setting}")
+                left, right = st.columns(2)
+                left.plotly_chart(rate_figure(sub, f"{ATTACKS[attack].label}, {setting} victim: targets flipped"),
+                                  width="stretch", key=f"{name}_{attack}_{setting}")
+                right.plotly_chart(detection_figure(sub, f"Poisons caught, at {100 * cfg['fpr']:.0f}% of clean images "
+                                                         "thrown away"), width="stretch",
+                                   key=f"{name}_{attack}_{setting}_det")
     st.dataframe(readable(cells), hide_index=True, width="stretch")
 
 st.subheader("Run a small experiment now")
 st.caption("A few trials on the embedded sample with the selected models: numbers are rough, the point is to see "
-           "how they are made. The full runs are `python -m core experiment --config FILE --out DIR`.")
+           "how they are made. The full runs are `poisonlab experiment --config FILE --out DIR`.")
 c1, c2, c3 = st.columns(3)
 trials = c1.slider("Trials", 1, 5, 2)
 n_poisons = c2.slider("Poisons", 1, 10, 5)

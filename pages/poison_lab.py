@@ -7,6 +7,7 @@ import torch
 
 from core.attacks import ATTACKS, attack_knobs, budget_levels, default_eps
 from core.defences import label as defence_label
+from core.export import contact_sheet, poisons_npz
 from core.lab import OWN_FILTER, run_lab
 from core.models import to_input
 from core.pipeline import plan_trial
@@ -164,6 +165,12 @@ for head, r in results.items():
     cs[3].image(image_for_display(amp), width=110,
                 caption=f"change, amplified (largest {round(255 * float(np.abs(diff).max()))} of 255 per pixel)")
 
+    d1, d2, _ = st.columns([1, 1, 2])
+    d1.download_button("Poisons as a PNG sheet", contact_sheet(r.poisons.target[0], r.poisons.bases, r.poisons.poisons),
+                       file_name=f"poisons_{head}.png", mime="image/png", key=f"png_{head}")
+    d2.download_button("Poisons as .npz", poisons_npz(r.poisons.target[0], r.poisons.bases, r.poisons.poisons,
+                                                      target_label=r.poisons.target_label, base_class=base_class),
+                       file_name=f"poisons_{head}.npz", mime="application/octet-stream", key=f"npz_{head}")
     c_path, c_hist = st.columns(2)
     proj = projection(pair[head], "raw" if space == "2-D" else "pca")
     pts = proj.transform(features(pair[head], "test"))

@@ -132,8 +132,11 @@ def test_rate_figure_bars_for_one_poison_count_lines_for_several():
     one = [_row("softmax", "none", 5, 0.9), _row("lgm", "lgm", 5, 0.0)]
     fig = rate_figure(one)
     assert [t.type for t in fig.data] == ["bar"]
-    assert list(fig.data[0].x) == ["lgm + LGM likelihood (the paper)", "softmax, no filter"]
-    assert list(fig.data[0].error_y.array) == pytest.approx([0.1, 0.1])
+    assert list(fig.data[0].y) == ["softmax, no filter", "lgm + LGM likelihood (the paper)"]  # top to bottom
+    assert list(fig.data[0].x) == pytest.approx([0.9, 0.0]) and list(fig.data[0].text) == ["90%", "0%"]
+    assert list(fig.data[0].error_x.array) == pytest.approx([0.1, 0.1])
+    counted = rate_figure([{**one[1], "successes": 0, "trials": 100}])
+    assert list(counted.data[0].text) == ["0 of 100"]  # a zero is printed, not an empty chart
     several = one + [_row("softmax", "none", 10, 1.0)]
     fig = rate_figure(several)
     assert [t.type for t in fig.data] == ["scatter", "scatter"]

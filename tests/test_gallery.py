@@ -26,3 +26,22 @@ def test_showcase_picks_first_clean_label_success_and_counts_the_cell():
 def test_no_showcase_without_a_clean_label_success():
     trials = [_trial("softmax", 0, True, False), _trial("softmax", 1, False, True), _trial("lgm", 0, False, True)]
     assert showcase(_gallery(trials)) is None
+
+
+def test_contact_sheet_and_npz_keep_every_pixel():
+    import io
+
+    from PIL import Image
+
+    from core.export import contact_sheet, poisons_npz
+
+    rng = np.random.default_rng(0)
+    bases = rng.integers(0, 256, (3, 28, 28, 1), dtype=np.uint8)
+    poisons = np.clip(bases.astype(int) + rng.integers(-25, 26, bases.shape), 0, 255).astype(np.uint8)
+    target = rng.integers(0, 256, (28, 28, 1), dtype=np.uint8)
+    sheet = np.asarray(Image.open(io.BytesIO(contact_sheet(target, bases, poisons, cell=56))))
+    assert sheet.shape == (18 + 3 * 62 + 6, 4 * 62 + 6, 3)
+    tile = sheet[18 + 6 + 62: 18 + 6 + 62 + 56, 6 + 62: 6 + 62 + 56, 0]  # row 2, the poison column
+    assert np.array_equal(tile[::2, ::2], poisons[1, ..., 0])  # nearest-neighbour x2: every pixel as it is
+    z = np.load(io.BytesIO(poisons_npz(target, bases, poisons, target_label=3, eps=0.1)), allow_pickle=False)
+    assert np.array_equal(z["poisons"], poisons) and np.array_equal(z["target"], target) and int(z["target_label"]) == 3

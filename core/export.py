@@ -1,0 +1,65 @@
+"""Poisons as files a teacher can put on a slide or a researcher can load: a PNG contact sheet and
+an ``.npz`` of the 8-bit images. Figures are exported by the browser (Plotly's camera button)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+HEADER = 18  # pixels of caption above each column
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+    return arr[..., 0] if arr.shape[-1] == 1 else arr
+
+
+def _change(poison: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """poison - base scaled so the largest change is full contrast; grey is no change."""
+    diff = _to_uint8(poison).astype(np.float32) - _to_uint8(base).astype(np.float32)
+    return np.clip(127.5 + 127.5 * diff / max(1.0, float(np.abs(diff).max())), 0, 255).astype(np.uint8)
+
+
+def contact_sheet(target: np.ndarray, bases: np.ndarray, poisons: np.ndarray, cell: int = 96,
+                  captions: tuple[str, str, str, str] = ("base", "poison", "change (amplified)", "target")) -> bytes:
+    """A PNG with one row per poison: its base, the poison, the amplified change, and the target.
+
+    Pixels are enlarged by nearest-neighbour (``cell`` pixels a side) so every changed pixel stays
+    visible on a projector; nothing is smoothed or re-scaled in value except the change column.
+    """
+    if len(bases) != len(poisons) or len(poisons) == 0:
+        raise ValueError("need one base per poison, and at least one poison")
+    pad = 6
+    width, height = 4 * (cell + pad) + pad, HEADER + len(poisons) * (cell + pad) + pad
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, text in enumerate(captions):
+        draw.text((pad + c * (cell + pad), 3), text, fill="black")
+    for r, (b, p) in enumerate(zip(bases, poisons)):
+        for c, img in enumerate((_to_uint8(b), _to_uint8(p), _change(p, b), _to_uint8(target))):
+            tile = Image.fromarray(img).convert("RGB").resize((cell, cell), Image.NEAREST)
+            sheet.paste(tile, (pad + c * (cell + pad), HEADER + pad + r * (cell + pad)))
+    out = io.BytesIO()
+    sheet.save(out, format="PNG")
+    return out.getvalue()
+
+
+def poisons_npz(target: np.ndarray, bases: np.ndarray, poisons: np.ndarray, **meta: int | float | str) -> bytes:
+    """The images as uint8 NHWC arrays (``target``, ``bases``, ``poisons``) plus scalar metadata
+    (labels, budget, seed), loadable with ``np.load`` and no pickle."""
+    out = io.BytesIO()
+    arrays = {k: np.asarray(v) for k, v in meta.items()}
+    np.savez_compressed(out, target=_as_uint8_nhwc(target), bases=_as_uint8_nhwc(bases),
+                        poisons=_as_uint8_nhwc(poisons), **arrays)
+    return out.getvalue()
+
+
+def _as_uint8_nhwc(images: np.ndarray) -> np.ndarray:
+    arr = np.asarray(images)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+    return arr
