@@ -2,16 +2,18 @@
 
 - ``run_lab``: one trial against one model, retrained with no filter and behind the model's own
   filter (LGM: the likelihood under the claimed class; softmax: distance to the claimed class's
-  centre, the nearest thing it has).
+  centre, the nearest thing it has); ``run_lab_pair`` runs it for both models in parallel.
 - ``poison_pool`` / ``compare_defences``: the poisons of several planned trials mixed into one
   clean training pool, scored by every filter that applies (ROC, AUC, true-positive rates).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
+import torch
 
 from .attacks import craft
 from .data import Dataset
@@ -31,6 +33,25 @@ def run_lab(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, knob
     return run_trial(model, data, plan, attack, knobs, defences=("none", OWN_FILTER[model.config.head]),
                      setting="transfer", fpr=fpr, judge=judge, target=target, victim_seed=int(plan.seed[-1]),
                      progress=progress)
+
+
+def run_lab_pair(runs: dict[str, tuple[Classifier, str, dict]], data: Dataset, plan: TrialPlan, *,
+                 fpr: float = 0.05, judge: Judge | None = None, target: np.ndarray | None = None,
+                 progress: Callable[[str], None] | None = None) -> dict[str, TrialResult]:
+    """``run_lab`` for several models at once ({name: (model, attack, knobs)}), one thread and one
+    core each: the dashboard's softmax-vs-LGM run takes the time of the slower model, not the sum.
+    Results are the same as running them one after another (each run is seeded by ``plan``)."""
+    say = progress or (lambda _msg: None)
+
+    def one(name: str) -> TrialResult:
+        torch.set_num_threads(1)  # per thread: the models share the cores instead of fighting over them
+        model, attack, knobs = runs[name]
+        return run_lab(model, data, plan, attack, knobs, fpr=fpr, judge=judge, target=target,
+                       progress=lambda msg: say(f"{name}: {msg}"))
+
+    with ThreadPoolExecutor(max_workers=len(runs)) as pool:
+        futures = {name: pool.submit(one, name) for name in runs}
+        return {name: f.result() for name, f in futures.items()}
 
 
 def poison_pool(model: Classifier, data: Dataset, attack: str, knobs: dict, candidates: np.ndarray, *,

@@ -7,7 +7,7 @@ import streamlit as st
 from core.attacks import ATTACKS, applicable, attack_knobs
 from core.defences import DEFENCES
 from core.lab import compare_defences, poison_pool
-from pages.common import demo, judge, model, sidebar, targets
+from pages.common import demo, heavy_job, judge, model, sidebar, targets
 
 NAMES = {name: spec.label for name, spec in DEFENCES.items()}
 
@@ -27,27 +27,43 @@ with st.form("defences_form"):  # nothing is crafted until the button: moving a 
     submitted = st.form_submit_button("Craft and compare", type="primary")
 
 
-@st.cache_data(show_spinner="Crafting poisons and scoring them with every defence...")
-def evaluate(path: str, space: str, attack: str, n_pairs: int, iters: int) -> dict:
-    m, _ = model(path)
-    d = demo(m.config.dataset)
-    knobs = attack_knobs(attack, m.config.dataset, iters, record_every=iters)
-    feats, claimed, is_poison = poison_pool(m, d, attack, knobs, targets(m.config.dataset, space), n_pairs=n_pairs,
-                                            n_poisons=5, n_clean=500, judge=judge(m.config.dataset))
-    return {"is_poison": is_poison, "defences": compare_defences(m, feats, claimed, is_poison)}
+@st.cache_resource(show_spinner=False)
+def comparisons() -> dict:
+    """Finished comparisons, shared by every browser: {(dataset, space, attack, pairs, steps): {head: result}}."""
+    return {}
 
 
-key = (dataset, space, attack, n_pairs, iters)  # what a shown comparison was made for
+key = (dataset, space, attack, n_pairs, iters)  # what a comparison is made for
+work = None
+if submitted and key not in comparisons():
+    inputs = {head: (model(pair[head])[0], demo(dataset), targets(dataset, space), judge(dataset))
+              for head in ("softmax", "lgm") if not applicable(attack, head)}
+
+    def work(job, key=key, inputs=inputs):
+        out = {}
+        for i, (head, (m, d, candidates, the_judge)) in enumerate(inputs.items()):
+            job.report(i / len(inputs), f"crafting {n_pairs * 5} poisons against the {head} model and scoring them")
+            knobs = attack_knobs(attack, dataset, iters, record_every=iters)
+            feats, claimed, is_poison = poison_pool(m, d, attack, knobs, candidates, n_pairs=n_pairs, n_poisons=5,
+                                                    n_clean=500, judge=the_judge)
+            out[head] = {"is_poison": is_poison, "defences": compare_defences(m, feats, claimed, is_poison)}
+        return {"key": key, "results": out}
+finished = heavy_job("Defences", work is not None, work)
+if finished is not None:
+    store = comparisons()
+    if len(store) >= 64:  # bounded: the oldest comparison goes first
+        store.pop(next(iter(store)))
+    store[finished["key"]] = finished["results"]
 if submitted:
     st.session_state["def_shown"] = key
-if st.session_state.get("def_shown") == key:
+if st.session_state.get("def_shown") == key and key in comparisons():
     cols = st.columns(2)
     for col, head in zip(cols, ("softmax", "lgm")):
         why = applicable(attack, head)
         if why:
             col.info(why)
             continue
-        res = evaluate(pair[head], space, attack, n_pairs, iters)
+        res = comparisons()[key][head]
         roc_fig = go.Figure()
         rows = []
         for name, r in res["defences"].items():
@@ -72,5 +88,5 @@ if st.session_state.get("def_shown") == key:
                               go.Histogram(x=s[res["is_poison"]], name="poisons", opacity=0.8, histnorm="probability")])
             hist.update_layout(barmode="overlay", height=320, xaxis_title="suspicion score")
             st.plotly_chart(hist, width="stretch", key=f"hist_{head}")
-else:
+elif st.session_state.get("def_shown") != key:
     st.info("Press **Craft and compare**: crafting takes a few seconds per pair on a laptop.")

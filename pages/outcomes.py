@@ -8,7 +8,7 @@ import streamlit as st
 from core.attacks import ATTACKS
 from core.experiments import ExperimentConfig, run_experiment
 from core.report import detection_figure, load_results, rate_figure, readable
-from pages.common import DATASET_NAMES, sidebar
+from pages.common import DATASET_NAMES, heavy_job, sidebar
 
 dataset, space, pair = sidebar()
 st.title("Attack outcomes")
@@ -76,12 +76,20 @@ c1, c2, c3 = st.columns(3)
 trials = c1.slider("Trials", 1, 5, 2)
 n_poisons = c2.slider("Poisons", 1, 10, 5)
 attack = c3.selectbox("Attack", list(ATTACKS), format_func=lambda a: ATTACKS[a].label)
+work = None
 if st.button("Run"):
     cfg = ExperimentConfig(models=dict(pair), attacks=(attack,), n_poisons=(n_poisons,), trials=trials, iters=100,
                            n_clean=300, n_test=300, demo=True, defences=("none", "lgm", "centroid", "knn"))
-    bar = st.progress(0.0, "running trials")
-    with tempfile.TemporaryDirectory() as tmp:
-        summary = run_experiment(cfg, tmp, progress=False,
-                                 on_trial=lambda done, total: bar.progress(done / total, f"trial {done}/{total}"))
-    st.plotly_chart(rate_figure(summary["cells"], f"live: {attack}, transfer"), width="stretch")
-    st.dataframe(readable(summary["cells"]), hide_index=True, width="stretch")
+
+    def work(job, cfg=cfg):
+        with tempfile.TemporaryDirectory() as tmp:
+            summary = run_experiment(cfg, tmp, progress=False,
+                                     on_trial=lambda done, total: job.report(done / total, f"trial {done}/{total}"))
+        return {"cells": summary["cells"], "attack": cfg.attacks[0], "dataset": dataset}
+finished = heavy_job("Live experiment", work is not None, work)
+if finished is not None:
+    st.session_state["live_experiment"] = finished
+live = st.session_state.get("live_experiment")
+if live and live["dataset"] == dataset:
+    st.plotly_chart(rate_figure(live["cells"], f"live: {ATTACKS[live['attack']].label}, transfer"), width="stretch")
+    st.dataframe(readable(live["cells"]), hide_index=True, width="stretch")

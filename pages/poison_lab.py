@@ -8,13 +8,13 @@ import torch
 from core.attacks import ATTACKS, attack_knobs, budget_levels, default_eps
 from core.defences import label as defence_label
 from core.export import contact_sheet, poisons_npz
-from core.lab import OWN_FILTER, run_lab
+from core.lab import OWN_FILTER, run_lab_pair
 from core.models import to_input
 from core.pipeline import plan_trial
 from core.regions import covering_grid
 from core.uploads import UploadError, image_from_bytes
-from pages.common import (demo, feature_figure, features, image_for_display, judge, model, poison_markers, projection,
-                          regions_heatmap, selected_index, sidebar, targets)
+from pages.common import (demo, feature_figure, features, heavy_job, image_for_display, judge, model, poison_markers,
+                          projection, regions_heatmap, selected_index, sidebar, targets)
 
 MAX_POISONS, MAX_ITERS = 10, 1000  # one student must not starve the rest of the class
 
@@ -105,29 +105,35 @@ with right:
     seed = st.number_input("Seed", 0, 2**31 - 1, 0)
 
 key = (dataset, space, tuple(sorted(pair.items())))  # what a result was made for
-if st.button("Craft poisons and retrain the victims", type="primary"):
-    results = {}
-    bar = st.progress(0.0, "starting")
-    steps = iter(np.linspace(0.05, 1.0, 12))
-    plan = plan_trial(ds, int(seed), targets(dataset, space), n_poisons=n_poisons, n_clean=500, n_test=500,
-                      target_index=target_index, base_class=base_class,
-                      external_label=target_label if target_index is None else None, judge=judge(dataset))
+pressed = st.button("Craft poisons and retrain the victims", type="primary")
+work = None
+if pressed:
+    try:
+        plan = plan_trial(ds, int(seed), targets(dataset, space), n_poisons=n_poisons, n_clean=500, n_test=500,
+                          target_index=target_index, base_class=base_class,
+                          external_label=target_label if target_index is None else None, judge=judge(dataset))
+    except ValueError as exc:
+        st.error(str(exc))
+        st.stop()
+    runs = {}
     for head in ("softmax", "lgm"):
-        m, _ = model(pair[head])
         # the defence-aware term needs a Gaussian head; the softmax model gets plain collision
         head_attack = "fc" if attack == "fc-adaptive" and head == "softmax" else attack
-        head_knobs = attack_knobs(head_attack, dataset, iters, seed=int(seed),
-                                  **{k: v for k, v in settings.items() if k != "record_every"},
-                                  record_every=settings["record_every"])
-        try:
-            results[head] = run_lab(m, ds, plan, head_attack, head_knobs, fpr=fpr, judge=judge(dataset),
-                                    target=target if target_index is None else None,
-                                    progress=lambda msg: bar.progress(float(next(steps, 1.0)), msg))
-        except ValueError as exc:
-            st.error(str(exc))
-            st.stop()
-    bar.empty()
-    st.session_state["lab"] = {"results": results, "key": key, "base_class": base_class}
+        runs[head] = (model(pair[head])[0], head_attack,
+                      attack_knobs(head_attack, dataset, iters, seed=int(seed),
+                                   **{k: v for k, v in settings.items() if k != "record_every"},
+                                   record_every=settings["record_every"]))
+    made_for = {"key": key, "base_class": base_class}
+    the_judge, outside = judge(dataset), target if target_index is None else None
+
+    def work(job):
+        steps = iter(np.linspace(0.05, 0.95, 12))
+        results = run_lab_pair(runs, ds, plan, fpr=fpr, judge=the_judge, target=outside,
+                               progress=lambda msg: job.report(float(next(steps, 0.95)), msg))
+        return {"results": results, **made_for}
+finished = heavy_job("Poison lab", pressed, work)
+if finished is not None:
+    st.session_state["lab"] = finished
 
 lab = st.session_state.get("lab")
 if not lab or lab["key"] != key:  # nothing yet, or made for another data set / feature space / models

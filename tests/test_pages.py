@@ -22,6 +22,22 @@ def _app(page: str, dataset: str, space: str) -> AppTest:
     return at.run()
 
 
+def _until_done(at: AppTest, seconds: float = 300) -> AppTest:
+    """Rerun until the session's queued job has finished and its result is drawn (a browser's page
+    polls once a second; AppTest does not run fragments on a timer)."""
+    import time
+
+    from pages.common import job_queue, session_id  # noqa: F401 - the queue is shared with the app
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        at.run()
+        if at.exception or at.dataframe or any("failed" in e.value for e in at.error):
+            return at
+        time.sleep(0.5)
+    raise AssertionError("the queued job did not finish")
+
+
 def test_shipped_pairs_exist():
     assert ("mnist", "2-D") in CHOICES and ("mnist", "high-d") in CHOICES
 
@@ -58,6 +74,7 @@ def test_poison_lab_flow_matches_core():
     at.slider[0].set_value(2)  # poisons
     at.slider[1].set_value(20)  # crafting steps
     at.button[0].click().run()
+    _until_done(at)
     assert not at.exception, [e.value for e in at.exception]
     table = at.dataframe[0].value
     shown = dict(zip(table["victim (retrained on the poisoned data)"], table["poisoned?"]))
@@ -85,6 +102,7 @@ def test_poison_lab_drops_a_result_made_for_other_choices():
     at.slider[0].set_value(1)
     at.slider[1].set_value(10)
     at.button[0].click().run()
+    _until_done(at)
     assert len(at.dataframe) == 1
     at.session_state["space"] = "2-D"  # the sidebar changes: the old verdict must not be drawn on the new map
     at.run()
@@ -108,6 +126,7 @@ def test_defences_compare_flow():
     at.slider[0].set_value(1)  # pairs
     at.slider[1].set_value(20)  # iterations
     at.button[0].click().run()
+    _until_done(at)
     assert not at.exception, [e.value for e in at.exception]
     names = set(at.dataframe[1].value["defence"])
     assert "LGM likelihood (the paper)" in names and "Deep k-NN" in names
@@ -132,6 +151,7 @@ def test_outcomes_live_run():
     at.slider[0].set_value(1)  # trials
     at.slider[1].set_value(1)  # poisons
     at.button[0].click().run()
+    _until_done(at)
     assert not at.exception, [e.value for e in at.exception]
     cells = at.dataframe[-1].value
     assert set(cells["filter"]) >= {"no filter", "LGM likelihood (the paper)", "Deep k-NN"}
