@@ -4,7 +4,6 @@ import numpy as np
 import streamlit as st
 import torch
 
-from core.regions import covering_grid
 from pages.common import (DATASET_NAMES, demo, feature_figure, features, image_for_display, likelihood_heatmap, model,
                           projection, selected_index, sidebar)
 
@@ -38,7 +37,7 @@ for col, head in zip(cols, ("softmax", "lgm")):
     pts = proj.transform(features(pair[head], "test"))
     gauss = tuple(g.numpy() for g in m.head.gaussians()) if head == "lgm" else None
     title = f"{'Softmax' if head == 'softmax' else 'LGM'} model, {DATASET_NAMES[dataset]} ({space}, {method.upper()})"
-    background = likelihood_heatmap(m.head, covering_grid(pts)) if shade and head == "lgm" else None
+    background = likelihood_heatmap(pair[head], method) if shade and head == "lgm" else None
     with col:
         event = st.plotly_chart(feature_figure(pts, ds.y_test, ds.classes, title, proj, gauss, sigmas=sigmas,
                                                background=background),
