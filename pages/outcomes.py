@@ -5,9 +5,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.attacks import ATTACKS
+from core.attacks import ATTACKS, budget_levels
 from core.experiments import ExperimentConfig, run_experiment
-from core.report import detection_figure, load_results, rate_figure, readable
+from core.report import curve_figure, detection_figure, load_bench, load_results, rate_figure, readable
 from pages.common import DATASET_NAMES, heavy_job, sidebar
 
 dataset, space, pair = sidebar()
@@ -68,6 +68,28 @@ else:
                                                          "thrown away"), width="stretch",
                                    key=f"{name}_{attack}_{setting}_det")
     st.dataframe(readable(cells), hide_index=True, width="stretch")
+
+budget, dose = (load_bench("budget_mnist"), load_bench("dose_mnist")) if dataset == "mnist" else (None, None)
+if budget or dose:
+    st.subheader("How big a budget, how many poisons")
+    c1, c2 = st.columns(2)
+    if budget:
+        rows = budget["rows"]
+        names = {r["model"]: ("softmax victim" if "softmax" in r["model"] else "LGM victim") for r in rows}
+        c1.plotly_chart(curve_figure([{**r, "x": budget_levels(r["eps"])} for r in rows], "x", "model",
+                                     f"Targets flipped against the budget ({rows[0]['pairs']} pairs per point)",
+                                     "most grey levels any pixel may change (of 255)", names=names),
+                        width="stretch", key="budget_curve")
+        c1.caption("Poisons still clean-label (softmax): " + ", ".join(
+            f"{100 * r['clean_label_rate']:.0f}% at {budget_levels(r['eps'])}" for r in rows if "softmax" in r["model"])
+            + ". Above 38/255 most poisons show the target: not clean-label any more.")
+    if dose:
+        rows = [r for r in dose["rows"] if r["kind"] == "copies"]
+        c2.plotly_chart(curve_figure(rows, "count", "victim", f"Exact copies of the target's feature needed "
+                                     f"({rows[0]['pairs']} targets)", "copies added (log scale)", log_x=True),
+                        width="stretch", key="dose_curve")
+        c2.caption("A sanity test of the victims' heads, not an attack: how many training points sitting exactly "
+                   "on the target, labelled as the base class, flip each one (bench/bench_dose.py).")
 
 st.subheader("Run a small experiment now")
 st.caption("A few trials on the embedded sample with the selected models: numbers are rough, the point is to see "

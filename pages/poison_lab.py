@@ -180,8 +180,11 @@ for head, r in results.items():
     c_path, c_hist = st.columns(2)
     proj = projection(pair[head], "raw" if space == "2-D" else "pca")
     pts = proj.transform(features(pair[head], "test"))
-    step = c_path.slider("Crafting step", 0, len(r.poisons.traj_iters) - 1, len(r.poisons.traj_iters) - 1,
-                         key=f"step_{head}", help="Move through the recorded trajectory.")
+    recorded = list(range(len(r.poisons.traj_iters)))  # the last record is the poison as saved (8-bit)
+    step = c_path.select_slider("Crafting step", recorded, value=recorded[-1], key=f"step_{head}",
+                                format_func=lambda k: f"{int(r.poisons.traj_iters[k])}" + (
+                                    " (saved poison)" if k == recorded[-1] else ""),
+                                help="Move through the recorded path; the number is the crafting iteration.")
     path = proj.transform(r.poisons.traj_features[: step + 1, i])
     tgt = proj.transform(r.poisons.target_feature[None])
     extra = [go.Scatter(x=path[:, 0], y=path[:, 1], mode="lines+markers", name="poison's path",
@@ -189,7 +192,7 @@ for head, r in results.items():
              go.Scatter(x=tgt[:, 0], y=tgt[:, 1], mode="markers", name="target",
                         marker={"symbol": "diamond", "size": 16, "color": "black"})]
     gauss = tuple(g.numpy() for g in model(pair[head])[0].head.gaussians()) if head == "lgm" else None
-    c_path.plotly_chart(feature_figure(pts, ds.y_test, ds.classes, f"iteration {r.poisons.traj_iters[step]}", proj,
+    c_path.plotly_chart(feature_figure(pts, ds.y_test, ds.classes, f"after {r.poisons.traj_iters[step]} crafting steps", proj,
                                        gauss, extra), width="stretch", key=f"path_{head}")
     own = r.victims[OWN_FILTER[head]]
     poison_scores = np.asarray(own.detection["poison_scores"])
