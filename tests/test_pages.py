@@ -236,3 +236,34 @@ def test_every_tour_step_renders_and_explains_its_terms():
         assert term in text, term
     at.button(key="tour_back").click().run()
     assert at.subheader[0].value == seen[5]
+
+
+def test_a_failing_lab_run_reaches_its_own_session_only(monkeypatch):
+    """A job that raises: the session gets the message once, the queue goes on, the next run works.
+    (AppTest gives every AppTest the same session id, so isolation between sessions is tested on the
+    queue itself in tests/test_jobs.py.)"""
+    import core.lab
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated crash inside the crafting job")
+
+    monkeypatch.setattr(core.lab, "run_lab_pair", broken)
+    at = _app("pages/poison_lab.py", "mnist", "high-d")
+    at.slider[0].set_value(1)
+    at.button[0].click().run()
+    _until_done(at)
+    assert any("simulated crash" in e.value for e in at.error) and not at.exception
+    at.run()
+    assert not at.error  # shown once, then forgotten: memory stays bounded
+    monkeypatch.undo()
+    at.slider[1].set_value(10)
+    at.button[0].click().run()
+    _until_done(at)
+    assert not at.exception and len(at.dataframe) == 1  # the queue is still serving
+
+
+def test_hundred_rapid_reruns_of_a_page():
+    at = _app("pages/gallery.py", "mnist", "high-d")
+    for i in range(100):
+        at.selectbox(key="gallery_outcome").set_value(["any", "poisoned", "not poisoned"][i % 3]).run()
+        assert not at.exception, (i, [e.value for e in at.exception])
