@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium")
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+pytestmark = [pytestmark, pytest.mark.slow]  # a real server and browser per test
 PAGES = {"overview": "Overview", "tour": "Guided tour", "feature_space": "Feature space", "poison_lab": "Poison lab",
          "gallery": "Poison gallery", "outcomes": "Attack outcomes", "defences": "Defences"}
 
@@ -135,3 +136,40 @@ def test_guided_tour_in_browser(server, browser):
             page.get_by_role("button", name="Next").click()
             _settle(page)
     page.close()
+
+
+def test_server_restart_while_a_page_is_open(browser):
+    """Restart the server under an open page: the page reconnects and renders again, no error box."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+           "--server.port", str(port), "--server.address", "127.0.0.1"]
+
+    def start():
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return proc
+            except OSError:
+                time.sleep(0.5)
+        proc.kill()
+        raise AssertionError("server did not start")
+
+    proc = start()
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    try:
+        _open(page, f"http://127.0.0.1:{port}", "Poison gallery")
+        proc.terminate()
+        proc.wait(timeout=20)
+        proc = start()
+        page.wait_for_timeout(3000)
+        page.reload()  # a visitor pressing F5 after the teacher restarted the server
+        _settle(page)
+        page.get_by_role("link", name="Poison gallery").click()
+        _settle(page)
+        assert page.locator("h1").first.inner_text() == "Poison gallery"
+    finally:
+        page.close()
+        proc.terminate()
+        proc.wait(timeout=20)
