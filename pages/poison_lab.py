@@ -203,7 +203,11 @@ for head, r in results.items():
     hist.add_vline(x=own.detection["threshold"], line_dash="dash", annotation_text="filter threshold")
     label = ("how unlikely under the claimed class (minus log-likelihood)" if head == "lgm"
              else "distance to the claimed class's centre")
-    hist.update_layout(height=380, title=label, margin={"t": 40}, xaxis_title=label, yaxis_title="clean images")
+    # a few far-out clean images must not squash the rest into one bar: show up to their 99.5th percentile
+    right = max(float(np.quantile(own.clean_scores, 0.995)), float(poison_scores.max()), own.detection["threshold"])
+    left = float(min(own.clean_scores.min(), poison_scores.min()))
+    hist.update_layout(height=380, title=label, margin={"t": 40}, xaxis_title=label, yaxis_title="clean images",
+                       xaxis_range=[left - 0.05 * (right - left), right + 0.08 * (right - left)])
     c_hist.plotly_chart(hist, width="stretch", key=f"hist_{head}")
     c_hist.caption(f"{round(own.detection['poisons_flagged'] * len(poison_scores))} of {len(poison_scores)} poisons "
                    f"flagged; the filter also dropped {100 * own.detection['clean_flagged']:.1f}% of clean images.")
@@ -213,10 +217,10 @@ for head, r in results.items():
         marks = poison_markers(r.poisons.target_feature, r.poisons.traj_features[0], r.poison_features)
         after = r.victims["none"]
         cols = st.columns(2)
-        for col, (title, h) in zip(cols, [("before: the model as trained", model(pair[head])[0].head),
-                                          (f"after retraining on clean + poisons: target called "
+        for col, (title, h) in zip(cols, [("Before retraining", model(pair[head])[0].head),
+                                          (f"After retraining with the poisons: target called "
                                            f"{ds.classes[after.outcome.pred_after]}", after.head)]):
-            col.plotly_chart(feature_figure(raw, ds.y_test, ds.classes, f"Decision regions {title}", proj,
+            col.plotly_chart(feature_figure(raw, ds.y_test, ds.classes, title, proj,
                                             None, marks, background=regions_heatmap(h, grid)),
                              width="stretch", key=f"regions_{head}_{title[:6]}")
         st.caption("Background colour: the class the head would give a feature at that spot. A victim is poisoned "

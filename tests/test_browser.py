@@ -98,7 +98,7 @@ def test_every_page_renders(server, browser, path):
 
 
 def test_poison_lab_flow_in_browser(server, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page = browser.new_page(viewport={"width": 1400, "height": 4400})  # the whole result in one screenshot
     _open(page, server, "Poison lab")
     page.get_by_role("button", name="Craft poisons and retrain the victims").click()
     page.wait_for_selector("text=Verdict", timeout=300_000)
