@@ -7,7 +7,8 @@ import streamlit as st
 from core.attacks import ATTACKS, applicable, attack_knobs
 from core.defences import DEFENCES
 from core.lab import compare_defences, poison_pool
-from pages.common import demo, heavy_job, judge, model, sidebar, targets
+from pages.common import demo, judge, model, sidebar, targets
+from pages.jobs_ui import heavy_job
 
 NAMES = {name: spec.label for name, spec in DEFENCES.items()}
 
@@ -39,7 +40,7 @@ if submitted and key not in comparisons():
     inputs = {head: (model(pair[head])[0], demo(dataset), targets(dataset, space), judge(dataset))
               for head in ("softmax", "lgm") if not applicable(attack, head)}
 
-    def work(job, key=key, inputs=inputs):
+    def compare_job(job, key=key, inputs=inputs):
         out = {}
         for i, (head, (m, d, candidates, the_judge)) in enumerate(inputs.items()):
             job.report(i / len(inputs), f"crafting {n_pairs * 5} poisons against the {head} model and scoring them")
@@ -48,6 +49,7 @@ if submitted and key not in comparisons():
                                                     n_clean=500, judge=the_judge)
             out[head] = {"is_poison": is_poison, "defences": compare_defences(m, feats, claimed, is_poison)}
         return {"key": key, "results": out}
+    work = compare_job
 finished = heavy_job("Defences", work is not None, work)
 if finished is not None:
     store = comparisons()

@@ -4,8 +4,8 @@ import numpy as np
 import streamlit as st
 import torch
 
-from pages.common import (DATASET_NAMES, demo, feature_figure, features, image_for_display, likelihood_heatmap, model,
-                          projection, selected_index, sidebar)
+from pages.common import DATASET_NAMES, demo, features, model, projection, sidebar
+from pages.plots import feature_figure, image_for_display, likelihood_heatmap, selected_index
 
 dataset, space, pair = sidebar()
 ds = demo(dataset)

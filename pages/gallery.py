@@ -6,8 +6,8 @@ import streamlit as st
 from core.attacks import ATTACKS, budget_levels
 from core.defences import label as defence_label
 from core.export import contact_sheet, poisons_npz
-from pages.common import (DATASET_NAMES, amplified, demo, feature_figure, features, galleries, gallery,
-                          image_for_display, model, poison_markers, projection, sidebar)
+from pages.common import DATASET_NAMES, demo, features, galleries, gallery, model, projection, sidebar
+from pages.plots import amplified, feature_figure, image_for_display, poison_markers
 
 PER_PAGE = 6
 HEAD_NAMES = {"softmax": "Softmax", "lgm": "LGM"}

@@ -8,7 +8,8 @@ import streamlit as st
 from core.attacks import ATTACKS, budget_levels
 from core.experiments import ExperimentConfig, run_experiment
 from core.report import curve_figure, detection_figure, load_bench, load_results, rate_figure, readable
-from pages.common import DATASET_NAMES, heavy_job, sidebar
+from pages.common import DATASET_NAMES, sidebar
+from pages.jobs_ui import heavy_job
 
 dataset, space, pair = sidebar()
 st.title("Attack outcomes")
@@ -103,11 +104,12 @@ if st.button("Run"):
     cfg = ExperimentConfig(models=dict(pair), attacks=(attack,), n_poisons=(n_poisons,), trials=trials, iters=100,
                            n_clean=300, n_test=300, demo=True, defences=("none", "lgm", "centroid", "knn"))
 
-    def work(job, cfg=cfg):
+    def experiment_job(job, cfg=cfg):
         with tempfile.TemporaryDirectory() as tmp:
             summary = run_experiment(cfg, tmp, progress=False,
                                      on_trial=lambda done, total: job.report(done / total, f"trial {done}/{total}"))
         return {"cells": summary["cells"], "attack": cfg.attacks[0], "dataset": dataset}
+    work = experiment_job
 finished = heavy_job("Live experiment", work is not None, work)
 if finished is not None:
     st.session_state["live_experiment"] = finished

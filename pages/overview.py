@@ -4,8 +4,9 @@ import numpy as np
 import streamlit as st
 
 from core.attacks import attack_knobs, budget_levels, craft, default_eps
-from pages.common import (DATASET_NAMES, demo, draw_showcase, feature_figure, features, image_for_display, model,
-                          poison_markers, projection, sidebar)
+from pages.common import DATASET_NAMES, demo, features, model, projection, sidebar
+from pages.plots import feature_figure, image_for_display, poison_markers
+from pages.showcase import draw_showcase
 
 dataset, space, pair = sidebar()
 ds = demo(dataset)

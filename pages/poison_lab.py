@@ -13,8 +13,9 @@ from core.models import to_input
 from core.pipeline import plan_trial
 from core.regions import covering_grid
 from core.uploads import UploadError, image_from_bytes
-from pages.common import (demo, feature_figure, features, heavy_job, image_for_display, judge, model, poison_markers,
-                          projection, regions_heatmap, selected_index, sidebar, targets)
+from pages.common import demo, features, judge, model, projection, sidebar, targets
+from pages.jobs_ui import heavy_job
+from pages.plots import feature_figure, image_for_display, poison_markers, regions_heatmap, selected_index
 
 MAX_POISONS, MAX_ITERS = 10, 1000  # one student must not starve the rest of the class
 
@@ -126,11 +127,12 @@ if pressed:
     made_for = {"key": key, "base_class": base_class}
     the_judge, outside = judge(dataset), target if target_index is None else None
 
-    def work(job):
+    def craft_job(job):
         steps = iter(np.linspace(0.05, 0.95, 12))
         results = run_lab_pair(runs, ds, plan, fpr=fpr, judge=the_judge, target=outside,
                                progress=lambda msg: job.report(float(next(steps, 0.95)), msg))
         return {"results": results, **made_for}
+    work = craft_job
 finished = heavy_job("Poison lab", pressed, work)
 if finished is not None:
     st.session_state["lab"] = finished

@@ -6,8 +6,9 @@ import streamlit as st
 
 from core.attacks import budget_levels
 from core.report import curve_figure, load_bench, load_results
-from pages.common import (DATASET_NAMES, amplified, demo, feature_figure, features, image_for_display, model,
-                          pick_showcase, poison_markers, projection, sidebar)
+from pages.common import DATASET_NAMES, demo, features, model, projection, sidebar
+from pages.plots import amplified, feature_figure, image_for_display, poison_markers
+from pages.showcase import pick_showcase
 
 dataset, space, pair = sidebar()
 st.title("Guided tour")

@@ -7,7 +7,7 @@ import pytest
 
 from core import data as data_mod
 from core.data import DataUnavailable, load_dataset, load_demo, read_idx, stratified_indices, write_demo
-from tests.conftest import write_cifar_layout, write_idx, write_mnist_layout
+from tests.conftest import write_cifar_layout, write_mnist_layout
 
 
 @pytest.mark.parametrize("compress", [False, True])

@@ -22,20 +22,32 @@ def _app(page: str, dataset: str, space: str) -> AppTest:
     return at.run()
 
 
-def _until_done(at: AppTest, seconds: float = 300) -> AppTest:
-    """Rerun until the session's queued job has finished and its result is drawn (a browser's page
-    polls once a second; AppTest does not run fragments on a timer)."""
+def _until_done(at: AppTest, seconds: float = 300, drawn=lambda at: bool(at.dataframe)) -> AppTest:
+    """Rerun until the session's queued job has finished and ``drawn(at)`` says its result is shown (a
+    browser's page polls once a second; AppTest does not run fragments on a timer)."""
     import time
-
-    from pages.common import job_queue, session_id  # noqa: F401 - the queue is shared with the app
 
     deadline = time.time() + seconds
     while time.time() < deadline:
         at.run()
-        if at.exception or at.dataframe or any("failed" in e.value for e in at.error):
+        if at.exception or drawn(at) or any("failed" in e.value for e in at.error):
             return at
         time.sleep(0.5)
     raise AssertionError("the queued job did not finish")
+
+
+@pytest.fixture(autouse=True)
+def _no_job_left_behind():
+    """Every AppTest shares one session id and the server's queue: a test must not leave a job running
+    for the next one (the queue allows one unfinished job per session)."""
+    yield
+    from pages.jobs_ui import job_queue, session_id
+
+    q = job_queue()
+    job = q.current(session_id())
+    if job is not None:
+        q.cancel(job)
+        q.wait(job, timeout=300)
 
 
 def test_shipped_pairs_exist():
@@ -59,6 +71,7 @@ def test_feature_space_click_shows_image():
     assert any("log-likelihood" in m.value for m in at.markdown)
 
 
+@pytest.mark.slow
 def test_poison_lab_flow_matches_core():
     """The verdict table shows what core computes for the same choices and seed, victim by victim."""
     import numpy as np
@@ -150,10 +163,12 @@ def test_outcomes_live_run():
     at = _app("pages/outcomes.py", "mnist", "high-d")
     at.slider[0].set_value(1)  # trials
     at.slider[1].set_value(1)  # poisons
+    shipped_tables = len(at.dataframe)
     at.button[0].click().run()
-    _until_done(at)
+    _until_done(at, drawn=lambda at: len(at.dataframe) > shipped_tables)
     assert not at.exception, [e.value for e in at.exception]
     cells = at.dataframe[-1].value
+    assert all(v.endswith(" of 1") for v in cells["flipped with clean-label poisons"])  # the live run's own table
     assert set(cells["filter"]) >= {"no filter", "LGM likelihood (the paper)", "Deep k-NN"}
 
 
@@ -212,7 +227,7 @@ def test_overview_showcase_states_the_measured_rate():
 
 def test_click_reads_the_sample_index_not_the_trace_position():
     """Under a background heat-map the samples are trace 1: the clicked sample comes from its customdata."""
-    from pages.common import selected_index
+    from pages.plots import selected_index
 
     event = {"selection": {"points": [{"curve_number": 1, "point_index": 3, "customdata": [42, 7]}],
                            "point_indices": [3]}}
@@ -238,6 +253,7 @@ def test_every_tour_step_renders_and_explains_its_terms():
     assert at.subheader[0].value == seen[5]
 
 
+@pytest.mark.slow
 def test_a_failing_lab_run_reaches_its_own_session_only(monkeypatch):
     """A job that raises: the session gets the message once, the queue goes on, the next run works.
     (AppTest gives every AppTest the same session id, so isolation between sessions is tested on the
@@ -262,6 +278,7 @@ def test_a_failing_lab_run_reaches_its_own_session_only(monkeypatch):
     assert not at.exception and len(at.dataframe) == 1  # the queue is still serving
 
 
+@pytest.mark.slow
 def test_hundred_rapid_reruns_of_a_page():
     at = _app("pages/gallery.py", "mnist", "high-d")
     for i in range(100):

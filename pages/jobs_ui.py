@@ -1,0 +1,85 @@
+"""The queue's widgets: submit heavy work for this browser session, show its place, progress and a
+cancel button, hand back its result (the queue itself is ``core.jobs``)."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+
+def session_id() -> str:
+    """This browser session's id: the owner of its queued jobs."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "local"
+
+
+def _session_alive(owner: str) -> bool:
+    """False once a browser session has closed (its queued job is dropped, its running one stops)."""
+    from streamlit.runtime import Runtime
+
+    try:
+        return Runtime.instance().is_active_session(owner)
+    except RuntimeError:  # no server runtime (AppTest, bare mode): sessions never close under us
+        return True
+
+
+@st.cache_resource(show_spinner=False)
+def job_queue():
+    """The server's one queue for heavy work, shared by every browser (``core.jobs``): as many
+    crafts at once as there are cores; page switches and plots never wait behind it."""
+    import os
+
+    from core.jobs import JobQueue
+
+    return JobQueue(workers=max(1, os.cpu_count() or 1), alive=_session_alive)
+
+
+def heavy_job(label: str, start: bool, work) -> object | None:
+    """Queue ``work(job)`` for this session when ``start``; show its place in the queue, progress and a
+    cancel button while it waits or runs; return its result once, on the run after it finished."""
+    from core.jobs import CANCELLED, DONE, FAILED
+
+    q, owner = job_queue(), session_id()
+    if start:
+        job = q.submit(owner, label, work)
+        if job.label != label:
+            st.warning(f"Your {job.label} run is still going: cancel it (on its page) to start another.")
+            return None
+    job = q.latest(owner)
+    if job is None or job.label != label:
+        return None
+    if job.status == DONE:
+        q.collect(job)
+        return job.result
+    if job.status in (FAILED, CANCELLED):
+        q.collect(job)
+        if job.status == FAILED:
+            st.error(f"The run failed and was stopped: {job.error}")
+        else:
+            st.info("Cancelled.")
+        return None
+    _job_status(label)
+    return None
+
+
+@st.fragment(run_every=1.0)
+def _job_status(label: str) -> None:
+    """Polls the session's job once a second without rerunning the page; reruns it when finished."""
+    from core.jobs import FINISHED, QUEUED
+
+    q = job_queue()
+    job = q.latest(session_id())
+    if job is None or job.label != label or job.status in FINISHED:
+        st.rerun(scope="app")
+    if job.status == QUEUED:
+        ahead = q.position(job) - 1
+        st.info(f"Waiting for a free worker: {ahead} run(s) ahead of yours, {q.workers} run at once. "
+                f"Waiting {job.wait_s:.0f} s so far.")
+    else:
+        st.progress(job.progress, f"{job.message} ({time.monotonic() - job.started:.0f} s)")
+    if st.button("Cancel", key=f"cancel_{label}"):
+        q.cancel(job)
+        st.rerun(scope="app")

@@ -1,0 +1,75 @@
+"""The classroom's opening example, drawn from the shipped galleries by ``core.gallery.showcase``."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from pages.common import demo, features, galleries, gallery, model, projection
+from pages.plots import amplified, feature_figure, image_for_display, poison_markers
+
+
+def pick_showcase(dataset: str, space: str):
+    """(experiment name, gallery, Showcase) for the selected data set, preferring an experiment in the
+    selected feature space and the ``default`` one; None when no shipped trial qualifies."""
+    from core.gallery import showcase
+
+    names = galleries(dataset)
+    names = sorted(names, key=lambda n: ((gallery(n).models[next(iter(gallery(n).models))]["feat_dim"] == 2)
+                                         != (space == "2-D"), n != "default", n))
+    for name in names:
+        found = showcase(gallery(name))
+        if found is not None:
+            return name, gallery(name), found
+    return None
+
+
+def draw_showcase(dataset: str, space: str) -> bool:
+    """The classroom's opening example: a shipped clean-label poisoning of the softmax victim beside the
+    same target and bases crafted against the LGM model, with the measured rate. False when none exists."""
+    from core.defences import label as defence_label
+
+    picked = pick_showcase(dataset, space)
+    if picked is None:
+        return False
+    name, g, sc = picked
+    t = g.trials[sc.softmax]
+    classes = g.classes
+    dims = sorted({m["feat_dim"] for m in g.models.values()})
+    st.markdown(f"**A real example, not a staged one.** In the shipped experiment `{name}` (models with "
+                f"{'/'.join(map(str, dims))} features) feature collision poisoned the softmax victim in "
+                f"**{sc.successes} of {sc.trials} trials** ({sc.clean_label_successes} with every poison judged "
+                f"clean-label). Shown: the first of those by trial number. The same target and bases were attacked "
+                f"through the LGM model too (right).")
+    target, bases, poisons = g.images(sc.softmax)
+    cols = st.columns(4)
+    cols[0].image(image_for_display(target), width=110, caption=f"target: a {classes[t['target_label']]}")
+    cols[1].image(image_for_display(bases[0]), width=110, caption=f"base: a {classes[t['base_class']]}")
+    cols[2].image(image_for_display(poisons[0]), width=110,
+                  caption=f"poison: the judges call it a {classes[t['base_class']]}")
+    cols[3].image(image_for_display(amplified(poisons[0], bases[0])), width=110,
+                  caption="what changed, amplified (grey: nothing)")
+    sides = [("softmax", sc.softmax)] + ([("lgm", sc.lgm)] if sc.lgm is not None else [])
+    cols = st.columns(2)
+    ds = demo(dataset)
+    for col, (head, i) in zip(cols, sides):
+        tr = g.trials[i]
+        model_name = tr["model"]
+        info = g.models[model_name]
+        proj = projection(info["path"], "raw" if info["feat_dim"] == 2 else "pca")
+        target_f, base_f, poison_f = (proj.transform(np.atleast_2d(a)) for a in g.features(i, model_name))
+        m, _ = model(info["path"])
+        gauss = tuple(x.numpy() for x in m.head.gaussians()) if head == "lgm" else None
+        fig = feature_figure(proj.transform(features(info["path"], "test")), ds.y_test, ds.classes,
+                             f"{'Softmax' if head == 'softmax' else 'LGM'} model: poisons crafted against it",
+                             proj, gauss, poison_markers(target_f[0], base_f, poison_f))
+        col.plotly_chart(fig, width="stretch", key=f"showcase_{head}")
+        none = tr["victims"]["none"]
+        text = (f"Retrained on the poisoned data, the {'softmax' if head == 'softmax' else 'LGM'} victim calls the "
+                f"target a **{classes[none['pred_after']]}**: {'**poisoned**' if none['success'] else 'not poisoned'}.")
+        own = tr["victims"].get("lgm" if head == "lgm" else "centroid")
+        if own and own["flagged"] is not None:
+            text += (f" Its filter ({defence_label('lgm' if head == 'lgm' else 'centroid')}) caught "
+                     f"{sum(own['flagged'])} of {len(own['flagged'])} poisons, throwing away {100 * g.config['fpr']:.0f}% of clean images.")
+        col.markdown(text)
+    return True
