@@ -41,6 +41,7 @@ def test_feature_distance_falls(tiny, mnist_demo):
     assert p.traj_features.shape == (len(p.traj_iters), 4, 16)
 
 
+@pytest.mark.slow
 def test_frogs_objective_monotone_and_beta_keeps_poison_near_base(tiny, mnist_demo):
     bases, target, bl, tl = _pair(mnist_demo, n=2)
     p = poison_frogs(tiny["softmax"], bases, target, bl, tl, iters=40, beta0=0.0, record_every=5)
@@ -63,6 +64,7 @@ def test_budget_holds_exactly_on_8bit_pixels(tiny, mnist_demo, attack, eps):
     assert np.allclose(p.poisons * 255, np.round(p.poisons * 255), atol=1e-3)  # storable as 8-bit images
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", ["bp", "cp"])
 def test_polytope_moves_an_all_black_base(tiny, mnist_demo, attack):
     """Every pixel of an all-black base sits at the lower bound: a clamp inside the objective would
@@ -80,6 +82,7 @@ def test_frogs_opacity_blends_target_into_start(tiny, mnist_demo):
     assert np.abs(p.poisons - target.astype(np.float32) / 255).max() < 1e-2
 
 
+@pytest.mark.slow
 def test_batched_equals_one_by_one(tiny, mnist_demo):
     bases, target, bl, tl = _pair(mnist_demo, n=3)
     batch = feature_collision(tiny["softmax"], bases, target, bl, tl, eps=0.2, iters=30)
@@ -90,6 +93,7 @@ def test_batched_equals_one_by_one(tiny, mnist_demo):
     assert np.allclose(batch.final_feature_distance, [s.final_feature_distance[0] for s in singles], rtol=5e-2)
 
 
+@pytest.mark.slow
 def test_same_seed_same_poison(tiny, mnist_demo):
     bases, target, bl, tl = _pair(mnist_demo, n=2)
     a = craft(tiny["lgm"], "fc-adaptive", bases, target, bl, tl, iters=20, eps=0.1, restarts=2, seed=3)
@@ -97,6 +101,7 @@ def test_same_seed_same_poison(tiny, mnist_demo):
     assert np.array_equal(a.poisons, b.poisons)
 
 
+@pytest.mark.slow
 def test_restarts_never_worse(tiny, mnist_demo):
     bases, target, bl, tl = _pair(mnist_demo, n=2)
     one = feature_collision(tiny["softmax"], bases, target, bl, tl, eps=0.1, iters=30, restarts=1)
@@ -104,6 +109,7 @@ def test_restarts_never_worse(tiny, mnist_demo):
     assert np.all(three.traj_objective[-2] <= one.traj_objective[-2] + 1e-5)
 
 
+@pytest.mark.slow
 def test_adaptive_attack_trades_collision_for_likelihood(tiny, mnist_demo):
     bases, target, bl, tl = _pair(mnist_demo, n=3)
     model = tiny["lgm"]
@@ -122,6 +128,7 @@ def test_adaptive_attack_trades_collision_for_likelihood(tiny, mnist_demo):
         craft(tiny["softmax"], "fc-adaptive", bases, target, bl, tl, iters=5, eps=0.1)
 
 
+@pytest.mark.slow
 def test_convex_polytope_coefficients_on_simplex(tiny, mnist_demo):
     bases, target, bl, tl = _pair(mnist_demo, n=4)
     p = polytope(tiny["softmax"], bases, target, bl, tl, mode="convex", iters=30, eps=0.3)
@@ -137,6 +144,7 @@ def test_save_load_roundtrip(tiny, mnist_demo, tmp_path):
     assert np.array_equal(p.poisons, q.poisons) and q.params == p.params and q.target_label == tl
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting", ["transfer", "end2end"])
 def test_retraining_never_changes_shared_model(tiny, mnist_demo, setting):
     bases, target, bl, tl = _pair(mnist_demo, n=2)
@@ -149,6 +157,7 @@ def test_retraining_never_changes_shared_model(tiny, mnist_demo, setting):
     assert victim is not model and outcome.n_poisons == 2 and len(outcome.probs_after) == 10
 
 
+@pytest.mark.slow
 def test_tiny_transfer_attack_succeeds(tiny, mnist_demo):
     """Feature collision with a handful of poisons flips the target in the transfer setting."""
     from core.train import predict_logits

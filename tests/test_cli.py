@@ -48,6 +48,7 @@ def test_missing_data_is_one_line(tmp_path, capsys, monkeypatch):
     assert code == 1 and "could not load 'cifar10'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_craft_and_attack_commands(tmp_path, capsys):
     ckpt = tmp_path / "m.pt"
     assert main(["train", "--dataset", "mnist", "--head", "softmax", "--feat-dim", "8", "--epochs", "1",

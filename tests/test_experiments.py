@@ -51,6 +51,7 @@ def _check_gallery(folder, data, checkpoints):
     assert np.allclose(g.features(0, "lgm")[2], extract_features(model, poisons).numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tiny_experiment_end_to_end(tiny_checkpoints, tmp_path, mnist_demo):
     cfg = ExperimentConfig(models=tiny_checkpoints, attacks=("fc", "fc-adaptive"), n_poisons=(2,),
                            settings=("transfer", "end2end"), trials=2, iters=5, n_clean=120, n_test=100,
@@ -104,6 +105,7 @@ def test_tiny_experiment_end_to_end(tiny_checkpoints, tmp_path, mnist_demo):
         run_experiment(cfg.replace(iters=6), tmp_path, progress=False)
 
 
+@pytest.mark.slow
 def test_experiment_cli_and_bad_config(tiny_checkpoints, tmp_path, capsys):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"models": {"softmax": tiny_checkpoints["softmax"]}, "attacks": ["bp"],

@@ -36,6 +36,7 @@ def test_augment_keeps_shape_and_is_seeded():
     assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, x)
 
 
+@pytest.mark.slow
 def test_tiny_training_lowers_loss_and_learns(mnist_demo):
     torch.manual_seed(0)
     model = Classifier(default_config("mnist", "lgm", 2))

@@ -110,6 +110,7 @@ def test_poison_lab_flow_matches_core():
     assert any("judged clean-label" in c.value for c in at.caption)
 
 
+@pytest.mark.slow
 def test_poison_lab_drops_a_result_made_for_other_choices():
     at = _app("pages/poison_lab.py", "mnist", "high-d")
     at.slider[0].set_value(1)
@@ -172,6 +173,7 @@ def test_outcomes_live_run():
     assert set(cells["filter"]) >= {"no filter", "LGM likelihood (the paper)", "Deep k-NN"}
 
 
+@pytest.mark.slow
 def test_broken_checkpoint_is_skipped_with_a_message(tmp_path, monkeypatch, mnist_demo):
     """A truncated checkpoint is named in the sidebar; the app keeps running on the others."""
     import streamlit as st
@@ -198,6 +200,7 @@ def test_broken_checkpoint_is_skipped_with_a_message(tmp_path, monkeypatch, mnis
         st.cache_data.clear()
 
 
+@pytest.mark.slow
 def test_gallery_filters_match_core():
     from core.gallery import load_gallery, shipped_galleries
 

@@ -56,6 +56,7 @@ def pair(mnist_demo, tmp_path_factory):
     return paths, models
 
 
+@pytest.mark.slow
 def test_lab_and_experiment_runner_agree(pair, mnist_demo):
     """The dashboard's lab and the experiment runner are one pipeline: same seed, same outcome."""
     paths, models = pair
@@ -78,6 +79,7 @@ def test_lab_and_experiment_runner_agree(pair, mnist_demo):
         assert record["judge"]["clean_label"] == lab.verdict.clean_label.tolist()
 
 
+@pytest.mark.slow
 def test_uploaded_target_needs_its_image(pair, mnist_demo):
     _, models = pair
     plan = plan_trial(mnist_demo, 1, np.arange(50), n_poisons=2, n_clean=100, n_test=50, base_class=3,

@@ -14,6 +14,7 @@ def test_checkpoints_are_shipped():
     assert {"mnist_softmax_d2", "mnist_lgm_d2", "mnist_softmax_d64", "mnist_lgm_d64"} <= names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_checkpoint_accuracy(path):
     model, meta = load_checkpoint(path)
