@@ -19,8 +19,8 @@ rings = c_rings.segmented_control("Rings around each LGM class", list(RINGS), de
                                   key="fs_rings")
 sigmas = RINGS.get(rings, (2,))
 shade = space == "2-D" and c_shade.toggle("Shade the LGM panel by its likelihood", value=True, key="fs_shade",
-                                         help="Darker: features the LGM model finds more likely under their most "
-                                              "likely class. A poison far from every dark area is suspicious.")
+                                         help="Light: features the LGM model finds likely under some class; dark: "
+                                              "unlikely under every class. A poison in the dark is suspicious.")
 if space == "2-D":
     method = "raw"
     st.caption("d = 2: the features are drawn exactly as the network computes them.")
@@ -36,7 +36,8 @@ for col, head in zip(cols, ("softmax", "lgm")):
     proj = projection(pair[head], method)
     pts = proj.transform(features(pair[head], "test"))
     gauss = tuple(g.numpy() for g in m.head.gaussians()) if head == "lgm" else None
-    title = f"{'Softmax' if head == 'softmax' else 'LGM'} model, {DATASET_NAMES[dataset]} ({space}, {method.upper()})"
+    how = {"raw": "as computed", "pca": "PCA map", "umap": "UMAP map"}[method]
+    title = f"{'Softmax' if head == 'softmax' else 'LGM'} model, {DATASET_NAMES[dataset]} ({space} features, {how})"
     background = likelihood_heatmap(pair[head], method) if shade and head == "lgm" else None
     with col:
         event = st.plotly_chart(feature_figure(pts, ds.y_test, ds.classes, title, proj, gauss, sigmas=sigmas,

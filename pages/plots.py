@@ -101,7 +101,7 @@ def _likelihood_grid(path: str, method: str) -> tuple[np.ndarray, np.ndarray, np
 
 
 def likelihood_heatmap(path: str, method: str = "raw") -> go.Heatmap:
-    """The LGM model's log-likelihood under its most likely class, as a shading (darker: more likely)."""
+    """The LGM model's log-likelihood under its most likely class, as a shading (light: likely, dark: not)."""
     xs, ys, ll = _likelihood_grid(path, method)
     return go.Heatmap(x=xs, y=ys, z=ll, zmin=float(np.quantile(ll, 0.05)), zmax=float(ll.max()),
                       colorscale="Greys", reversescale=True, opacity=0.5, hoverinfo="skip", showscale=False)

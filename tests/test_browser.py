@@ -63,7 +63,8 @@ def _shots() -> Path:
     return folder
 
 
-BUSY = ("!document.querySelector('[data-testid=\"stStatusWidget\"]') && "
+BUSY = ("document.querySelector('[data-testid=\"stApp\"]')?.getAttribute('data-test-script-state') === "
+        "'notRunning' && !document.querySelector('[data-testid=\"stStatusWidget\"]') && "
         "!document.querySelector('[data-testid=\"stSpinner\"]')")
 
 
