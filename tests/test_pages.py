@@ -160,6 +160,7 @@ def test_outcomes_every_shipped_experiment_renders():
         assert len(at.dataframe) == 1 and len(at.dataframe[0].value) > 0
 
 
+@pytest.mark.slow
 def test_outcomes_live_run():
     at = _app("pages/outcomes.py", "mnist", "high-d")
     at.slider[0].set_value(1)  # trials
