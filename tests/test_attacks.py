@@ -193,3 +193,41 @@ def test_applicable_is_the_one_rule():
 
     assert applicable("fc", "softmax") is None and applicable("fc-adaptive", "lgm") is None
     assert "LGM" in applicable("fc-adaptive", "softmax") and "unknown" in applicable("zz", "lgm")
+
+
+def test_early_stop_returns_the_best_iterate_seen(tiny, mnist_demo, monkeypatch):
+    """Every iterate the attack evaluates is recorded; the early-stopped result is the best of them,
+    and running on from the same seed only adds iterates (same path up to the stop, never worse)."""
+    import core.attacks as attacks
+
+    seen: list[torch.Tensor] = []
+    shipped = attacks._frozen
+
+    def recording(model):
+        frozen = shipped(model)
+        features = frozen.features
+
+        def record(x):
+            f = features(x)
+            seen.append(f.detach().clone())
+            return f
+        frozen.features = record
+        return frozen
+
+    monkeypatch.setattr(attacks, "_frozen", recording)
+    model = tiny["softmax"]
+    bases, target, bl, tl = _pair(mnist_demo, n=1)
+    kw = dict(eps=0.05, iters=80, record_every=1)
+    early = feature_collision(model, bases, target, bl, tl, patience=5, **kw)
+    n = early.params["iterations_run"]
+    assert n < 80  # it did stop early
+    ft = torch.as_tensor(early.target_feature)
+    # calls: the target, the base, one per iteration, the 8-bit poison
+    assert len(seen) == n + 3
+    losses = torch.stack([(f - ft).pow(2).sum(1) for f in seen[1:-1]])
+    assert np.allclose(early.traj_objective[-2], losses.min(0).values.numpy(), rtol=1e-6)
+    seen.clear()
+    full = feature_collision(model, bases, target, bl, tl, patience=None, **kw)
+    assert full.params["iterations_run"] == 80
+    assert np.allclose(full.traj_objective[n], early.traj_objective[-2], rtol=1e-6)
+    assert np.all(full.traj_objective[-2] <= early.traj_objective[-2] + 1e-6)
