@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, parallel_config
 from tqdm.auto import tqdm
 
 from .attacks import ATTACKS, applicable, attack_knobs
@@ -199,11 +199,14 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True
             for s in cfg.settings for t in range(cfg.trials)]
     pending = [j for j in jobs if not (out / "trials" / f"{_trial_key(*j)}.json").is_file()]
     threads = 1 if cfg.n_jobs != 1 else None
-    runner = Parallel(n_jobs=cfg.n_jobs, backend=cfg.backend, return_as="generator_unordered")
-    results = runner(delayed(_run_and_store)(cfg, targets, j, out, threads) for j in pending)
-    for done, _ in enumerate(tqdm(results, total=len(pending), desc="trials", disable=not progress), start=1):
-        if on_trial:
-            on_trial(done, len(pending))
+    # the backend is selected through parallel_config, not named in Parallel(): that is how joblib
+    # registers its dask backend, and a named one hands Dask tasks a stray nesting_level keyword
+    with parallel_config(backend=cfg.backend, n_jobs=cfg.n_jobs):
+        results = Parallel(return_as="generator_unordered")(
+            delayed(_run_and_store)(cfg, targets, j, out, threads) for j in pending)
+        for done, _ in enumerate(tqdm(results, total=len(pending), desc="trials", disable=not progress), start=1):
+            if on_trial:
+                on_trial(done, len(pending))
     records = [json.loads((out / "trials" / f"{_trial_key(*j)}.json").read_text()) for j in jobs]
     rows = summarise(records)
     summary = {"config": asdict(cfg), "n_trials": len(records), "cells": rows,
