@@ -11,10 +11,12 @@ paper-scale beta0 x 255^2, and it applies the same dimension scaling), same iter
 ``fc_one_poison`` times the default attack (``fc`` with ``attack_knobs``' settings: budget, cosine
 step, early stop ``patience``) for one MNIST poison at 1000 iterations on each ``--fc-checkpoints``
 model over ``--pairs`` seeded target/base pairs, interleaved with the same call run to the end
-(``patience=None``) and with the previous frozen copy (batch norms not folded): wall time, the
-iterations actually run and the feature distance reached. ``steps`` measures each speed step per
-iteration, interleaved (A, B, C, A, B, C, ... medians over ``--repeats``): the weights' gradients
-off, batch norms folded, channels-last, ``torch.compile`` (``--compile``), 1 against 2 threads.
+(``patience=None``) and with batch norms folded into the convolutions (a step tried, not shipped):
+wall and CPU time, the iterations actually run and the feature distance reached. ``steps``
+measures each speed step per iteration, interleaved (A, B, C, A, B, C, ... medians over
+``--repeats``): the weights' gradients on or off, batch norms folded, channels-last,
+``torch.compile`` (``--compile``), the network alone (no attack loop), 1 against 2 threads; and
+whether each step changes the poisons (same seed).
 The load average is recorded beside every section: the machine this runs on is often shared.
 Prints JSON (and writes it to ``--out``).
 """
@@ -58,16 +60,24 @@ def _copy_grad_weights(model):
     return copy.deepcopy(model).eval()
 
 
-def _copy_frozen(model):
-    """Weights' gradients off, batch norms as they are (the frozen copy before batch-norm folding)."""
-    frozen = copy.deepcopy(model).eval()
-    for p in frozen.parameters():
-        p.requires_grad_(False)
+def _copy_bn_folded(model):
+    """The shipped frozen copy with every BatchNorm2d that follows a Conv2d in an nn.Sequential folded
+    into that convolution (LeNet++: all six): the same function up to float rounding."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    frozen = SHIPPED_FROZEN(model)
+    for seq in [m for m in frozen.modules() if isinstance(m, torch.nn.Sequential)]:
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
+                seq._modules[a] = fuse_conv_bn_eval(conv, bn).requires_grad_(False)
+                seq._modules[b] = torch.nn.Identity()
     return frozen
 
 
 def _copy_channels_last(model):
-    frozen = SHIPPED_FROZEN(model).to(memory_format=torch.channels_last)
+    frozen = _copy_bn_folded(model).to(memory_format=torch.channels_last)
     features = frozen.features
     frozen.features = lambda x: features(x.contiguous(memory_format=torch.channels_last))
     return frozen
@@ -154,8 +164,8 @@ def fc(model, bases, target, iters: int, patience="default"):
 
 
 def fc_one_poison(ds, checkpoint: str, pairs: int, iters: int, seed: int) -> dict:
-    """Early stop (the default) against running on, and the shipped frozen copy against the
-    previous one, per seeded pair, interleaved."""
+    """Early stop (the default) against running on, and against batch norms folded, per seeded
+    pair, interleaved."""
     model, _ = load_checkpoint(checkpoint)
     fc(model, *_pick(ds, 1, seed), 5)  # warm-up
     rows, load0 = [], _load()
@@ -163,7 +173,7 @@ def fc_one_poison(ds, checkpoint: str, pairs: int, iters: int, seed: int) -> dic
         bases, target = _pick(ds, 1, seed + i)
         row = {"pair_seed": seed + i}
         for name, make, patience in (("early_stop", SHIPPED_FROZEN, "default"), ("run_on", SHIPPED_FROZEN, None),
-                                     ("early_stop_unfolded", _copy_frozen, "default")):
+                                     ("early_stop_bn_folded", _copy_bn_folded, "default")):
             with _frozen_as(make):
                 wall, cpu, p = _timed(lambda: fc(model, bases, target, iters, patience))
             row[name] = {"seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
@@ -171,14 +181,14 @@ def fc_one_poison(ds, checkpoint: str, pairs: int, iters: int, seed: int) -> dic
                          "feature_distance": float(p.final_feature_distance[0]),  # of the 8-bit poison
                          "best_loss": float(p.traj_objective[-2, 0]),  # squared distance before rounding
                          "_poison": p.poisons}
-        row["early_vs_unfolded_pixels_differing"] = int(
-            (row["early_stop"]["_poison"] != row["early_stop_unfolded"]["_poison"]).sum())
-        for name in ("early_stop", "run_on", "early_stop_unfolded"):
+        row["bn_folded_pixels_differing"] = int(
+            (row["early_stop"]["_poison"] != row["early_stop_bn_folded"]["_poison"]).sum())
+        for name in ("early_stop", "run_on", "early_stop_bn_folded"):
             del row[name]["_poison"]
         rows.append(row)
     es = [r["early_stop"] for r in rows]
     ro = [r["run_on"] for r in rows]
-    un = [r["early_stop_unfolded"] for r in rows]
+    un = [r["early_stop_bn_folded"] for r in rows]
     gap = np.array([(e["feature_distance"] - r["feature_distance"]) / r["feature_distance"] for e, r in zip(es, ro)])
     loss_gap = np.array([(e["best_loss"] - r["best_loss"]) / r["best_loss"] for e, r in zip(es, ro)])
     med = lambda rs, k: float(np.median([r[k] for r in rs]))  # noqa: E731
@@ -192,12 +202,13 @@ def fc_one_poison(ds, checkpoint: str, pairs: int, iters: int, seed: int) -> dic
                        "median_feature_distance": med(es, "feature_distance")},
         "run_on": {"median_seconds": med(ro, "seconds"), "median_cpu_seconds": med(ro, "cpu_seconds"),
                    "median_feature_distance": med(ro, "feature_distance")},
-        "early_stop_unfolded": {"median_seconds": med(un, "seconds"), "median_cpu_seconds": med(un, "cpu_seconds"),
-                                "same_iterations_run": sum(a["iterations_run"] == b["iterations_run"]
-                                                           for a, b in zip(es, un)),
-                                "max_rel_distance_change": float(max(abs(a["feature_distance"] - b["feature_distance"])
-                                                                     / b["feature_distance"] for a, b in zip(es, un))),
-                                "pixels_differing_total": sum(r["early_vs_unfolded_pixels_differing"] for r in rows)},
+        "early_stop_bn_folded": {
+            "median_seconds": med(un, "seconds"), "median_cpu_seconds": med(un, "cpu_seconds"),
+            "same_iterations_run": sum(a["iterations_run"] == b["iterations_run"] for a, b in zip(es, un)),
+            "max_rel_distance_change": float(max(abs(a["feature_distance"] - b["feature_distance"])
+                                                 / b["feature_distance"] for a, b in zip(es, un))),
+            "pixels_differing_total": sum(r["bn_folded_pixels_differing"] for r in rows),
+            "pixels_total": len(rows) * int(np.prod(ds.x_train.shape[1:]))},
         "iterations_saved_median": iters - med(es, "iterations_run"),
         "distance_early_minus_run_on_rel": {"median": float(np.median(gap)), "max": float(gap.max()),
                                             "min": float(gap.min()),
@@ -234,15 +245,15 @@ def steps(ds, checkpoint: str, iters: int, repeats: int, seed: int, compile_: bo
 
     variants = {"frogs_weights_require_grad": frogs_grad_weights,
                 "fc_weights_require_grad": fc_with(_copy_grad_weights),
-                "fc_frozen": fc_with(_copy_frozen),
-                "fc_frozen_bn_folded": fc_with(SHIPPED_FROZEN),
+                "fc_frozen": fc_with(SHIPPED_FROZEN),
+                "fc_frozen_bn_folded": fc_with(_copy_bn_folded),
                 "fc_frozen_bn_folded_channels_last": fc_with(_copy_channels_last),
                 "network_only": bare}
     out: dict = {"checkpoint": checkpoint, "iters": iters, "repeats": repeats, "threads": torch.get_num_threads()}
     # same poisons? (fc runs are deterministic for a seed; the variants differ only in float rounding)
     ref = fc_with(SHIPPED_FROZEN)()
     out["poisons_vs_shipped"] = {}
-    for name in ("fc_weights_require_grad", "fc_frozen", "fc_frozen_bn_folded_channels_last"):
+    for name in ("fc_weights_require_grad", "fc_frozen_bn_folded", "fc_frozen_bn_folded_channels_last"):
         p = variants[name]()
         out["poisons_vs_shipped"][name] = {
             "pixels_differing": int((p.poisons != ref.poisons).sum()),
@@ -348,14 +359,19 @@ def main() -> None:
         scale = 5.631 / 1000 / (pi["frogs_weights_require_grad"]["wall_median"] / 1e3)
         res["idle_estimate"] = {
             "basis": "5.631 s for fc-frogs, 1000 iterations, weights requiring grad, idle, 2 threads "
-                     "(craft_speed.json before this run) over this run's wall time per iteration of the same",
+                     "(bench/results/craft_speed_first_build.json) over this run's wall (scale) or CPU "
+                     "(cpu_scale) time per iteration of the same, measured interleaved with fc",
             "scale": round(scale, 4),
-            "fc_ms_per_iteration": round(pi["fc_frozen_bn_folded"]["wall_median"] * scale, 3)}
+            "fc_ms_per_iteration": round(pi["fc_frozen"]["wall_median"] * scale, 3),
+            "cpu_scale": round(5.631 / 1000 / (pi["frogs_weights_require_grad"]["cpu_median"] / 1e3), 4),
+            "fc_ms_per_iteration_cpu_basis": round(5.631 * pi["fc_frozen"]["cpu_median"]
+                                                   / pi["frogs_weights_require_grad"]["cpu_median"], 3)}
         for entry in res.get("fc_one_poison", []):
             n = entry["early_stop"]["median_iterations_run"]
             entry["idle_estimate_seconds"] = {
-                "early_stop": round(n * res["idle_estimate"]["fc_ms_per_iteration"] / 1e3, 2),
-                "run_on": round(args.iters * res["idle_estimate"]["fc_ms_per_iteration"] / 1e3, 2)}
+                basis: {"early_stop": round(n * res["idle_estimate"][key] / 1e3, 2),
+                        "run_on": round(args.iters * res["idle_estimate"][key] / 1e3, 2)}
+                for basis, key in (("wall", "fc_ms_per_iteration"), ("cpu", "fc_ms_per_iteration_cpu_basis"))}
     if args.art:
         n = args.art_poisons
         load0 = _load()
