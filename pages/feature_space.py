@@ -49,6 +49,8 @@ for col, head in zip(cols, ("softmax", "lgm")):
                    f"(full test set), feature dimension {meta['config']['feat_dim']}")
 
 idx = chosen["lgm"] if chosen["lgm"] is not None else chosen["softmax"]
+if idx is not None and not 0 <= idx < len(ds.y_test):  # a selection kept from another data set's chart
+    idx = None
 if idx is None:
     st.info("Click (or lasso) a point in either plot to inspect that image.")
 else:

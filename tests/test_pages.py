@@ -288,3 +288,11 @@ def test_hundred_rapid_reruns_of_a_page():
     for i in range(100):
         at.selectbox(key="gallery_outcome").set_value(["any", "poisoned", "not poisoned"][i % 3]).run()
         assert not at.exception, (i, [e.value for e in at.exception])
+
+
+def test_feature_space_ignores_a_selection_from_another_data_set():
+    """A point index from MNIST's 1000-point chart must not crash CIFAR-10's 500-point one."""
+    at = _app("pages/feature_space.py", "cifar10", "high-d")
+    at.session_state["fs_lgm"] = {"selection": {"points": [], "point_indices": [999], "box": [], "lasso": []}}
+    at.run()
+    assert not at.exception and any("Click (or lasso)" in i.value for i in at.info)
