@@ -11,16 +11,21 @@ from PIL import Image, ImageDraw
 HEADER = 18  # pixels of caption above each column
 
 
-def _to_uint8(img: np.ndarray) -> np.ndarray:
-    arr = np.asarray(img)
-    if arr.dtype != np.uint8:
-        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+def _as_uint8(images: np.ndarray) -> np.ndarray:
+    """uint8 as it is; [0, 1] floats rounded to the 8-bit pixels an image file holds."""
+    arr = np.asarray(images)
+    return arr if arr.dtype == np.uint8 else (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+
+
+def to_display(img: np.ndarray) -> np.ndarray:
+    """One HWC image (uint8 or [0, 1] float) as uint8, grayscale as 2-D: what PIL and ``st.image`` show."""
+    arr = _as_uint8(img)
     return arr[..., 0] if arr.shape[-1] == 1 else arr
 
 
-def _change(poison: np.ndarray, base: np.ndarray) -> np.ndarray:
+def amplified_change(poison: np.ndarray, base: np.ndarray) -> np.ndarray:
     """poison - base scaled so the largest change is full contrast; grey is no change."""
-    diff = _to_uint8(poison).astype(np.float32) - _to_uint8(base).astype(np.float32)
+    diff = to_display(poison).astype(np.float32) - to_display(base).astype(np.float32)
     return np.clip(127.5 + 127.5 * diff / max(1.0, float(np.abs(diff).max())), 0, 255).astype(np.uint8)
 
 
@@ -40,7 +45,7 @@ def contact_sheet(target: np.ndarray, bases: np.ndarray, poisons: np.ndarray, ce
     for c, text in enumerate(captions):
         draw.text((pad + c * (cell + pad), 3), text, fill="black")
     for r, (b, p) in enumerate(zip(bases, poisons)):
-        for c, img in enumerate((_to_uint8(b), _to_uint8(p), _change(p, b), _to_uint8(target))):
+        for c, img in enumerate((to_display(b), to_display(p), amplified_change(p, b), to_display(target))):
             tile = Image.fromarray(img).convert("RGB").resize((cell, cell), Image.NEAREST)
             sheet.paste(tile, (pad + c * (cell + pad), HEADER + pad + r * (cell + pad)))
     out = io.BytesIO()
@@ -53,13 +58,5 @@ def poisons_npz(target: np.ndarray, bases: np.ndarray, poisons: np.ndarray, **me
     (labels, budget, seed), loadable with ``np.load`` and no pickle."""
     out = io.BytesIO()
     arrays = {k: np.asarray(v) for k, v in meta.items()}
-    np.savez_compressed(out, target=_as_uint8_nhwc(target), bases=_as_uint8_nhwc(bases),
-                        poisons=_as_uint8_nhwc(poisons), **arrays)
+    np.savez_compressed(out, target=_as_uint8(target), bases=_as_uint8(bases), poisons=_as_uint8(poisons), **arrays)
     return out.getvalue()
-
-
-def _as_uint8_nhwc(images: np.ndarray) -> np.ndarray:
-    arr = np.asarray(images)
-    if arr.dtype != np.uint8:
-        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
-    return arr

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.embeddings import ellipse
+from core.export import amplified_change as amplified, to_display as image_for_display  # noqa: F401 - pages' names
 from pages.common import features, model, projection
 
 COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -15,14 +16,6 @@ COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
 # class c -> COLOURS[c] for numeric colour arrays (5x faster to build and send than a list of names)
 CLASS_SCALE = [v for c in range(len(COLOURS)) for v in ((c / len(COLOURS), COLOURS[c]),
                                                          ((c + 1) / len(COLOURS), COLOURS[c]))]
-
-
-def image_for_display(img: np.ndarray) -> np.ndarray:
-    """uint8 or [0, 1] float HWC -> something ``st.image`` shows (2-D for grayscale)."""
-    arr = np.asarray(img)
-    if arr.dtype != np.uint8:
-        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
-    return arr[..., 0] if arr.shape[-1] == 1 else arr
 
 
 def selected_index(event) -> int | None:
@@ -126,9 +119,3 @@ def poison_markers(target: np.ndarray, bases: np.ndarray, poisons: np.ndarray) -
                                                                                          "color": "black"}}),
             go.Scatter(x=poisons[:, 0], y=poisons[:, 1], mode="markers", name="poisons",
                        marker={"symbol": "star", "size": 17, "color": "black", "line": outline})]
-
-
-def amplified(poison: np.ndarray, base: np.ndarray) -> np.ndarray:
-    """The change a poison makes, scaled so its largest pixel change is full contrast (grey = no change)."""
-    diff = poison.astype(np.float32) - base.astype(np.float32)
-    return (0.5 + diff / (2 * max(1e-6, float(np.abs(diff).max())))).astype(np.float32)
