@@ -9,6 +9,11 @@
   ships them in ``checkpoints/maps/``; others go to ``~/.cache/poisonlab``); class means are
   placed by ``transform``, no ellipse is claimed.
 
+The clean features a map is drawn over are stored the same way (``features_KEY_SPLIT.npy``): they are
+a pure function of the weights and the embedded sample, and computing them is most of the dashboard's
+cold start (~2 s per model on 2 cores). An ``.npy`` is read with ``allow_pickle=False``, so no code runs
+on load and no side file is needed; one of the wrong shape is recomputed.
+
 A map is a joblib pickle, and unpickling runs code, so maps get the checkpoints' trust: every map
 is written with ``MAP.joblib.sha256`` beside it (``sha256sum``'s format) and ``load_map`` refuses
 one whose bytes do not match before anything is unpickled. A shipped map that fails is refitted
@@ -170,6 +175,40 @@ def _cached_umap(feats: np.ndarray, seed: int, cache_key: str | None) -> tuple[o
     model = fit_umap(feats, seed)
     save_map(model, cached)
     return model, problem
+
+
+def features_path(cache_key: str, split: str, shipped: bool = False) -> Path:
+    return (SHIPPED_MAPS if shipped else CACHE_DIR) / f"features_{cache_key}_{split}.npy"
+
+
+def stored_features(model, images: np.ndarray, cache_key: str, split: str) -> np.ndarray:
+    """``extract_features(model, images)``, read from the shipped or user cache when present there
+    (``cache_key`` from ``map_key`` names the weights and the sample), else computed and cached."""
+    from .victim import extract_features
+
+    shape = (len(images), model.config.feat_dim)
+    for path in (features_path(cache_key, split, shipped=True), features_path(cache_key, split)):
+        try:
+            feats = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            continue
+        if feats.shape == shape and feats.dtype == np.float32:
+            return feats
+    feats = extract_features(model, images).numpy()
+    try:
+        save_features(feats, features_path(cache_key, split))
+    except OSError:  # a read-only home: the features are still right, only not kept
+        pass
+    return feats
+
+
+def save_features(feats: np.ndarray, path: Path) -> Path:
+    """Write features atomically (a half-written file would fail the shape check, but never exists)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, np.asarray(feats, np.float32))
+    tmp.replace(path)
+    return path
 
 
 def ellipse(centre: np.ndarray, cov: np.ndarray, sigma: float, n: int = 72) -> np.ndarray:

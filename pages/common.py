@@ -15,8 +15,7 @@ import streamlit as st
 
 from core.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, verify_checkpoint
 from core.data import load_demo
-from core.embeddings import fit_projection, map_key
-from core.victim import extract_features
+from core.embeddings import fit_projection, map_key, stored_features
 
 DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 HEADS = ("softmax", "lgm")
@@ -98,7 +97,7 @@ def targets(dataset: str, space: str) -> np.ndarray:
 def features(path: str, split: str) -> np.ndarray:
     m, meta = model(path)
     ds = demo(meta["config"]["dataset"])
-    return extract_features(m, ds.x_test if split == "test" else ds.x_train).numpy()
+    return stored_features(m, ds.x_test if split == "test" else ds.x_train, map_key(path), split)
 
 
 @st.cache_resource(show_spinner="Preparing the 2-D map (a UMAP map's first fit takes ~30 s, then it is cached)...")

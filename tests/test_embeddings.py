@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from core import embeddings
+from core.data import load_demo
 from core.embeddings import MapError, ellipse, fit_projection, load_map, map_side_file, save_map, verify_map
 
 
@@ -135,18 +136,42 @@ def test_precompute_maps_writes_side_files_and_refits_failing_maps(map_dirs, mon
                            tmp_path / "lgm_d8.pt", {})
     monkeypatch.setattr(cli, "list_checkpoints", lambda: [ckpt])
     target = embeddings.map_path(embeddings.map_key(ckpt), 0, shipped=True)
+    feats = embeddings.features_path(embeddings.map_key(ckpt), "test", shipped=True)
 
     def run(*flags):
         assert cli.main(["precompute-maps", *flags]) == 0
         return json.loads(capsys.readouterr().out)
 
-    assert run() == {"written": [str(target)], "refused": []} and verify_map(target)
+    assert run() == {"written": [str(feats), str(target)], "refused": []} and verify_map(target)
+    assert np.load(feats).shape == (len(load_demo("mnist").x_test), 8)
     assert run() == {"written": [], "refused": []} and len(fits) == 1  # a good map is kept
-    assert run("--force")["written"] == [str(target)] and len(fits) == 2
+    assert run("--force")["written"] == [str(feats), str(target)] and len(fits) == 2
     with open(target, "ab") as fh:
         fh.write(b"\0")
     out = run()
     assert out["written"] == [str(target)] and "sha256 does not match" in out["refused"][0] and verify_map(target)
+
+
+def test_stored_features_equal_extracted_ones_and_a_wrong_file_is_recomputed(map_dirs, tmp_path):
+    import torch
+
+    from core.models import Classifier, default_config
+    from core.victim import extract_features
+
+    torch.manual_seed(0)
+    model = Classifier(default_config("mnist", "lgm", 4, arch="resnet", depth=1, width=8))
+    images = load_demo("mnist").x_test[:20]
+    fresh = extract_features(model, images).numpy()
+    assert np.array_equal(embeddings.stored_features(model, images, "k", "test"), fresh)
+    cached = embeddings.features_path("k", "test")
+    assert np.array_equal(np.load(cached), fresh)  # computed once, then read back
+    shipped = embeddings.features_path("k", "test", shipped=True)
+    embeddings.save_features(np.ones((20, 4), np.float32), shipped)
+    assert embeddings.stored_features(model, images, "k", "test").sum() == 80  # the shipped file wins
+    embeddings.save_features(np.ones((19, 4), np.float32), shipped)  # wrong shape: not trusted
+    assert np.array_equal(embeddings.stored_features(model, images, "k", "test"), fresh)
+    shipped.write_bytes(b"not an npy file")
+    assert np.array_equal(embeddings.stored_features(model, images, "k", "test"), fresh)
 
 
 @pytest.mark.slow
