@@ -65,7 +65,8 @@ def browser_timings() -> dict:
 def lab_timings(repeats: int = 3) -> dict:
     """The Poison lab's default run (MNIST, 5 poisons, 200 steps, both d = 64 models): the two models one
     after the other (``run_lab`` twice, as before) and in parallel, one core each (``run_lab_pair``,
-    what the page does now). Interleaved repeats; medians."""
+    what the page does now), both with the page's feature banks of the embedded sample (shipped, so only
+    the poisons go through the networks). Interleaved repeats; medians."""
     import torch
 
     from core.attacks import attack_knobs
@@ -73,11 +74,17 @@ def lab_timings(repeats: int = 3) -> dict:
     from core.data import load_demo
     from core.judge import load_judge
     from core.lab import run_lab, run_lab_pair
-    from core.pipeline import correct_targets, plan_trial
+    from core.embeddings import map_key, stored_features
+    from core.pipeline import FeatureBank, correct_targets, plan_trial
 
     ds = load_demo("mnist")
     judge = load_judge(ds)
-    models = {h: load_checkpoint(ROOT / "checkpoints" / f"mnist_{h}_d64.pt")[0] for h in ("softmax", "lgm")}
+    paths = {h: ROOT / "checkpoints" / f"mnist_{h}_d64.pt" for h in ("softmax", "lgm")}
+    models = {h: load_checkpoint(p)[0] for h, p in paths.items()}
+    # the page's feature banks: the shipped demo features (``python -m core precompute-maps``)
+    banks = {h: FeatureBank(*(stored_features(models[h], x, map_key(p), split)
+                              for split, x in (("train", ds.x_train), ("test", ds.x_test))))
+             for h, p in paths.items()}
     candidates = correct_targets(list(models.values()), ds)
     ti = int(np.intersect1d(np.flatnonzero(ds.y_test == 0), candidates)[0])  # the page's first target
     plan = plan_trial(ds, 0, candidates, n_poisons=5, n_clean=500, n_test=500, target_index=ti, base_class=1,
@@ -88,10 +95,10 @@ def lab_timings(repeats: int = 3) -> dict:
     outcomes = {}
     for _ in range(repeats):
         t = time.perf_counter()
-        seq = {h: run_lab(m, ds, plan, "fc", knobs, judge=judge) for h, m in models.items()}
+        seq = {h: run_lab(m, ds, plan, "fc", knobs, judge=judge, bank=banks[h]) for h, m in models.items()}
         times["sequential_s"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        par = run_lab_pair(runs, ds, plan, judge=judge)
+        par = run_lab_pair(runs, ds, plan, judge=judge, banks=banks)
         times["parallel_s"].append(time.perf_counter() - t)
         outcomes = {h: (seq[h].victims["none"].outcome.pred_after, par[h].victims["none"].outcome.pred_after)
                     for h in models}

@@ -227,8 +227,8 @@ def cmd_experiment(args: argparse.Namespace) -> dict:
 
 
 def cmd_precompute_maps(args: argparse.Namespace) -> dict:
-    """Fit and ship the UMAP maps of every high-d checkpoint and the demo sample's test features
-    under every checkpoint, so no dashboard user waits for UMAP or for feature extraction.
+    """Fit and ship the UMAP maps of every high-d checkpoint and the demo sample's features under
+    every checkpoint, so no dashboard user waits for UMAP or for feature extraction.
 
     Each map is written with its sha256 side file. A shipped map that passes its check is kept
     unless ``--force``; one that fails it (no side file, changed bytes) is refitted and reported."""
@@ -239,10 +239,10 @@ def cmd_precompute_maps(args: argparse.Namespace) -> dict:
     for path in list_checkpoints():
         model, meta = load_checkpoint(path)
         key, demo = map_key(path), load_demo(meta["config"]["dataset"])
-        feats = extract_features(model, demo.x_test).numpy()  # the split every page draws
-        target = features_path(key, "test", shipped=True)
-        if args.force or not target.is_file():
-            written.append(str(save_features(feats, target)))
+        for split, images in (("test", demo.x_test), ("train", demo.x_train)):  # drawn; the lab's pool
+            target = features_path(key, split, shipped=True)
+            if args.force or not target.is_file():
+                written.append(str(save_features(extract_features(model, images).numpy(), target)))
         if meta["config"]["feat_dim"] == 2:
             continue
         target = map_path(key, 0, shipped=True)
@@ -252,6 +252,7 @@ def cmd_precompute_maps(args: argparse.Namespace) -> dict:
                 continue
             except MapError as exc:
                 refused.append(str(exc))
+        feats = extract_features(model, demo.x_test).numpy()
         written.append(str(save_map(fit_umap(feats, 0), target)))
     return {"written": written, "refused": refused}
 
@@ -367,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--quiet", action="store_true")
     x.set_defaults(func=cmd_experiment)
 
-    pm = sub.add_parser("precompute-maps", help="ship the UMAP maps of the high-d checkpoints and every checkpoint's demo test features")
+    pm = sub.add_parser("precompute-maps", help="ship the UMAP maps of the high-d checkpoints and every checkpoint's demo features")
     pm.add_argument("--force", action="store_true", help="refit maps that already pass their check")
     pm.set_defaults(func=cmd_precompute_maps)
 

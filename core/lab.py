@@ -20,23 +20,26 @@ from .data import Dataset
 from .defences import DEFENCES, applicable, chi2_threshold, roc, score
 from .judge import Judge
 from .models import Classifier
-from .pipeline import TrialPlan, TrialResult, plan_trial, run_trial
+from .pipeline import FeatureBank, TrialPlan, TrialResult, plan_trial, run_trial
 from .victim import extract_features
 
 OWN_FILTER = {"lgm": "lgm", "softmax": "centroid"}
 
 
 def run_lab(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, knobs: dict, *, fpr: float = 0.05,
-            judge: Judge | None = None, target: np.ndarray | None = None,
+            judge: Judge | None = None, target: np.ndarray | None = None, bank: FeatureBank | None = None,
             progress: Callable[[str], None] | None = None) -> TrialResult:
-    """Craft against ``model``, judge, retrain its transfer victim without and behind its own filter."""
+    """Craft against ``model``, judge, retrain its transfer victim without and behind its own filter.
+    ``bank``: the model's features of ``data`` (the dashboard keeps them), so only the poisons are
+    run through the network."""
     return run_trial(model, data, plan, attack, knobs, defences=("none", OWN_FILTER[model.config.head]),
                      setting="transfer", fpr=fpr, judge=judge, target=target, victim_seed=int(plan.seed[-1]),
-                     progress=progress)
+                     bank=bank, progress=progress)
 
 
 def run_lab_pair(runs: dict[str, tuple[Classifier, str, dict]], data: Dataset, plan: TrialPlan, *,
                  fpr: float = 0.05, judge: Judge | None = None, target: np.ndarray | None = None,
+                 banks: dict[str, FeatureBank] | None = None,
                  progress: Callable[[str], None] | None = None) -> dict[str, TrialResult]:
     """``run_lab`` for several models at once ({name: (model, attack, knobs)}), one thread and one
     core each: the dashboard's softmax-vs-LGM run takes the time of the slower model, not the sum.
@@ -47,7 +50,7 @@ def run_lab_pair(runs: dict[str, tuple[Classifier, str, dict]], data: Dataset, p
         torch.set_num_threads(1)  # per thread: the models share the cores instead of fighting over them
         model, attack, knobs = runs[name]
         return run_lab(model, data, plan, attack, knobs, fpr=fpr, judge=judge, target=target,
-                       progress=lambda msg: say(f"{name}: {msg}"))
+                       bank=(banks or {}).get(name), progress=lambda msg: say(f"{name}: {msg}"))
 
     with ThreadPoolExecutor(max_workers=len(runs)) as pool:
         futures = {name: pool.submit(one, name) for name in runs}

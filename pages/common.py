@@ -100,6 +100,15 @@ def features(path: str, split: str) -> np.ndarray:
     return stored_features(m, ds.x_test if split == "test" else ds.x_train, map_key(path), split)
 
 
+@st.cache_resource(show_spinner=False)
+def bank(path: str):
+    """The model's features of the whole embedded sample (``core.pipeline.FeatureBank``), shared by
+    every browser, so a lab run passes only its poisons through the network."""
+    from core.pipeline import FeatureBank
+
+    return FeatureBank(features(path, "train"), features(path, "test"))
+
+
 @st.cache_resource(show_spinner="Preparing the 2-D map (a UMAP map's first fit takes ~30 s, then it is cached)...")
 def projection(path: str, method: str):
     """The 2-D map of a model's clean test-sample features (raw d = 2 needs no fitting)."""

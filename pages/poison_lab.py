@@ -13,7 +13,7 @@ from core.models import to_input
 from core.pipeline import plan_trial
 from core.regions import covering_grid
 from core.uploads import UploadError, image_from_bytes
-from pages.common import demo, features, judge, model, projection, sidebar, targets
+from pages.common import bank, demo, features, judge, model, projection, sidebar, targets
 from pages.jobs_ui import heavy_job
 from pages.plots import feature_figure, image_for_display, poison_markers, regions_heatmap, selected_index
 
@@ -126,10 +126,11 @@ if pressed:
                                    record_every=settings["record_every"]))
     made_for = {"key": key, "base_class": base_class}
     the_judge, outside = judge(dataset), target if target_index is None else None
+    banks = {head: bank(pair[head]) for head in runs}
 
     def craft_job(job):
         steps = iter(np.linspace(0.05, 0.95, 12))
-        results = run_lab_pair(runs, ds, plan, fpr=fpr, judge=the_judge, target=outside,
+        results = run_lab_pair(runs, ds, plan, fpr=fpr, judge=the_judge, target=outside, banks=banks,
                                progress=lambda msg: job.report(float(next(steps, 0.95)), msg))
         return {"results": results, **made_for}
     work = craft_job

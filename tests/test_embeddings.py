@@ -136,16 +136,17 @@ def test_precompute_maps_writes_side_files_and_refits_failing_maps(map_dirs, mon
                            tmp_path / "lgm_d8.pt", {})
     monkeypatch.setattr(cli, "list_checkpoints", lambda: [ckpt])
     target = embeddings.map_path(embeddings.map_key(ckpt), 0, shipped=True)
-    feats = embeddings.features_path(embeddings.map_key(ckpt), "test", shipped=True)
+    feats = [str(embeddings.features_path(embeddings.map_key(ckpt), split, shipped=True)) for split in ("test", "train")]
 
     def run(*flags):
         assert cli.main(["precompute-maps", *flags]) == 0
         return json.loads(capsys.readouterr().out)
 
-    assert run() == {"written": [str(feats), str(target)], "refused": []} and verify_map(target)
-    assert np.load(feats).shape == (len(load_demo("mnist").x_test), 8)
+    assert run() == {"written": [*feats, str(target)], "refused": []} and verify_map(target)
+    assert np.load(feats[0]).shape == (len(load_demo("mnist").x_test), 8)
+    assert np.load(feats[1]).shape == (len(load_demo("mnist").x_train), 8)
     assert run() == {"written": [], "refused": []} and len(fits) == 1  # a good map is kept
-    assert run("--force")["written"] == [str(feats), str(target)] and len(fits) == 2
+    assert run("--force")["written"] == [*feats, str(target)] and len(fits) == 2
     with open(target, "ab") as fh:
         fh.write(b"\0")
     out = run()
