@@ -16,7 +16,7 @@ def tiny(mnist_demo):
     models = {}
     for head in ("softmax", "lgm"):
         torch.manual_seed(0)
-        m = Classifier(default_config("mnist", head, 16, arch="resnet", depth=1, width=16))
+        m = Classifier(default_config("mnist", head, 16, arch="resnet", depth=1, width=8))
         fit(m, mnist_demo.x_train, mnist_demo.y_train, TrainConfig(epochs=3, batch_size=64, lr=0.05), progress=False)
         models[head] = m.eval()
     return models
