@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import re
+
 import numpy as np
 import streamlit as st
 
@@ -18,6 +20,16 @@ from core.data import load_demo
 from core.embeddings import fit_projection, map_key, stored_features
 
 DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+
+
+def article(name: str) -> str:
+    """"a" or "an" before a class name, as it is read aloud: an 8, an airplane, a 7, a truck."""
+    return "an" if re.match(r"[aeiouAEIOU]|8|1[18]\b", str(name)) else "a"
+
+
+def named(name: str) -> str:
+    """A class name with its article: "an 8", "a truck"."""
+    return f"{article(name)} {name}"
 HEADS = ("softmax", "lgm")
 
 

@@ -12,7 +12,10 @@ ds = demo(dataset)
 st.title("Feature space")
 st.markdown("Each dot is a test image, placed where the network's second-to-last layer (its *features*) puts it. "
             "The LGM model is trained so that every class forms a Gaussian cloud; each ring is the cloud the "
-            "model assumes (two standard deviations unless you ask for more). Click a dot to see the image.")
+            "model assumes (two standard deviations unless you ask for more). Click a dot to see the image."
+            + (" With many features the rings are much wider than the clouds of dots: the model assumes a spread of "
+               "1 in every feature direction, and training packs each class far tighter than that."
+               if space == "high-d" else ""))
 c_rings, c_shade = st.columns(2)
 RINGS = {"2 standard deviations": (2,), "1, 2 and 3": (1, 2, 3)}
 rings = c_rings.segmented_control("Rings around each LGM class", list(RINGS), default="2 standard deviations",

@@ -6,7 +6,7 @@ import streamlit as st
 from core.attacks import ATTACKS, budget_levels
 from core.defences import label as defence_label
 from core.export import contact_sheet, poisons_npz
-from pages.common import DATASET_NAMES, demo, features, galleries, gallery, model, projection, sidebar
+from pages.common import DATASET_NAMES, article, demo, features, galleries, gallery, model, projection, sidebar
 from pages.plots import amplified, feature_figure, image_for_display, poison_markers
 
 PER_PAGE = 6
@@ -75,8 +75,9 @@ def victims_line(t: dict) -> str:
 for i in shown[(page - 1) * PER_PAGE: page * PER_PAGE]:
     t = g.trials[i]
     target, bases, poisons = g.images(i)
+    target_name = classes[t["target_label"]]
     st.markdown(f"**Trial {t['trial']}**: {ATTACKS[t['attack']].label} against the {HEAD_NAMES[heads[t['model']]]} "
-                f"model; target a **{classes[t['target_label']]}**, poisons claim **{classes[t['base_class']]}**.  \n"
+                f"model; target {article(target_name)} **{target_name}**, poisons claim **{classes[t['base_class']]}**.  \n"
                 f"{victims_line(t)}")
     cols = st.columns(2 + 2 * min(3, len(poisons)))
     cols[0].image(image_for_display(target), caption=f"target: {classes[t['target_label']]}", width=84)

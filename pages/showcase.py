@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from pages.common import demo, features, galleries, gallery, model, projection
+from pages.common import article, demo, features, galleries, gallery, model, named, projection
 from pages.plots import amplified, feature_figure, image_for_display, poison_markers
 
 
@@ -43,10 +43,10 @@ def draw_showcase(dataset: str, space: str) -> bool:
                 f"through the LGM model too (right).")
     target, bases, poisons = g.images(sc.softmax)
     cols = st.columns(4)
-    cols[0].image(image_for_display(target), width=110, caption=f"target: a {classes[t['target_label']]}")
-    cols[1].image(image_for_display(bases[0]), width=110, caption=f"base: a {classes[t['base_class']]}")
+    cols[0].image(image_for_display(target), width=110, caption=f"target: {named(classes[t['target_label']])}")
+    cols[1].image(image_for_display(bases[0]), width=110, caption=f"base: {named(classes[t['base_class']])}")
     cols[2].image(image_for_display(poisons[0]), width=110,
-                  caption=f"poison: the judges call it a {classes[t['base_class']]}")
+                  caption=f"poison: the judges call it {named(classes[t['base_class']])}")
     cols[3].image(image_for_display(amplified(poisons[0], bases[0])), width=110,
                   caption="what changed, amplified (grey: nothing)")
     sides = [("softmax", sc.softmax)] + ([("lgm", sc.lgm)] if sc.lgm is not None else [])
@@ -60,13 +60,17 @@ def draw_showcase(dataset: str, space: str) -> bool:
         target_f, base_f, poison_f = (proj.transform(np.atleast_2d(a)) for a in g.features(i, model_name))
         m, _ = model(info["path"])
         gauss = tuple(x.numpy() for x in m.head.gaussians()) if head == "lgm" else None
+        # high-d: class centres only; the Gaussians' rings, projected, are far wider than the tight
+        # clusters and cover one another (Feature space draws them, with that explained)
         fig = feature_figure(proj.transform(features(info["path"], "test")), ds.y_test, ds.classes,
                              f"{'Softmax' if head == 'softmax' else 'LGM'} model: poisons crafted against it",
-                             proj, gauss, poison_markers(target_f[0], base_f, poison_f))
+                             proj, gauss, poison_markers(target_f[0], base_f, poison_f),
+                             sigmas=(2,) if info["feat_dim"] == 2 else ())
         col.plotly_chart(fig, width="stretch", key=f"showcase_{head}")
         none = tr["victims"]["none"]
+        called = classes[none["pred_after"]]
         text = (f"Retrained on the poisoned data, the {'softmax' if head == 'softmax' else 'LGM'} victim calls the "
-                f"target a **{classes[none['pred_after']]}**: {'**poisoned**' if none['success'] else 'not poisoned'}.")
+                f"target {article(called)} **{called}**: {'**poisoned**' if none['success'] else 'not poisoned'}.")
         own = tr["victims"].get("lgm" if head == "lgm" else "centroid")
         if own and own["flagged"] is not None:
             text += (f" Its filter ({defence_label('lgm' if head == 'lgm' else 'centroid')}) caught "

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.attacks import budget_levels
 from core.report import curve_figure, load_bench, load_results
-from pages.common import DATASET_NAMES, demo, features, model, projection, sidebar
+from pages.common import DATASET_NAMES, article, demo, features, model, named, projection, sidebar
 from pages.plots import amplified, feature_figure, image_for_display, poison_markers
 from pages.showcase import pick_showcase
 
@@ -65,14 +65,14 @@ def step_networks() -> None:
 
 
 def step_goal() -> None:
-    st.markdown(f"An attacker wants a model that is trained *later* to call this **{T}** a **{B}**. They cannot "
+    st.markdown(f"An attacker wants a model that is trained *later* to call this **{T}** {article(B)} **{B}**. They cannot "
                 f"touch this test image, and they cannot mislabel anything: all they may do is add a few training "
                 f"images, honestly labelled **{B}**. Those images are the **poisons**; each starts from a real "
                 f"**{B}** from the training data, its **base**.")
     cols = st.columns(1 + len(bases))
-    cols[0].image(image_for_display(target), width=110, caption=f"the target: a {T}")
+    cols[0].image(image_for_display(target), width=110, caption=f"the target: {named(T)}")
     for i, b in enumerate(bases):
-        cols[1 + i].image(image_for_display(b), width=90, caption=f"base {i + 1}: a {B}")
+        cols[1 + i].image(image_for_display(b), width=90, caption=f"base {i + 1}: {named(B)}")
 
 
 def step_poison() -> None:
@@ -80,11 +80,11 @@ def step_poison() -> None:
     st.markdown(f"The attacker changes each base a little: every pixel by at most **{levels} of 255** grey levels "
                 f"(the **budget**). Two independent judges stand in for a person checking the data: a separately "
                 f"trained network and the most similar real training images. Both still call "
-                f"**{sum(judged)} of {len(judged)}** poisons a **{B}**. A poison that passes is **clean-label**: "
+                f"**{sum(judged)} of {len(judged)}** poisons {article(B)} **{B}**. A poison that passes is **clean-label**: "
                 f"correctly labelled, as far as anyone looking can tell.")
     cols = st.columns(3)
-    cols[0].image(image_for_display(bases[0]), width=140, caption=f"base: a {B}")
-    cols[1].image(image_for_display(poisons[0]), width=140, caption=f"poison: still a {B} to the judges")
+    cols[0].image(image_for_display(bases[0]), width=140, caption=f"base: {named(B)}")
+    cols[1].image(image_for_display(poisons[0]), width=140, caption=f"poison: still {named(B)} to the judges")
     cols[2].image(image_for_display(amplified(poisons[0], bases[0])), width=140,
                   caption="the change, made visible (grey: no change)")
 
@@ -99,11 +99,11 @@ def step_features() -> None:
 
 
 def step_fooled() -> None:
-    none = t_soft["victims"]["none"]
+    called = classes[t_soft["victims"]["none"]["pred_after"]]
     st.markdown(f"A **victim** is a copy of the network whose last layer is retrained on {g.config['n_clean']} clean "
                 f"training images plus the {t_soft['n_poisons']} poisons (the **transfer** setting: the feature part "
                 f"stays as it was, as when people reuse a network someone else trained). Afterwards the softmax "
-                f"victim calls the target a **{classes[none['pred_after']]}**.\n\n"
+                f"victim calls the target {article(called)} **{called}**.\n\n"
                 f"**Honestly: this is rare at this budget.** It happened in **{sc.successes} of {sc.trials}** shipped "
                 f"trials. A bigger budget works more often, but then the poisons stop looking like {B}s:")
     budget = load_bench("budget_mnist") if g.dataset == "mnist" else None
@@ -154,7 +154,8 @@ def step_alarm() -> None:
 def step_measured() -> None:
     none = t_lgm["victims"]["none"] if t_lgm else None
     if none is not None:
-        st.markdown(f"Even with **no** filter, the LGM victim still called the target a **{classes[none['pred_after']]}**. "
+        called = classes[none["pred_after"]]
+        st.markdown(f"Even with **no** filter, the LGM victim still called the target {article(called)} **{called}**. "
                     "Why? Its last layer decides by distance to each class's centre, and the hundreds of ordinary "
                     f"{B}s pin that centre in place. A sanity test shows it: put *exact copies* of the target's "
                     f"features, labelled {B}, into the training data. How many copies flip each victim?")

@@ -227,6 +227,15 @@ def test_overview_showcase_states_the_measured_rate():
     text = "".join(m.value for m in at.markdown)
     assert f"in **{cell['successes']} of {cell['trials']} trials**" in text
     assert "poisoned" in text and not at.exception
+    captions = [i.caption for img in at.get("image") for i in img.proto.imgs]
+    assert any(c.startswith("target: an 8") for c in captions), captions  # the shipped trial: an 8, not "a 8"
+
+
+def test_class_names_take_the_article_they_are_read_with():
+    from pages.common import named
+
+    assert [named(n) for n in ("8", "7", "11", "18", "80", "1", "airplane", "truck", "ankle boot")] == [
+        "an 8", "a 7", "an 11", "an 18", "an 80", "a 1", "an airplane", "a truck", "an ankle boot"]
 
 
 def test_click_reads_the_sample_index_not_the_trace_position():
