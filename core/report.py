@@ -64,7 +64,7 @@ def readable(rows: list[dict]) -> list[dict]:
 
     out = []
     for r in rows:
-        row = {"victim": r["model"], "filter": label(r["defence"]), "attack": ATTACKS[r["attack"]].label,
+        row = {"victim": model_name(r["model"]), "filter": label(r["defence"]), "attack": ATTACKS[r["attack"]].label,
                "poisons": r["n_poisons"], "setting": r["setting"],
                "pixel budget": "-" if r.get("eps") is None else f"{budget_levels(r['eps'])} of 255",
                "target flipped (95% CI)": fmt_rate(r["rate"], r["ci95"]),
@@ -103,6 +103,11 @@ def load_results(root: str | Path | None = None) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("*/results.json"))}
 
 
+def model_name(name: str) -> str:
+    """An experiment's model key as readers name it: "LGM", "Softmax" (other keys unchanged)."""
+    return {"lgm": "LGM", "softmax": "Softmax"}.get(name, name)
+
+
 def rate_figure(rows: list[dict], title: str = ""):
     """Success rate with 95% intervals, one series per model / defence / setting (/ attack when
     several): lines against the number of poisons, or bars when every row has the same number (a
@@ -116,20 +121,23 @@ def rate_figure(rows: list[dict], title: str = ""):
     series: dict = {}
     # each model's undefended victim first, then the same victim behind each filter
     for r in sorted(rows, key=lambda r: (r["model"], r["defence"] != "none", r["defence"])):
-        name = r["model"] + (f" + {label(r['defence'])}" if r["defence"] != "none" else ", no filter")
+        name = model_name(r["model"]) + (f" + {label(r['defence'])}" if r["defence"] != "none" else ", no filter")
         name = (f"{ATTACKS[r['attack']].label}: " if attacks else "") + name + (f", {r['setting']}" if settings else "")
         series.setdefault(name, []).append(r)
     fig = go.Figure()
     if len({r["n_poisons"] for r in rows}) == 1:
-        # horizontal bars: long victim names stay readable, and "0 of 100" is printed, never an empty chart
+        # horizontal bars: long victim names stay readable, and "0 of 100" is printed, never an empty chart;
+        # the count sits right of the interval's whisker, which would otherwise strike through it
         names, rs = list(series)[::-1], [v[0] for v in series.values()][::-1]
         fig.add_trace(go.Bar(y=names, x=[r["rate"] for r in rs], error_x=_error_bars(rs), orientation="h",
-                             text=[f"{r['successes']} of {r['trials']}" if "trials" in r else f"{100 * r['rate']:.0f}%"
-                                   for r in rs], textposition="outside", cliponaxis=False,
+                             showlegend=False, hoverinfo="skip",
                              marker_color=["#d62728" if r["defence"] == "none" else "#1f77b4" for r in rs]))
-        fig.update_layout(yaxis_title=None, xaxis_title=f"share of targets flipped ({rows[0]['n_poisons']} poisons "
-                                                        "per trial; bar: 95% interval)",
-                          xaxis_range=[0, 1.15], height=max(260, 34 * len(rs) + 120), margin={"l": 10})
+        fig.add_trace(go.Scatter(y=names, x=[r["ci95"][1] + 0.03 for r in rs], mode="text", showlegend=False,
+                                 text=[f"{r['successes']} of {r['trials']}" if "trials" in r else f"{100 * r['rate']:.0f}%"
+                                       for r in rs], textposition="middle right", cliponaxis=False, hoverinfo="skip"))
+        fig.update_layout(yaxis_title=None, xaxis_title=f"targets flipped, {rows[0]['n_poisons']} poisons per trial "
+                                                        "(whisker: 95% interval)",
+                          xaxis_range=[0, 1.25], height=max(260, 34 * len(rs) + 120), margin={"l": 10, "r": 60})
     else:
         for name, rs in series.items():
             rs = sorted(rs, key=lambda r: r["n_poisons"])
@@ -150,12 +158,13 @@ def detection_figure(rows: list[dict], title: str = ""):
 
     rs = sorted((r for r in rows if r["defence"] != "none" and r.get("poisons_flagged") is not None),
                 key=lambda r: (r["model"], -r["poisons_flagged"]))[::-1]
-    fig = go.Figure(go.Bar(y=[f"{r['model']} + {label(r['defence'])}" for r in rs], x=[r["poisons_flagged"] for r in rs],
+    fig = go.Figure(go.Bar(y=[f"{model_name(r['model'])} + {label(r['defence'])}" for r in rs],
+                           x=[r["poisons_flagged"] for r in rs],
                            orientation="h", text=[f"{100 * r['poisons_flagged']:.0f}% (AUC {r['auc']:.2f})" for r in rs],
                            textposition="outside", cliponaxis=False,
                            marker_color=["#1f77b4" if r["defence"] == "lgm" else "#7f7f7f" for r in rs]))
     fig.update_layout(title=title, xaxis_title="share of poisons caught", xaxis_range=[0, 1.3],
-                      height=max(260, 34 * len(rs) + 120), margin={"l": 10})
+                      height=max(260, 34 * len(rs) + 120), margin={"l": 10, "r": 110})
     return fig
 
 

@@ -6,7 +6,7 @@ import streamlit as st
 from core.attacks import ATTACKS, budget_levels
 from core.defences import label as defence_label
 from core.export import contact_sheet, poisons_npz
-from pages.common import DATASET_NAMES, article, demo, features, galleries, gallery, model, projection, sidebar
+from pages.common import DATASET_NAMES, article, demo, features, galleries, gallery, model, named, projection, sidebar
 from pages.plots import amplified, feature_figure, image_for_display, poison_markers
 
 PER_PAGE = 6
@@ -83,7 +83,7 @@ for i in shown[(page - 1) * PER_PAGE: page * PER_PAGE]:
     cols[0].image(image_for_display(target), caption=f"target: {classes[t['target_label']]}", width=84)
     verdict = t["judge"].get("clean_label") or [None] * len(poisons)
     for j in range(min(3, len(poisons))):
-        looks = "judges: looks like a " + classes[t["base_class"]] if verdict[j] else (
+        looks = "judges: looks like " + named(classes[t["base_class"]]) if verdict[j] else (
             "judges: NOT clean-label" if verdict[j] is False else "not judged")
         cols[1 + 2 * j].image(image_for_display(bases[j]), caption=f"base {j + 1}", width=84)
         cols[2 + 2 * j].image(image_for_display(poisons[j]), caption=f"poison {j + 1}: {looks}", width=84)

@@ -133,14 +133,17 @@ def _row(model, defence, k, rate):
 def test_rate_figure_bars_for_one_poison_count_lines_for_several():
     one = [_row("softmax", "none", 5, 0.9), _row("lgm", "lgm", 5, 0.0)]
     fig = rate_figure(one)
-    assert [t.type for t in fig.data] == ["bar"]
-    assert list(fig.data[0].y) == ["softmax, no filter", "lgm + LGM likelihood (the paper)"]  # top to bottom
-    assert list(fig.data[0].x) == pytest.approx([0.9, 0.0]) and list(fig.data[0].text) == ["90%", "0%"]
+    assert [t.type for t in fig.data] == ["bar", "scatter"]  # the bars, then their counts as text
+    assert list(fig.data[0].y) == ["Softmax, no filter", "LGM + LGM likelihood (the paper)"]  # top to bottom
+    assert list(fig.data[0].x) == pytest.approx([0.9, 0.0]) and list(fig.data[1].text) == ["90%", "0%"]
     assert list(fig.data[0].error_x.array) == pytest.approx([0.1, 0.1])
+    whisker_ends = [r["ci95"][1] for r in one]
+    assert all(x > end for x, end in zip(fig.data[1].x, whisker_ends))  # the count clears its whisker
+    assert list(fig.data[1].y) == list(fig.data[0].y)
     counted = rate_figure([{**one[1], "successes": 0, "trials": 100}])
-    assert list(counted.data[0].text) == ["0 of 100"]  # a zero is printed, not an empty chart
+    assert list(counted.data[1].text) == ["0 of 100"]  # a zero is printed, not an empty chart
     several = one + [_row("softmax", "none", 10, 1.0)]
     fig = rate_figure(several)
     assert [t.type for t in fig.data] == ["scatter", "scatter"]
-    assert fig.data[1].name == "softmax, no filter"
+    assert fig.data[1].name == "Softmax, no filter"
     assert list(fig.data[1].x) == [5, 10] and list(fig.data[1].error_y.array) == pytest.approx([0.1, 0.0])
