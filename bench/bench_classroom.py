@@ -138,6 +138,8 @@ class Server:
                                      stdout=self.log, stderr=subprocess.STDOUT)
         self.rss_max = 0
         self.window_rss_max = 0
+        self.rss_trace: list[tuple[float, float]] = []  # (s since the window began, RSS MB), every 15 s
+        self.window_t0 = time.monotonic()
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
@@ -151,6 +153,9 @@ class Server:
                 rss = p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
                 self.rss_max = max(self.rss_max, rss)
                 self.window_rss_max = max(self.window_rss_max, rss)
+                since = time.monotonic() - self.window_t0
+                if not self.rss_trace or since >= self.rss_trace[-1][0] + 15:
+                    self.rss_trace.append((round(since, 1), round(rss / 2**20, 1)))
                 self._stop.wait(0.5)
         except psutil.Error:
             pass
@@ -607,6 +612,7 @@ def run_once(n: int, args) -> dict:
         rng = random.Random(args.seed + n)
         load_before = load1()
         server.window_rss_max = 0
+        server.rss_trace, server.window_t0 = [], time.monotonic()
         me = psutil.Process()
         cpu0, scpu0 = sum(me.cpu_times()[:2]), server.cpu_s()
         threading.Thread(target=sample_load, daemon=True).start()
@@ -653,6 +659,7 @@ def run_once(n: int, args) -> dict:
         "crafts_completed": rec["crafts_completed"],
         "max_queue_wait_s": round(max_wait, 2) if max_wait is not None else None,
         "max_rss_mb": round(server.window_rss_max / 2**20, 1),
+        "rss_mb_every_15s": server.rss_trace,
         "max_queue_wait_from": "server job queue: jobs that started and jobs still queued, sampled every 0.5 s"
         if from_server else "the waits shown to students",
         "max_settle_s": round(max(settles), 3) if settles else None,

@@ -192,5 +192,5 @@ c1, c2, _ = st.columns([1, 1, 4])
 c1.button("Back", on_click=_go, args=(-1,), disabled=step == 0, key="tour_back")
 c2.button("Next", on_click=_go, args=(1,), disabled=step == len(STEPS) - 1, type="primary", key="tour_next")
 st.caption(f"Every step shows trial {t_soft['trial']} of the shipped experiment `{name}` "
-           f"(softmax and LGM, {', '.join(str(m['feat_dim']) for m in g.models.values())} features), "
+           f"(softmax and LGM, {' and '.join(sorted({str(m['feat_dim']) for m in g.models.values()}))} features each), "
            "chosen by a fixed rule: the first trial whose clean-label poisons fooled the softmax victim.")
