@@ -24,3 +24,23 @@ def test_shipped_checkpoint_accuracy(path):
     data = load_dataset(meta["config"]["dataset"], download=False)
     acc = accuracy(model, data.x_test, data.y_test)
     assert abs(acc - meta["test_accuracy"]) <= 0.01
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_checkpoint_ships_its_demo_features(path):
+    """A retrained checkpoint needs `poisonlab precompute-maps` again: without its features the
+    dashboard's cold start and every lab run would extract them while a user waits."""
+    import numpy as np
+
+    from core.data import load_demo
+    from core.embeddings import features_path, map_key
+    from core.victim import extract_features
+
+    model, meta = load_checkpoint(path)
+    demo = load_demo(meta["config"]["dataset"])
+    for split, images in (("test", demo.x_test), ("train", demo.x_train)):
+        shipped = features_path(map_key(path), split, shipped=True)
+        assert shipped.is_file(), f"{shipped.name} missing: run `poisonlab precompute-maps`"
+        feats = np.load(shipped, allow_pickle=False)
+        assert feats.shape == (len(images), meta["config"]["feat_dim"]) and feats.dtype == np.float32
+    assert np.allclose(feats[:64], extract_features(model, images[:64]).numpy(), atol=1e-4)
