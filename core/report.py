@@ -103,6 +103,9 @@ def load_results(root: str | Path | None = None) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("*/results.json"))}
 
 
+SHARE_TICKS = [0, 0.25, 0.5, 0.75, 1]  # the bar charts leave room right of 100% for their labels: no tick there
+
+
 def model_name(name: str) -> str:
     """An experiment's model key as readers name it: "LGM", "Softmax" (other keys unchanged)."""
     return {"lgm": "LGM", "softmax": "Softmax"}.get(name, name)
@@ -137,7 +140,8 @@ def rate_figure(rows: list[dict], title: str = ""):
                                        for r in rs], textposition="middle right", cliponaxis=False, hoverinfo="skip"))
         fig.update_layout(yaxis_title=None, xaxis_title=f"targets flipped, {rows[0]['n_poisons']} poisons per trial "
                                                         "(whisker: 95% interval)",
-                          xaxis_range=[0, 1.25], height=max(260, 34 * len(rs) + 120), margin={"l": 10, "r": 60})
+                          xaxis_range=[0, 1.25], xaxis_tickvals=SHARE_TICKS, xaxis_tickformat=".0%",
+                          height=max(260, 34 * len(rs) + 120), margin={"l": 10, "r": 60})
     else:
         for name, rs in series.items():
             rs = sorted(rs, key=lambda r: r["n_poisons"])
@@ -164,6 +168,7 @@ def detection_figure(rows: list[dict], title: str = ""):
                            textposition="outside", cliponaxis=False,
                            marker_color=["#1f77b4" if r["defence"] == "lgm" else "#7f7f7f" for r in rs]))
     fig.update_layout(title=title, xaxis_title="share of poisons caught", xaxis_range=[0, 1.3],
+                      xaxis_tickvals=SHARE_TICKS, xaxis_tickformat=".0%",
                       height=max(260, 34 * len(rs) + 120), margin={"l": 10, "r": 110})
     return fig
 

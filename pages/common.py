@@ -15,7 +15,7 @@ import re
 import numpy as np
 import streamlit as st
 
-from core.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, verify_checkpoint
+from core.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, read_meta, verify_checkpoint
 from core.data import load_demo
 from core.embeddings import fit_projection, map_key, stored_features
 
@@ -94,6 +94,22 @@ def galleries(dataset: str) -> list[str]:
 
     names = [n for n in shipped_galleries() if gallery(n).dataset == dataset]
     return sorted(names, key=lambda n: (n != "default", n))
+
+
+@st.cache_data(show_spinner=False)
+def shipped_results() -> dict[str, dict]:
+    """Every shipped experiment's ``results.json`` (``core.report.load_results``), read once per server."""
+    from core.report import load_results
+
+    return load_results()
+
+
+def dataset_of(res: dict) -> str | None:
+    """The data set an experiment ran on, read from its models' side files."""
+    try:
+        return {read_meta(p)["config"]["dataset"] for p in res["config"]["models"].values()}.pop()
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 @st.cache_data(show_spinner=False)

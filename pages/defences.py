@@ -7,7 +7,8 @@ import streamlit as st
 from core.attacks import ATTACKS, applicable, attack_knobs
 from core.defences import DEFENCES
 from core.lab import compare_defences, poison_pool
-from pages.common import demo, judge, model, sidebar, targets
+from core.report import detection_figure
+from pages.common import DATASET_NAMES, dataset_of, demo, judge, model, shipped_results, sidebar, targets
 from pages.jobs_ui import heavy_job
 
 NAMES = {name: spec.label for name, spec in DEFENCES.items()}
@@ -91,4 +92,23 @@ if st.session_state.get("def_shown") == key and key in comparisons():
             hist.update_layout(barmode="overlay", height=320, xaxis_title="suspicion score")
             st.plotly_chart(hist, width="stretch", key=f"hist_{head}")
 elif st.session_state.get("def_shown") != key:
-    st.info("Press **Craft and compare**: crafting takes a few seconds per pair on a laptop.")
+    st.info("Press **Craft and compare** to score poisons crafted now: a few seconds per pair on a laptop. "
+            "Until then, what the filters caught in a shipped experiment:")
+    measured = {n: r for n, r in shipped_results().items() if dataset_of(r) == dataset}
+    name = "default" if "default" in measured else next(iter(measured), None)
+    if name is None:
+        st.caption(f"No shipped experiment for {DATASET_NAMES[dataset]} yet.")
+    else:
+        res = measured[name]
+        shown = attack if attack in res["config"]["attacks"] else res["config"]["attacks"][0]
+        cells = [r for r in res["cells"] if r["attack"] == shown]
+        k, setting = min(r["n_poisons"] for r in cells), cells[0]["setting"]
+        rows = [r for r in cells if (r["n_poisons"], r["setting"]) == (k, setting)]
+        st.plotly_chart(detection_figure(rows, f"{ATTACKS[shown].label}: poisons caught at "
+                                               f"{100 * res['config']['fpr']:.0f}% of clean images thrown away"),
+                        width="stretch", key="def_shipped")
+        st.caption(f"Shipped experiment `{name}`: {max(r['trials'] for r in rows)} trials of "
+                   f"{rows[0]['n_poisons']} poisons per model, each trial's poisons scored among "
+                   f"{res['config']['n_clean']} clean training images. Attack outcomes has the rest."
+                   + ("" if "judge" in res["config"] else " Made with the first build's defaults: no pixel budget, "
+                      "so many of these poisons are not clean-label."))

@@ -7,8 +7,8 @@ import streamlit as st
 
 from core.attacks import ATTACKS, budget_levels
 from core.experiments import ExperimentConfig, run_experiment
-from core.report import curve_figure, detection_figure, load_bench, load_results, rate_figure, readable
-from pages.common import DATASET_NAMES, sidebar
+from core.report import curve_figure, detection_figure, load_bench, rate_figure, readable
+from pages.common import DATASET_NAMES, dataset_of, shipped_results, sidebar
 from pages.jobs_ui import heavy_job
 
 dataset, space, pair = sidebar()
@@ -16,9 +16,6 @@ st.title("Attack outcomes")
 st.markdown("How often does an attack make the retrained victim misclassify its target? Each number is a share "
             "of independent trials (random target and base class), with a 95% confidence interval: the range "
             "the true rate lies in, given how few trials there were.")
-
-
-shipped_results = st.cache_data(show_spinner=False)(load_results)
 
 
 def describe(res: dict) -> str:
@@ -29,15 +26,6 @@ def describe(res: dict) -> str:
             f"poisons {', '.join(map(str, cfg['n_poisons']))}; {', '.join(cfg['settings'])}; "
             f"{per_cell} trials per cell")
 
-
-def dataset_of(res: dict) -> str | None:
-    """The data set an experiment ran on, read from its models' side files."""
-    from core.checkpoints import read_meta
-
-    try:
-        return {read_meta(p)["config"]["dataset"] for p in res["config"]["models"].values()}.pop()
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 results = {n: r for n, r in shipped_results().items() if dataset_of(r) == dataset}

@@ -231,6 +231,16 @@ def test_overview_showcase_states_the_measured_rate():
     assert any(c.startswith("target: an 8") for c in captions), captions  # the shipped trial: an 8, not "a 8"
 
 
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_defences_opens_on_what_the_shipped_filters_caught(dataset):
+    """Before anyone presses the button the page shows a measured result, not an empty page."""
+    at = _app("pages/defences.py", dataset, "high-d")
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 1
+    caption = " ".join(c.value for c in at.caption)
+    assert "Shipped experiment `default`" in caption if dataset == "mnist" else "first build" in caption
+
+
 def test_class_names_take_the_article_they_are_read_with():
     from pages.common import named
 
