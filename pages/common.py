@@ -4,15 +4,20 @@ Models and maps are cached once per server (``st.cache_resource``) and shared by
 ``core`` never changes them (attacks and victims work on copies). Plot helpers are in
 ``pages/plots.py``, the queue's widgets in ``pages/jobs_ui.py``, the Overview's example in
 ``pages/showcase.py``.
+
+pandas is imported eagerly: Plotly looks it up in ``sys.modules`` without importing it, so while a
+job thread (the queue's) is halfway through importing pandas, a page drawing a chart in another
+thread got the half-initialised module ("partially initialized module 'pandas' has no attribute
+'Series'").
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-import re
-
 import numpy as np
+import pandas  # noqa: F401 - imported once, here, before any job thread runs (see below)
 import streamlit as st
 
 from core.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, read_meta, verify_checkpoint

@@ -123,6 +123,14 @@ def test_poison_lab_drops_a_result_made_for_other_choices():
     assert not at.exception and len(at.dataframe) == 0
 
 
+def test_poison_lab_first_view_shows_the_shipped_example():
+    at = _app("pages/poison_lab.py", "mnist", "high-d")
+    assert not at.exception
+    assert [h.value for h in at.subheader] == ["Until you craft: a shipped example"]
+    assert any("A real example, not a staged one" in m.value for m in at.markdown)
+    assert len(at.get("plotly_chart")) == 2  # the showcase's two feature spaces
+
+
 def test_poison_lab_other_target_modes():
     """AppTest cannot upload files (core/uploads.py's tests cover bad uploads); the modes must render."""
     at = _app("pages/poison_lab.py", "mnist", "2-D")
