@@ -612,7 +612,8 @@ def run_once(n: int, args) -> dict:
         rng = random.Random(args.seed + n)
         load_before = load1()
         server.window_rss_max = 0
-        server.rss_trace, server.window_t0 = [], time.monotonic()
+        server.window_t0 = time.monotonic()  # first: a sample between the two stores sees the new start
+        server.rss_trace = []
         me = psutil.Process()
         cpu0, scpu0 = sum(me.cpu_times()[:2]), server.cpu_s()
         threading.Thread(target=sample_load, daemon=True).start()

@@ -232,7 +232,8 @@ def cmd_precompute_maps(args: argparse.Namespace) -> dict:
 
     Each map is written with its sha256 side file. A shipped map that passes its check is kept
     unless ``--force``; one that fails it (no side file, changed bytes) is refitted and reported."""
-    from .embeddings import MapError, features_path, fit_umap, map_key, map_path, save_features, save_map, verify_map
+    from .embeddings import (MapError, features_path, fit_umap, map_key, map_path, read_features, save_features, save_map,
+                             verify_map)
     from .victim import extract_features
 
     written, refused = [], []
@@ -241,7 +242,7 @@ def cmd_precompute_maps(args: argparse.Namespace) -> dict:
         key, demo = map_key(path), load_demo(meta["config"]["dataset"])
         for split, images in (("test", demo.x_test), ("train", demo.x_train)):  # drawn; the lab's pool
             target = features_path(key, split, shipped=True)
-            if args.force or not target.is_file():
+            if args.force or read_features(target, (len(images), meta["config"]["feat_dim"])) is None:
                 written.append(str(save_features(extract_features(model, images).numpy(), target)))
         if meta["config"]["feat_dim"] == 2:
             continue

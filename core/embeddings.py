@@ -188,11 +188,8 @@ def stored_features(model, images: np.ndarray, cache_key: str, split: str) -> np
 
     shape = (len(images), model.config.feat_dim)
     for path in (features_path(cache_key, split, shipped=True), features_path(cache_key, split)):
-        try:
-            feats = np.load(path, allow_pickle=False)
-        except (OSError, ValueError):
-            continue
-        if feats.shape == shape and feats.dtype == np.float32:
+        feats = read_features(path, shape)
+        if feats is not None:
             return feats
     feats = extract_features(model, images).numpy()
     try:
@@ -200,6 +197,16 @@ def stored_features(model, images: np.ndarray, cache_key: str, split: str) -> np
     except OSError:  # a read-only home: the features are still right, only not kept
         pass
     return feats
+
+
+def read_features(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """Stored features of this shape, or None: missing, empty, truncated, not an .npy (any reading
+    error), or of another shape or type, so the caller recomputes them."""
+    try:
+        feats = np.load(path, allow_pickle=False)
+    except Exception:  # noqa: BLE001 - OSError, ValueError, EOFError (empty file), ...
+        return None
+    return feats if isinstance(feats, np.ndarray) and feats.shape == shape and feats.dtype == np.float32 else None
 
 
 def save_features(feats: np.ndarray, path: Path) -> Path:

@@ -133,7 +133,7 @@ def rate_figure(rows: list[dict], title: str = ""):
         # the count sits right of the interval's whisker, which would otherwise strike through it
         names, rs = list(series)[::-1], [v[0] for v in series.values()][::-1]
         fig.add_trace(go.Bar(y=names, x=[r["rate"] for r in rs], error_x=_error_bars(rs), orientation="h",
-                             showlegend=False, hoverinfo="skip",
+                             showlegend=False,
                              marker_color=["#d62728" if r["defence"] == "none" else "#1f77b4" for r in rs]))
         fig.add_trace(go.Scatter(y=names, x=[r["ci95"][1] + 0.03 for r in rs], mode="text", showlegend=False,
                                  text=[f"{r['successes']} of {r['trials']}" if "trials" in r else f"{100 * r['rate']:.0f}%"

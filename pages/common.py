@@ -17,13 +17,15 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pandas  # noqa: F401 - imported once, here, before any job thread runs (see below)
+import pandas  # noqa: F401 - imported before any job thread runs (see the module's docstring)
 import streamlit as st
 
-from core.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, read_meta, verify_checkpoint
+from core.checkpoints import (CHECKPOINT_DIR, CheckpointError, list_checkpoints, load_checkpoint, read_meta,
+                              verify_checkpoint)
 from core.data import load_demo
 from core.embeddings import fit_projection, map_key, stored_features
 
+ROOT = Path(__file__).resolve().parent.parent
 DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 
 
@@ -35,6 +37,8 @@ def article(name: str) -> str:
 def named(name: str) -> str:
     """A class name with its article: "an 8", "a truck"."""
     return f"{article(name)} {name}"
+
+
 HEADS = ("softmax", "lgm")
 
 
@@ -109,12 +113,29 @@ def shipped_results() -> dict[str, dict]:
     return load_results()
 
 
-def dataset_of(res: dict) -> str | None:
-    """The data set an experiment ran on, read from its models' side files."""
+def _model_configs(res: dict) -> list[dict] | None:
+    """The configs of an experiment's models, read from their side files (paths in ``results.json``
+    are relative to the repository); None when a checkpoint is gone or fails its check."""
     try:
-        return {read_meta(p)["config"]["dataset"] for p in res["config"]["models"].values()}.pop()
-    except (OSError, ValueError, KeyError):
+        configs = []
+        for p in res["config"]["models"].values():
+            path = next((c for c in (Path(p), ROOT / p, CHECKPOINT_DIR / Path(p).name) if c.is_file()), Path(p))
+            configs.append(read_meta(path)["config"])
+        return configs
+    except (OSError, ValueError, KeyError, CheckpointError):
         return None
+
+
+@st.cache_data(show_spinner=False)
+def experiments_for(dataset: str) -> dict[str, dict]:
+    """The shipped experiments run on ``dataset``, {name: results} with each one's feature space
+    ("2-D" when every model has d = 2, else "high-d") under ``"space"``; worked out once per server."""
+    out = {}
+    for name, res in shipped_results().items():
+        configs = _model_configs(res)
+        if configs and {c["dataset"] for c in configs} == {dataset}:
+            out[name] = {**res, "space": "2-D" if all(c["feat_dim"] == 2 for c in configs) else "high-d"}
+    return out
 
 
 @st.cache_data(show_spinner=False)

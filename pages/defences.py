@@ -8,7 +8,7 @@ from core.attacks import ATTACKS, applicable, attack_knobs
 from core.defences import DEFENCES
 from core.lab import compare_defences, poison_pool
 from core.report import detection_figure
-from pages.common import DATASET_NAMES, dataset_of, demo, judge, model, shipped_results, sidebar, targets
+from pages.common import DATASET_NAMES, demo, experiments_for, judge, model, sidebar, targets
 from pages.jobs_ui import heavy_job
 
 NAMES = {name: spec.label for name, spec in DEFENCES.items()}
@@ -94,8 +94,11 @@ if st.session_state.get("def_shown") == key and key in comparisons():
 elif st.session_state.get("def_shown") != key:
     st.info("Press **Craft and compare** to score poisons crafted now: a few seconds per pair on a laptop. "
             "Until then, what the filters caught in a shipped experiment:")
-    measured = {n: r for n, r in shipped_results().items() if dataset_of(r) == dataset}
-    name = "default" if "default" in measured else next(iter(measured), None)
+    measured = experiments_for(dataset)
+
+    def fits(n: str) -> tuple:  # the chosen attack first, then the sidebar's feature space, then `default`
+        return attack not in measured[n]["config"]["attacks"], measured[n]["space"] != space, n != "default", n
+    name = min(measured, key=fits, default=None)
     if name is None:
         st.caption(f"No shipped experiment for {DATASET_NAMES[dataset]} yet.")
     else:

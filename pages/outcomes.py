@@ -8,7 +8,7 @@ import streamlit as st
 from core.attacks import ATTACKS, budget_levels
 from core.experiments import ExperimentConfig, run_experiment
 from core.report import curve_figure, detection_figure, load_bench, rate_figure, readable
-from pages.common import DATASET_NAMES, dataset_of, shipped_results, sidebar
+from pages.common import DATASET_NAMES, experiments_for, sidebar
 from pages.jobs_ui import heavy_job
 
 dataset, space, pair = sidebar()
@@ -28,7 +28,7 @@ def describe(res: dict) -> str:
 
 
 
-results = {n: r for n, r in shipped_results().items() if dataset_of(r) == dataset}
+results = experiments_for(dataset)
 if not results:
     st.info(f"No shipped experiment results for {DATASET_NAMES[dataset]} yet: choose another data set in the sidebar, "
             "or run one below.")

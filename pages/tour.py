@@ -174,6 +174,12 @@ def step_measured() -> None:
                 "images). Explore further in **Poison lab** and **Poison gallery**.")
 
 
+def feature_dims(gallery) -> str:
+    """ "64 features each", or "2 and 64 features" when the two models differ."""
+    dims = sorted({m["feat_dim"] for m in gallery.models.values()})
+    return f"{dims[0]} features each" if len(dims) == 1 else f"{' and '.join(map(str, dims))} features"
+
+
 STEPS = [("Two networks, one job", step_networks), ("The attacker's plan", step_goal),
          ("A poison: a small change", step_poison), ("Inside the network", step_features),
          ("The softmax victim is fooled", step_fooled), ("The LGM network's alarm", step_alarm),
@@ -192,5 +198,5 @@ c1, c2, _ = st.columns([1, 1, 4])
 c1.button("Back", on_click=_go, args=(-1,), disabled=step == 0, key="tour_back")
 c2.button("Next", on_click=_go, args=(1,), disabled=step == len(STEPS) - 1, type="primary", key="tour_next")
 st.caption(f"Every step shows trial {t_soft['trial']} of the shipped experiment `{name}` "
-           f"(softmax and LGM, {' and '.join(sorted({str(m['feat_dim']) for m in g.models.values()}))} features each), "
+           f"(softmax and LGM, {feature_dims(g)}), "
            "chosen by a fixed rule: the first trial whose clean-label poisons fooled the softmax victim.")

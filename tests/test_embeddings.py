@@ -171,8 +171,14 @@ def test_stored_features_equal_extracted_ones_and_a_wrong_file_is_recomputed(map
     assert embeddings.stored_features(model, images, "k", "test").sum() == 80  # the shipped file wins
     embeddings.save_features(np.ones((19, 4), np.float32), shipped)  # wrong shape: not trusted
     assert np.array_equal(embeddings.stored_features(model, images, "k", "test"), fresh)
-    shipped.write_bytes(b"not an npy file")
-    assert np.array_equal(embeddings.stored_features(model, images, "k", "test"), fresh)
+    for bad in (b"", b"not an npy file", np.lib.format.magic(1, 0)):  # empty, garbage, truncated header
+        shipped.write_bytes(bad)
+        cached.write_bytes(bad)
+        assert np.array_equal(embeddings.stored_features(model, images, "k", "test"), fresh)  # recomputed
+        assert np.array_equal(np.load(cached), fresh)  # and the broken cache file replaced
+    shipped.unlink()
+    np.save(cached, fresh.astype(np.float64))  # right shape, wrong type: recomputed as well
+    assert embeddings.stored_features(model, images, "k", "test").dtype == np.float32
 
 
 @pytest.mark.slow

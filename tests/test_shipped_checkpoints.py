@@ -43,4 +43,4 @@ def test_every_shipped_checkpoint_ships_its_demo_features(path):
         assert shipped.is_file(), f"{shipped.name} missing: run `poisonlab precompute-maps`"
         feats = np.load(shipped, allow_pickle=False)
         assert feats.shape == (len(images), meta["config"]["feat_dim"]) and feats.dtype == np.float32
-    assert np.allclose(feats[:64], extract_features(model, images[:64]).numpy(), atol=1e-4)
+        assert np.allclose(feats[:64], extract_features(model, images[:64]).numpy(), atol=1e-4), split
