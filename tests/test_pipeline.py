@@ -90,3 +90,18 @@ def test_uploaded_target_needs_its_image(pair, mnist_demo):
     img = mnist_demo.x_test[np.flatnonzero(mnist_demo.y_test == 5)[:1]]
     r = run_trial(models["softmax"], mnist_demo, plan, "fc", attack_knobs("fc", "mnist", 5), target=img)
     assert r.victims["none"].outcome.target_label == 5
+
+
+def test_a_feature_bank_changes_nothing_but_the_time(tiny_lgm, mnist_demo):
+    """The lab passes the model's features of the whole sample (``FeatureBank``) instead of running the
+    clean and test images through the network: every number must be the same."""
+    from core.pipeline import FeatureBank
+
+    plan = plan_trial(mnist_demo, 3, np.arange(len(mnist_demo.y_test)), n_poisons=2, n_clean=120, n_test=60)
+    knobs = attack_knobs("fc", "mnist", 5, seed=0)
+    bank = FeatureBank.compute(tiny_lgm, mnist_demo)
+    runs = [run_lab(tiny_lgm, mnist_demo, plan, "fc", knobs, bank=b) for b in (None, bank)]
+    assert np.array_equal(runs[0].clean_features, runs[1].clean_features)
+    for name in ("none", "lgm"):
+        a, b = (r.victims[name] for r in runs)
+        assert a.outcome.to_dict() == b.outcome.to_dict() and a.detection == b.detection
