@@ -191,7 +191,8 @@ def curve_figure(rows: list[dict], x: str, series: str, title: str, x_title: str
     fig = go.Figure()
     for value in dict.fromkeys(r[series] for r in rows):
         rs = sorted((r for r in rows if r[series] == value), key=lambda r: r[x])
-        name = (names or {}).get(value, value)
+        head, _, rest = str(value).partition(",")
+        name = (names or {}).get(value, model_name(head) + (f",{rest}" if rest else ""))  # "Softmax, weight decay"
         fig.add_trace(go.Scatter(x=[r[x] for r in rs], y=[r["rate"] for r in rs], mode="lines+markers", name=name,
                                  error_y=_error_bars(rs), line={"color": _victim_colour(name)}))
     ticks = sorted({r[x] for r in rows})

@@ -64,7 +64,7 @@ if budget or dose:
     c1, c2 = st.columns(2)
     if budget:
         rows = budget["rows"]
-        names = {r["model"]: ("softmax victim" if "softmax" in r["model"] else "LGM victim") for r in rows}
+        names = {r["model"]: ("Softmax victim" if "softmax" in r["model"] else "LGM victim") for r in rows}
         c1.plotly_chart(curve_figure([{**r, "x": budget_levels(r["eps"])} for r in rows], "x", "model",
                                      f"Targets flipped against the budget ({rows[0]['pairs']} pairs per point)",
                                      "most grey levels any pixel may change (of 255)", names=names),

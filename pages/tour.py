@@ -92,8 +92,8 @@ def step_poison() -> None:
 def step_features() -> None:
     st.markdown(f"The changes are not random: they are chosen, step by step, to move the poison's **features** "
                 f"towards the target's. On the page the poisons (black stars) look like {B}s, yet inside the "
-                f"softmax network they sit near the {T} (gold diamond). Dotted lines show how far each poison moved "
-                "from its base (white circle).")
+                f"softmax network they have moved away from the {B}s, towards the {T} (gold diamond). Dotted lines "
+                "show how far each poison moved from its base (white circle).")
     st.plotly_chart(_scatter(t_soft["model"], sc.softmax, "Softmax network: poisons crafted against it"),
                     width="stretch", key="tour_feat")
 
@@ -109,13 +109,13 @@ def step_fooled() -> None:
     budget = load_bench("budget_mnist") if g.dataset == "mnist" else None
     if budget:
         rows = budget["rows"]
-        names = {r["model"]: ("softmax victim" if "softmax" in r["model"] else "LGM victim") for r in rows}
+        names = {r["model"]: ("Softmax victim" if "softmax" in r["model"] else "LGM victim") for r in rows}
         fig = curve_figure([{**r, "x": budget_levels(r["eps"])} for r in rows], "x", "model",
                            f"Success against the budget ({rows[0]['pairs']} target/base pairs per point)",
                            "budget: most grey levels any pixel may change (of 255)", names=names)
         clean = [r for r in rows if "softmax" in r["model"]]
         fig.add_trace(go.Scatter(x=[budget_levels(r["eps"]) for r in clean], y=[r["clean_label_rate"] for r in clean],
-                                 mode="lines+markers", name="poisons still clean-label (softmax)",
+                                 mode="lines+markers", name="poisons still clean-label (Softmax)",
                                  line={"dash": "dash", "color": "grey"}))
         fig.update_layout(yaxis_title="share")
         st.plotly_chart(fig, width="stretch", key="tour_budget")
