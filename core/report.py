@@ -203,6 +203,25 @@ def curve_figure(rows: list[dict], x: str, series: str, title: str, x_title: str
     return fig
 
 
+def copies_needed(rows: list[dict]) -> str:
+    """What the shipped exact-copy runs measured, per victim: the fewest copies that flipped any target
+    and the fewest that flipped every one (read from the rows, so the words follow the data)."""
+    parts = []
+    for victim in dict.fromkeys(r["victim"] for r in rows):
+        rs = sorted((r for r in rows if r["victim"] == victim), key=lambda r: r["count"])
+        some = next((r["count"] for r in rs if r["rate"] > 0), None)
+        every = next((r["count"] for r in rs if r["rate"] == 1), None)
+        name = victim.replace("lgm", "LGM head").replace("softmax", "softmax head", 1)
+        if some is None:
+            parts.append(f"{name}: none flipped with up to {rs[-1]['count']} copies")
+        elif some == every:
+            parts.append(f"{name}: every target flipped at {some} {'copy' if some == 1 else 'copies'}")
+        else:
+            parts.append(f"{name}: the first target at {some}, " + (f"all at {every}" if every else "not all"))
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."
+
+
 def _victim_colour(name: str) -> str | None:
     """The dashboard's colour code for victims: softmax red, regularised softmax orange, LGM blue."""
     low = name.lower()

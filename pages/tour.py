@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.attacks import budget_levels
-from core.report import curve_figure, load_bench, load_results
+from core.report import copies_needed, curve_figure, load_bench, load_results
 from pages.common import DATASET_NAMES, article, demo, features, model, named, projection, sidebar
 from pages.plots import amplified, feature_figure, image_for_display, poison_markers
 from pages.showcase import pick_showcase
@@ -164,9 +164,8 @@ def step_measured() -> None:
         rows = [r for r in dose["rows"] if r["kind"] == "copies"]
         st.plotly_chart(curve_figure(rows, "count", "victim", f"Exact copies needed ({rows[0]['pairs']} targets)",
                                      "copies added (log scale)", log_x=True), width="stretch", key="tour_dose")
-        st.caption("A plain softmax head flips at 1 copy; with weight decay (a standard regulariser) at 5-50; the "
-                   "LGM head only at 200, about the size of the whole class. So part of the LGM's robustness is its "
-                   "head, not only its filter: both are measured separately in **Attack outcomes**.")
+        st.caption(copies_needed(rows) + " So part of the LGM's robustness is its head, not only its filter: both "
+                   "are measured separately in **Attack outcomes**.")
     st.markdown("Words used: **features** (what the network computes before deciding), **budget** (most any pixel "
                 "may change), **clean-label** (still correctly labelled to a person), **victim** (a model retrained "
                 "on the poisoned data), **likelihood** (how well a point fits a class's Gaussian), **false-positive "

@@ -249,6 +249,18 @@ def test_defences_opens_on_what_the_shipped_filters_caught(dataset):
     assert "Shipped experiment `default`" in caption if dataset == "mnist" else "first build" in caption
 
 
+def test_tour_words_about_exact_copies_follow_the_data():
+    from core.report import copies_needed
+
+    rows = [{"victim": v, "count": c, "rate": r} for v, c, r in
+            [("lgm", 1, 0), ("lgm", 100, 0), ("lgm", 200, 1), ("softmax", 1, 1), ("softmax", 5, 1),
+             ("softmax, weight decay 0.01", 1, 0), ("softmax, weight decay 0.01", 5, 0.2),
+             ("softmax, weight decay 0.01", 50, 1), ("x", 1, 0), ("x", 9, 0)]]
+    assert copies_needed(rows) == ("LGM head: every target flipped at 200 copies; softmax head: every target "
+                                   "flipped at 1 copy; softmax head, weight decay 0.01: the first target at 5, "
+                                   "all at 50; x: none flipped with up to 9 copies.")
+
+
 def test_class_names_take_the_article_they_are_read_with():
     from pages.common import named
 
