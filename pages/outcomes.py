@@ -69,9 +69,11 @@ if budget or dose:
                                      f"Targets flipped against the budget ({rows[0]['pairs']} pairs per point)",
                                      "most grey levels any pixel may change (of 255)", names=names),
                         width="stretch", key="budget_curve")
-        c1.caption("Poisons still clean-label (softmax): " + ", ".join(
-            f"{100 * r['clean_label_rate']:.0f}% at {budget_levels(r['eps'])}" for r in rows if "softmax" in r["model"])
-            + ". Above 38/255 most poisons show the target: not clean-label any more.")
+        soft = sorted((r for r in rows if "softmax" in r["model"]), key=lambda r: r["eps"])
+        lost = next((budget_levels(r["eps"]) for r in soft if r["clean_label_rate"] < 0.5), None)
+        c1.caption("Poisons still clean-label (Softmax): " + ", ".join(
+            f"{100 * r['clean_label_rate']:.0f}% at {budget_levels(r['eps'])}" for r in soft)
+            + (f". From {lost}/255 fewer than half are judged clean-label." if lost is not None else "."))
     if dose:
         rows = [r for r in dose["rows"] if r["kind"] == "copies"]
         c2.plotly_chart(curve_figure(rows, "count", "victim", f"Exact copies of the target's feature needed "
