@@ -156,9 +156,10 @@ def step_measured() -> None:
     if none is not None:
         called = classes[none["pred_after"]]
         st.markdown(f"Even with **no** filter, the LGM victim still called the target {article(called)} **{called}**. "
-                    "Why? Its last layer decides by distance to each class's centre, and the hundreds of ordinary "
-                    f"{B}s pin that centre in place. A sanity test shows it: put *exact copies* of the target's "
-                    f"features, labelled {B}, into the training data. How many copies flip each victim?")
+                    "Why? Its last layer decides by distance to each class's centre, and the ordinary "
+                    f"{B}s of the clean training set (about {g.config['n_clean'] // len(classes)}) pin that centre in "
+                    f"place. A sanity test shows it: put *exact copies* of the target's features, labelled {B}, into "
+                    "the training data. How many copies flip each victim?")
     dose = load_bench("dose_mnist") if g.dataset == "mnist" else None
     if dose:
         rows = [r for r in dose["rows"] if r["kind"] == "copies"]
