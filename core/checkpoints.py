@@ -17,6 +17,7 @@ import torch
 
 from .models import Classifier, ModelConfig
 
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 # the shipped checkpoints; POISONLAB_CHECKPOINTS points the dashboard at another folder
 CHECKPOINT_DIR = Path(os.environ.get("POISONLAB_CHECKPOINTS", Path(__file__).resolve().parent.parent / "checkpoints"))
 
@@ -31,6 +32,17 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def locate(path: str | Path) -> Path:
+    """``path`` as given, or, when it is relative and not found from the working folder, the same
+    path under the project's folder: shipped results and galleries name their checkpoints relative
+    to the repository, and ``streamlit run /somewhere/app.py`` may start from any folder."""
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    in_project = PROJECT_DIR / path
+    return in_project if in_project.exists() else path
 
 
 def side_file(path: str | Path) -> Path:
@@ -50,7 +62,7 @@ def save_checkpoint(model: Classifier, path: str | Path, meta: dict) -> Path:
 
 def read_meta(path: str | Path) -> dict:
     """The side file of a checkpoint, validated enough to rebuild the model."""
-    meta_path = side_file(path)
+    meta_path = side_file(locate(Path(path).with_suffix(".pt")))
     try:
         meta = json.loads(meta_path.read_text())
         ModelConfig(**meta["config"])
@@ -63,7 +75,7 @@ def read_meta(path: str | Path) -> dict:
 
 def verify_checkpoint(path: str | Path, verify_hash: bool = True) -> dict:
     """The side file of an existing checkpoint whose weights match its recorded sha256."""
-    path = Path(path).with_suffix(".pt")
+    path = locate(Path(path).with_suffix(".pt"))
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     meta = read_meta(path)
@@ -76,7 +88,7 @@ def verify_checkpoint(path: str | Path, verify_hash: bool = True) -> dict:
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
                     verify_hash: bool = True) -> tuple[Classifier, dict]:
     """Rebuild the model and load its weights; returns ``(model in eval mode, side-file dict)``."""
-    path = Path(path).with_suffix(".pt")
+    path = locate(Path(path).with_suffix(".pt"))
     meta = verify_checkpoint(path, verify_hash)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

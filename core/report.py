@@ -103,6 +103,17 @@ def load_results(root: str | Path | None = None) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("*/results.json"))}
 
 
+def experiment_models(res: dict) -> list[dict] | None:
+    """The model configs of a finished experiment (from ``load_results``), read from their side files;
+    None when a checkpoint is gone or fails its check (the experiment cannot be placed then)."""
+    from .checkpoints import CheckpointError, read_meta
+
+    try:
+        return [read_meta(p)["config"] for p in res["config"]["models"].values()]
+    except (OSError, KeyError, CheckpointError):
+        return None
+
+
 SHARE_TICKS = [0, 0.25, 0.5, 0.75, 1]  # the bar charts leave room right of 100% for their labels: no tick there
 
 

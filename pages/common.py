@@ -20,12 +20,10 @@ import numpy as np
 import pandas  # noqa: F401 - imported before any job thread runs (see the module's docstring)
 import streamlit as st
 
-from core.checkpoints import (CHECKPOINT_DIR, CheckpointError, list_checkpoints, load_checkpoint, read_meta,
-                              verify_checkpoint)
+from core.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, verify_checkpoint
 from core.data import load_demo
 from core.embeddings import fit_projection, map_key, stored_features
 
-ROOT = Path(__file__).resolve().parent.parent
 DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 
 
@@ -113,26 +111,15 @@ def shipped_results() -> dict[str, dict]:
     return load_results()
 
 
-def _model_configs(res: dict) -> list[dict] | None:
-    """The configs of an experiment's models, read from their side files (paths in ``results.json``
-    are relative to the repository); None when a checkpoint is gone or fails its check."""
-    try:
-        configs = []
-        for p in res["config"]["models"].values():
-            path = next((c for c in (Path(p), ROOT / p, CHECKPOINT_DIR / Path(p).name) if c.is_file()), Path(p))
-            configs.append(read_meta(path)["config"])
-        return configs
-    except (OSError, ValueError, KeyError, CheckpointError):
-        return None
-
-
 @st.cache_data(show_spinner=False)
 def experiments_for(dataset: str) -> dict[str, dict]:
     """The shipped experiments run on ``dataset``, {name: results} with each one's feature space
     ("2-D" when every model has d = 2, else "high-d") under ``"space"``; worked out once per server."""
+    from core.report import experiment_models
+
     out = {}
     for name, res in shipped_results().items():
-        configs = _model_configs(res)
+        configs = experiment_models(res)
         if configs and {c["dataset"] for c in configs} == {dataset}:
             out[name] = {**res, "space": "2-D" if all(c["feat_dim"] == 2 for c in configs) else "high-d"}
     return out

@@ -147,3 +147,15 @@ def test_rate_figure_bars_for_one_poison_count_lines_for_several():
     assert [t.type for t in fig.data] == ["scatter", "scatter"]
     assert fig.data[1].name == "Softmax, no filter"
     assert list(fig.data[1].x) == [5, 10] and list(fig.data[1].error_y.array) == pytest.approx([0.1, 0.0])
+
+
+def test_shipped_experiments_resolve_their_models_from_any_working_folder(tmp_path, monkeypatch):
+    """results.json names checkpoints relative to the repository; a missing one excludes the
+    experiment instead of crashing Attack outcomes and Defences (``core.checkpoints.locate``)."""
+    from core.report import experiment_models
+
+    monkeypatch.chdir(tmp_path)
+    res = {"config": {"models": {"softmax": "checkpoints/mnist_softmax_d64.pt", "lgm": "checkpoints/mnist_lgm_d64.pt"}}}
+    assert [c["feat_dim"] for c in experiment_models(res)] == [64, 64]
+    assert experiment_models({"config": {"models": {"softmax": "checkpoints/no_such_model.pt"}}}) is None
+

@@ -335,14 +335,3 @@ def test_feature_space_ignores_a_selection_from_another_data_set():
     at.session_state["fs_lgm"] = {"selection": {"points": [], "point_indices": [999], "box": [], "lasso": []}}
     at.run()
     assert not at.exception and any("Click (or lasso)" in i.value for i in at.info)
-
-
-def test_shipped_experiments_resolve_their_models_from_any_working_folder(tmp_path, monkeypatch):
-    """results.json names checkpoints relative to the repository; a missing one excludes the
-    experiment instead of crashing Attack outcomes and Defences."""
-    from pages.common import _model_configs
-
-    monkeypatch.chdir(tmp_path)
-    res = {"config": {"models": {"softmax": "checkpoints/mnist_softmax_d64.pt", "lgm": "checkpoints/mnist_lgm_d64.pt"}}}
-    assert [c["feat_dim"] for c in _model_configs(res)] == [64, 64]
-    assert _model_configs({"config": {"models": {"softmax": "checkpoints/no_such_model.pt"}}}) is None
