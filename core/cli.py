@@ -240,10 +240,13 @@ def cmd_precompute_maps(args: argparse.Namespace) -> dict:
     for path in list_checkpoints():
         model, meta = load_checkpoint(path)
         key, demo = map_key(path), load_demo(meta["config"]["dataset"])
+        feats = {}
         for split, images in (("test", demo.x_test), ("train", demo.x_train)):  # drawn; the lab's pool
             target = features_path(key, split, shipped=True)
-            if args.force or read_features(target, (len(images), meta["config"]["feat_dim"])) is None:
-                written.append(str(save_features(extract_features(model, images).numpy(), target)))
+            feats[split] = None if args.force else read_features(target, (len(images), meta["config"]["feat_dim"]))
+            if feats[split] is None:
+                feats[split] = extract_features(model, images).numpy()
+                written.append(str(save_features(feats[split], target)))
         if meta["config"]["feat_dim"] == 2:
             continue
         target = map_path(key, 0, shipped=True)
@@ -253,8 +256,7 @@ def cmd_precompute_maps(args: argparse.Namespace) -> dict:
                 continue
             except MapError as exc:
                 refused.append(str(exc))
-        feats = extract_features(model, demo.x_test).numpy()
-        written.append(str(save_map(fit_umap(feats, 0), target)))
+        written.append(str(save_map(fit_umap(feats["test"], 0), target)))
     return {"written": written, "refused": refused}
 
 

@@ -117,9 +117,19 @@ def experiment_models(res: dict) -> list[dict] | None:
 SHARE_TICKS = [0, 0.25, 0.5, 0.75, 1]  # the bar charts leave room right of 100% for their labels: no tick there
 
 
+MODEL_NAMES = {"lgm": "LGM", "softmax": "Softmax"}
+
+
 def model_name(name: str) -> str:
     """An experiment's model key as readers name it: "LGM", "Softmax" (other keys unchanged)."""
-    return {"lgm": "LGM", "softmax": "Softmax"}.get(name, name)
+    return MODEL_NAMES.get(name, name)
+
+
+def victim_name(victim: str, suffix: str = "") -> str:
+    """A benchmark's victim as readers name it: "softmax, weight decay 0.01" -> "Softmax{suffix}, weight
+    decay 0.01"; ``suffix`` (" head") only after a known model key."""
+    head, _, rest = str(victim).partition(",")
+    return model_name(head) + (suffix if head in MODEL_NAMES else "") + (f",{rest}" if rest else "")
 
 
 def rate_figure(rows: list[dict], title: str = ""):
@@ -202,8 +212,7 @@ def curve_figure(rows: list[dict], x: str, series: str, title: str, x_title: str
     fig = go.Figure()
     for value in dict.fromkeys(r[series] for r in rows):
         rs = sorted((r for r in rows if r[series] == value), key=lambda r: r[x])
-        head, _, rest = str(value).partition(",")
-        name = (names or {}).get(value, model_name(head) + (f",{rest}" if rest else ""))  # "Softmax, weight decay"
+        name = (names or {}).get(value, victim_name(value))
         fig.add_trace(go.Scatter(x=[r[x] for r in rs], y=[r["rate"] for r in rs], mode="lines+markers", name=name,
                                  error_y=_error_bars(rs), line={"color": _victim_colour(name)}))
     ticks = sorted({r[x] for r in rows})
@@ -222,7 +231,7 @@ def copies_needed(rows: list[dict]) -> str:
         rs = sorted((r for r in rows if r["victim"] == victim), key=lambda r: r["count"])
         some = next((r["count"] for r in rs if r["rate"] > 0), None)
         every = next((r["count"] for r in rs if r["rate"] == 1), None)
-        name = victim.replace("lgm", "LGM head").replace("softmax", "softmax head", 1)
+        name = victim_name(victim, " head")
         if some is None:
             parts.append(f"{name}: none flipped with up to {rs[-1]['count']} copies")
         elif some == every:

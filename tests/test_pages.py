@@ -256,8 +256,8 @@ def test_tour_words_about_exact_copies_follow_the_data():
             [("lgm", 1, 0), ("lgm", 100, 0), ("lgm", 200, 1), ("softmax", 1, 1), ("softmax", 5, 1),
              ("softmax, weight decay 0.01", 1, 0), ("softmax, weight decay 0.01", 5, 0.2),
              ("softmax, weight decay 0.01", 50, 1), ("x", 1, 0), ("x", 9, 0)]]
-    assert copies_needed(rows) == ("LGM head: every target flipped at 200 copies; softmax head: every target "
-                                   "flipped at 1 copy; softmax head, weight decay 0.01: the first target at 5, "
+    assert copies_needed(rows) == ("LGM head: every target flipped at 200 copies; Softmax head: every target "
+                                   "flipped at 1 copy; Softmax head, weight decay 0.01: the first target at 5, "
                                    "all at 50; x: none flipped with up to 9 copies.")
 
 
