@@ -48,8 +48,11 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, classes: tuple, title
         return trace.to_plotly_json() if hasattr(trace, "to_plotly_json") else trace
 
     data = [plain(background)] if background is not None else []
-    # one trace for every clickable point; SVG over a background (WebGL points would sit under it)
-    data.append({"type": "scatter" if background is not None else "scattergl", "x": points[:, 0], "y": points[:, 1],
+    # one trace for every clickable point. Plotly paints WebGL points above every SVG trace, so they
+    # are SVG whenever something is drawn with them: a background would cover them, and they would
+    # cover the class centres, targets, bases and poisons drawn on top
+    svg = background is not None or gaussians is not None or bool(extra)
+    data.append({"type": "scatter" if svg else "scattergl", "x": points[:, 0], "y": points[:, 1],
                  "mode": "markers", "name": "samples", "showlegend": False,
                  "marker": {"size": 6, "color": np.asarray(labels), "colorscale": CLASS_SCALE, "cmin": -0.5,
                             "cmax": len(COLOURS) - 0.5, "opacity": 0.55},

@@ -335,3 +335,17 @@ def test_feature_space_ignores_a_selection_from_another_data_set():
     at.session_state["fs_lgm"] = {"selection": {"points": [], "point_indices": [999], "box": [], "lasso": []}}
     at.run()
     assert not at.exception and any("Click (or lasso)" in i.value for i in at.info)
+
+
+def test_samples_never_cover_the_markers_drawn_over_them():
+    """Plotly paints WebGL above SVG: with centres or poison markers the samples must be SVG too."""
+    import numpy as np
+
+    from pages.plots import feature_figure, poison_markers
+
+    pts, labels = np.zeros((5, 2)), np.arange(5)
+    plain = feature_figure(pts, labels, tuple("abcde"), "t")
+    marked = feature_figure(pts, labels, tuple("abcde"), "t",
+                            extra=poison_markers(np.zeros(2), np.zeros((1, 2)), np.ones((1, 2))))
+    assert plain.data[0].type == "scattergl"  # nothing on top: the fast renderer
+    assert marked.data[0].type == "scatter" and all(t.type == "scatter" for t in marked.data[-3:])
