@@ -138,6 +138,8 @@ def cmd_train_suite(args: argparse.Namespace) -> dict:
     device = pick_device(args.device)
     done = []
     for head, feat_dim in SUITES[args.dataset]:
+        if args.only and f"{head}_d{feat_dim}" not in args.only:
+            continue
         out = out_dir / f"{args.dataset.replace('-', '_')}_{head}_d{feat_dim}.pt"
         if out.is_file() and out.with_suffix(".json").is_file() and not out.with_suffix(".state").is_file():
             done.append({"checkpoint": str(out), "skipped": "already trained"})
@@ -316,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--margin-warmup", type=_bounded(float, 0.0, 100.0), default=1.0)
     ts.add_argument("--seed", type=_bounded(int, 0, 2**31 - 1), default=0)
     ts.add_argument("--threads", type=_bounded(int, 1, 512), help="CPU threads (default: torch's choice)")
+    ts.add_argument("--only", nargs="+", choices=sorted({f"{h}_d{d}" for suite in SUITES.values() for h, d in suite}),
+                    help="train only these models of the suite (e.g. one per process, side by side on a GPU)")
     ts.add_argument("--quiet", action="store_true")
     data_flags(ts)
     ts.set_defaults(func=cmd_train_suite)

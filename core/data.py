@@ -10,7 +10,9 @@ Sources are tried in this order (``load_dataset``):
    ``x_train, y_train, x_test, y_test``) or torchvision's on-disk layout
    (``MNIST/raw/*-ubyte[.gz]``, ``FashionMNIST/raw/...``, ``cifar-10-batches-py/``), or the four
    IDX files flat in the directory (Debian's ``dataset-fashion-mnist`` layout);
-2. torchvision's download into the data directory (or ``~/.cache/poisonlab``) when online.
+2. a system package's folder (``SYSTEM_DIRS``: Debian's ``dataset-fashion-mnist`` installs the
+   real Fashion-MNIST files in ``/usr/share/datasets/fashion-mnist``);
+3. torchvision's download into the data directory (or ``~/.cache/poisonlab``) when online.
 
 ``load_demo`` reads the small embedded sample shipped in ``checkpoints/demo/`` and needs nothing.
 """
@@ -38,6 +40,8 @@ CLASSES = {
                 "dog", "frog", "horse", "ship", "truck"],
 }
 _TV_FOLDER = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+# Folders that operating-system packages install data sets into (read-only, flat IDX files).
+SYSTEM_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
 _IDX_FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
               "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
 
@@ -107,7 +111,7 @@ def read_idx(path: Path) -> np.ndarray:
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
         raise DataUnavailable(f"{path}: truncated IDX file ({data.size} of {np.prod(dims)} bytes)")
-    return data.reshape(tuple(dims))
+    return data.reshape(tuple(dims)).copy()  # writable, as every other source's arrays are
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
@@ -196,6 +200,12 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
         tried.append(f"data directory {root} ({'no matching files' if root.is_dir() else 'does not exist'})")
     else:
         tried.append(f"no data directory (set {DATA_DIR_ENV} or pass --data-dir)")
+    system = SYSTEM_DIRS.get(name)
+    if system is not None:
+        found = _read_idx_folder(name, system) if system.is_dir() else None
+        if found is not None:
+            return found
+        tried.append(f"system folder {system} ({'incomplete' if system.is_dir() else 'not installed'})")
     if download:
         target = root or Path("~/.cache/poisonlab").expanduser()
         try:

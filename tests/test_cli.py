@@ -84,3 +84,22 @@ def test_attack_argument_errors(tmp_path, capsys, extra, msg):
     args = ["craft", "--checkpoint", str(ckpt), "--demo", "--iters", "2", "--base-class", "8", *extra]
     assert main(args) == 1
     assert msg in capsys.readouterr().err
+
+
+def test_train_suite_only_trains_the_models_named_and_skips_finished_ones(tmp_path, capsys):
+    """`--only` lets a GPU train a suite's models side by side, one process each."""
+    from tests.conftest import write_mnist_layout
+
+    write_mnist_layout(tmp_path / "data")
+    flags = ["train-suite", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "data" / "MNIST" / "raw"),
+             "--epochs", "1", "--only", "softmax_d2", "--quiet", "--out", str(tmp_path / "o")]
+    assert main(flags) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert [m["checkpoint"] for m in first["models"]] == [str(tmp_path / "o" / "fashion_mnist_softmax_d2.pt")]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["fashion_mnist_softmax_d2.json",
+                                                                  "fashion_mnist_softmax_d2.pt"]
+    assert main(flags) == 0
+    assert json.loads(capsys.readouterr().out)["models"][0]["skipped"] == "already trained"
+    with pytest.raises(SystemExit) as err:
+        build_parser().parse_args(["train-suite", "--dataset", "mnist", "--out", "x", "--only", "lgm_d3"])
+    assert err.value.code == 2

@@ -36,6 +36,19 @@ def test_idx_files_flat_in_folder(tmp_path):
     assert np.array_equal(ds.y_train, arrays["y_train"].astype(np.int64))
 
 
+def test_system_package_folder_is_a_source(tmp_path, monkeypatch):
+    """A data directory without Fashion-MNIST still finds Debian's installed files (flat IDX .gz),
+    and when that package is absent the error names the folder it looked in."""
+    arrays = write_mnist_layout(tmp_path / "x", compress=True)
+    monkeypatch.setitem(data_mod.SYSTEM_DIRS, "fashion-mnist", tmp_path / "x" / "MNIST" / "raw")
+    (tmp_path / "packs").mkdir()
+    ds = load_dataset("fashion-mnist", tmp_path / "packs", download=False)
+    assert np.array_equal(ds.x_test[..., 0], arrays["x_test"]) and ds.x_test.flags.writeable
+    monkeypatch.setitem(data_mod.SYSTEM_DIRS, "fashion-mnist", tmp_path / "absent")
+    with pytest.raises(DataUnavailable, match="absent.*not installed"):
+        load_dataset("fashion-mnist", tmp_path / "packs", download=False)
+
+
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Debian package absent")
 def test_real_fashion_mnist_files():
     ds = load_dataset("fashion-mnist", "/usr/share/datasets/fashion-mnist", download=False)

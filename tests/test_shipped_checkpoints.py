@@ -11,7 +11,7 @@ SHIPPED = list_checkpoints()
 
 def test_checkpoints_are_shipped():
     names = {p.stem for p in SHIPPED}
-    assert {"mnist_softmax_d2", "mnist_lgm_d2", "mnist_softmax_d64", "mnist_lgm_d64"} <= names
+    assert {f"{d}_{h}_d{k}" for d in ("mnist", "fashion_mnist") for h in ("softmax", "lgm") for k in (2, 64)} <= names
 
 
 @pytest.mark.slow
