@@ -92,9 +92,9 @@ if st.session_state.get("def_shown") == key and key in comparisons():
             hist.update_layout(barmode="overlay", height=320, xaxis_title="suspicion score")
             st.plotly_chart(hist, width="stretch", key=f"hist_{head}")
 elif st.session_state.get("def_shown") != key:
-    st.info("Press **Craft and compare** to score poisons crafted now: a few seconds per pair on a laptop. "
-            "Until then, what the filters caught in a shipped experiment:")
     measured = experiments_for(dataset)
+    st.info("Press **Craft and compare** to score poisons crafted now: a few seconds per pair on a laptop."
+            + (" Until then, what the filters caught in a shipped experiment:" if measured else ""))
 
     def fits(n: str) -> tuple:  # the chosen attack first, then the sidebar's feature space, then `default`
         return attack not in measured[n]["config"]["attacks"], measured[n]["space"] != space, n != "default", n

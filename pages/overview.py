@@ -4,9 +4,9 @@ import numpy as np
 import streamlit as st
 
 from core.attacks import attack_knobs, budget_levels, craft, default_eps
-from pages.common import DATASET_NAMES, demo, features, model, named, projection, sidebar
+from pages.common import demo, features, model, named, projection, sidebar
 from pages.plots import feature_figure, image_for_display, poison_markers
-from pages.showcase import draw_showcase
+from pages.showcase import draw_showcase, no_showcase
 
 dataset, space, pair = sidebar()
 ds = demo(dataset)
@@ -37,9 +37,7 @@ def example(path: str, dataset: str, iters: int = 100) -> tuple:
 
 st.subheader("Seen in the shipped experiments")
 if not draw_showcase(dataset, space):
-    st.info(f"No shipped {DATASET_NAMES[dataset]} trial has poisoned a victim with clean-label poisons yet, so here is "
-            "one poison crafted now against each model (nothing retrained). **Poison gallery** shows what the "
-            "shipped trials did.")
+    st.info(f"{no_showcase(dataset)}, so here is one poison crafted now against each model (nothing retrained).")
     cols = st.columns(2)
     for col, head in zip(cols, ("softmax", "lgm")):
         ti, bi, p = example(pair[head], dataset)

@@ -16,7 +16,7 @@ from core.uploads import UploadError, image_from_bytes
 from pages.common import bank, demo, features, judge, model, projection, sidebar, targets
 from pages.jobs_ui import heavy_job
 from pages.plots import feature_figure, image_for_display, poison_markers, regions_heatmap, selected_index
-from pages.showcase import draw_showcase
+from pages.showcase import draw_showcase, no_showcase
 
 MAX_POISONS, MAX_ITERS = 10, 1000  # one student must not starve the rest of the class
 
@@ -143,8 +143,7 @@ lab = st.session_state.get("lab")
 if not lab or lab["key"] != key:  # nothing yet, or made for another data set / feature space / models
     st.subheader("Until you craft: a shipped example")
     if not draw_showcase(dataset, space):
-        st.info("No shipped trial of this data set has poisoned a victim with clean-label poisons yet: craft "
-                "your own above, or see **Poison gallery** for what the shipped trials did.")
+        st.info(f"{no_showcase(dataset)}: craft your own above.")
     st.stop()
 results, base_class = lab["results"], lab["base_class"]
 

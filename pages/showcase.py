@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from pages.common import article, demo, features, galleries, gallery, model, named, projection
+from pages.common import DATASET_NAMES, article, demo, experiments_for, features, galleries, gallery, model, named, projection
 from pages.plots import amplified, feature_figure, image_for_display, poison_markers
+
+
+def no_showcase(dataset: str) -> str:
+    """Why there is no shipped example to show: no experiment at all, or none whose victim was poisoned."""
+    if not experiments_for(dataset):
+        return f"No experiment has been shipped for {DATASET_NAMES[dataset]} yet"
+    return (f"No shipped {DATASET_NAMES[dataset]} trial has poisoned a victim with clean-label poisons yet "
+            "(**Poison gallery** shows what the shipped trials did)")
 
 
 def pick_showcase(dataset: str, space: str):

@@ -8,7 +8,7 @@ from core.attacks import budget_levels
 from core.report import copies_needed, curve_figure, load_bench, load_results
 from pages.common import DATASET_NAMES, article, demo, features, model, named, projection, sidebar
 from pages.plots import amplified, feature_figure, image_for_display, poison_markers
-from pages.showcase import pick_showcase
+from pages.showcase import no_showcase, pick_showcase
 
 dataset, space, pair = sidebar()
 st.title("Guided tour")
@@ -16,8 +16,8 @@ st.title("Guided tour")
 picked = pick_showcase(dataset, space)
 if picked is None:
     picked = pick_showcase("mnist", space)
-    st.info(f"No shipped {DATASET_NAMES[dataset]} trial has poisoned a victim with clean-label poisons yet, so the "
-            "tour uses the shipped MNIST experiment (the sidebar's choice applies to the other pages).")
+    st.info(f"{no_showcase(dataset)}, so the tour uses the shipped MNIST experiment (the sidebar's choice "
+            "applies to the other pages).")
 if picked is None:
     st.error("The tour needs the shipped MNIST experiment (checkpoints/experiments/default with its gallery).")
     st.stop()
