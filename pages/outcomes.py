@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.attacks import ATTACKS, budget_levels
+from core.attacks import ATTACKS, budget_levels, default_eps
 from core.experiments import ExperimentConfig, run_experiment
 from core.report import curve_figure, detection_figure, load_bench, rate_figure, readable
 from pages.common import DATASET_NAMES, experiments_for, sidebar
@@ -24,7 +24,12 @@ def describe(res: dict) -> str:
     per_cell = max((c["trials"] for c in res["cells"]), default=0)
     return (f"{', '.join(Path(p).stem for p in cfg['models'].values())}; attacks {', '.join(cfg['attacks'])}; "
             f"poisons {', '.join(map(str, cfg['n_poisons']))}; {', '.join(cfg['settings'])}; "
-            f"{per_cell} trials per cell")
+            f"{per_cell} trials per cell" + ("; UNCONSTRAINED, not clean-label" if above_budget(cfg) else ""))
+
+
+def above_budget(cfg: dict) -> bool:
+    """An experiment run with a pixel budget larger than the data set's clean-label one (a sanity run)."""
+    return cfg.get("eps") is not None and cfg["eps"] > default_eps(dataset)
 
 
 
@@ -42,6 +47,11 @@ else:
         st.warning("Made with the first build's defaults (no pixel budget, Poison Frogs' 30% watermark, no "
                    "clean-label judge): many of its poisons show the target, so it measures something close to "
                    "a dirty-label attack. It will be rerun at the clean-label budget on the new CIFAR-10 models.")
+    if above_budget(cfg):
+        st.warning(f"Unconstrained (not clean-label): each pixel could change by up to "
+                   f"{budget_levels(cfg['eps'])} of 255 grey levels (the clean-label budget is "
+                   f"{budget_levels(default_eps(dataset))}), so these poisons show their target. A sanity run: "
+                   "what the attack does when looks do not matter.")
     st.caption(f"{res['n_trials']} trials; {cfg['iters']} crafting iterations; {cfg['n_clean']} clean retraining "
                f"images; filters at {100 * cfg['fpr']:.0f}% false positives on clean data. Reproduce with "
                f"`poisonlab experiment --config bench/configs/{name}.json --out DIR`.")

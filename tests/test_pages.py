@@ -166,6 +166,8 @@ def test_outcomes_every_shipped_experiment_renders():
         assert not at.exception, [e.value for e in at.exception]
         assert any(f"bench/configs/{name}.json" in c.value for c in at.caption)
         assert len(at.dataframe) == 1 and len(at.dataframe[0].value) > 0
+        unconstrained = any("Unconstrained (not clean-label)" in w.value for w in at.warning)
+        assert unconstrained == (name == "end2end_unconstrained"), name  # the sanity run says it is one
 
 
 @pytest.mark.slow
