@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--opacity", type=_bounded(float, 0.0, 1.0), default=0.0, help="watermark (fc-frogs)")
         sp.add_argument("--eps", type=_bounded(float, 1e-4, 1.0),
                         help="l_inf budget around the base, pixels in [0, 1] (default: the data set's clean-label "
-                             "budget, 0.1 MNIST / Fashion-MNIST, 8/255 CIFAR-10; larger is not clean-label)")
+                             "budget: 0.1 MNIST, 0.05 Fashion-MNIST, 8/255 CIFAR-10; larger is not clean-label)")
         sp.add_argument("--restarts", type=_bounded(int, 1, 100), default=1, help="random restarts (fc)")
         sp.add_argument("--no-judge", action="store_true", help="skip the clean-label judge")
         sp.add_argument("--adaptive-weight", type=_bounded(float, 0.0, 1e4), default=1.0,

@@ -68,7 +68,8 @@ else:
                                    key=f"{name}_{attack}_{setting}_det")
     st.dataframe(readable(cells), hide_index=True, width="stretch")
 
-budget, dose = (load_bench("budget_mnist"), load_bench("dose_mnist")) if dataset == "mnist" else (None, None)
+stem = dataset.replace("-", "_")
+budget, dose = load_bench(f"budget_{stem}"), load_bench(f"dose_{stem}")
 if budget or dose:
     st.subheader("How big a budget, how many poisons")
     c1, c2 = st.columns(2)
