@@ -112,6 +112,4 @@ elif st.session_state.get("def_shown") != key:
                         width="stretch", key="def_shipped")
         st.caption(f"Shipped experiment `{name}`: {max(r['trials'] for r in rows)} trials of "
                    f"{rows[0]['n_poisons']} poisons per model, each trial's poisons scored among "
-                   f"{res['config']['n_clean']} clean training images. Attack outcomes has the rest."
-                   + ("" if "judge" in res["config"] else " Made with the first build's defaults: no pixel budget, "
-                      "so many of these poisons are not clean-label."))
+                   f"{res['config']['n_clean']} clean training images. Attack outcomes has the rest.")

@@ -43,10 +43,6 @@ else:
                         key="experiment", format_func=lambda n: f"{n}: {describe(results[n])}")
     res = results[name]
     cfg = res["config"]
-    if "judge" not in cfg:
-        st.warning("Made with the first build's defaults (no pixel budget, Poison Frogs' 30% watermark, no "
-                   "clean-label judge): many of its poisons show the target, so it measures something close to "
-                   "a dirty-label attack. It will be rerun at the clean-label budget on the new CIFAR-10 models.")
     if above_budget(cfg):
         st.warning(f"Unconstrained (not clean-label): each pixel could change by up to "
                    f"{budget_levels(cfg['eps'])} of 255 grey levels (the clean-label budget is "

@@ -248,7 +248,7 @@ def test_defences_opens_on_what_the_shipped_filters_caught(dataset):
     assert not at.exception
     assert len(at.get("plotly_chart")) == 1
     caption = " ".join(c.value for c in at.caption)
-    assert "Shipped experiment `default`" in caption if dataset == "mnist" else "first build" in caption
+    assert f"Shipped experiment `{'default' if dataset == 'mnist' else 'cifar10'}`" in caption
 
 
 def test_tour_words_about_exact_copies_follow_the_data():
