@@ -48,7 +48,8 @@ else:
                    f"{budget_levels(cfg['eps'])} of 255 grey levels (the clean-label budget is "
                    f"{budget_levels(default_eps(dataset))}), so these poisons show their target. A sanity run: "
                    "what the attack does when looks do not matter.")
-    st.caption(f"{res['n_trials']} trials; {cfg['iters']} crafting iterations; {cfg['n_clean']} clean retraining "
+    ran = sum(c["trials"] for c in res["cells"] if c["defence"] == "none") or res["n_trials"]  # not the skipped ones
+    st.caption(f"{ran} trials; {cfg['iters']} crafting iterations; {cfg['n_clean']} clean retraining "
                f"images; filters at {100 * cfg['fpr']:.0f}% false positives on clean data. Reproduce with "
                f"`poisonlab experiment --config bench/configs/{name}.json --out DIR`.")
     cells = res["cells"]
