@@ -24,10 +24,10 @@ def describe(res: dict) -> str:
     per_cell = max((c["trials"] for c in res["cells"]), default=0)
     return (f"{', '.join(Path(p).stem for p in cfg['models'].values())}; attacks {', '.join(cfg['attacks'])}; "
             f"poisons {', '.join(map(str, cfg['n_poisons']))}; {', '.join(cfg['settings'])}; "
-            f"{per_cell} trials per cell" + ("; UNCONSTRAINED, not clean-label" if above_budget(cfg) else ""))
+            f"{per_cell} trials per cell" + ("; UNCONSTRAINED, not clean-label" if above_budget(cfg, dataset) else ""))
 
 
-def above_budget(cfg: dict) -> bool:
+def above_budget(cfg: dict, dataset: str) -> bool:
     """An experiment run with a pixel budget larger than the data set's clean-label one (a sanity run)."""
     return cfg.get("eps") is not None and cfg["eps"] > default_eps(dataset)
 
@@ -43,7 +43,7 @@ else:
                         key="experiment", format_func=lambda n: f"{n}: {describe(results[n])}")
     res = results[name]
     cfg = res["config"]
-    if above_budget(cfg):
+    if above_budget(cfg, dataset):
         st.warning(f"Unconstrained (not clean-label): each pixel could change by up to "
                    f"{budget_levels(cfg['eps'])} of 255 grey levels (the clean-label budget is "
                    f"{budget_levels(default_eps(dataset))}), so these poisons show their target. A sanity run: "
