@@ -12,6 +12,7 @@ SHIPPED = list_checkpoints()
 def test_checkpoints_are_shipped():
     names = {p.stem for p in SHIPPED}
     assert {f"{d}_{h}_d{k}" for d in ("mnist", "fashion_mnist") for h in ("softmax", "lgm") for k in (2, 64)} <= names
+    assert {f"cifar10_{h}_d{k}" for h in ("softmax", "lgm") for k in (2, 128)} <= names
 
 
 @pytest.mark.slow
@@ -44,3 +45,11 @@ def test_every_shipped_checkpoint_ships_its_demo_features(path):
         feats = np.load(shipped, allow_pickle=False)
         assert feats.shape == (len(images), meta["config"]["feat_dim"]) and feats.dtype == np.float32
         assert np.allclose(feats[:64], extract_features(model, images[:64]).numpy(), atol=1e-4), split
+
+
+def test_cifar10_pairs_share_one_backbone():
+    """The 2-D CIFAR pair is the d = 128 backbone with a 2-D bottleneck, so the two spaces compare."""
+    configs = {p.stem: load_checkpoint(p)[1]["config"] for p in SHIPPED if p.stem.startswith("cifar10_")}
+    backbone = {name: (c["arch"], c["depth"], c["width"]) for name, c in configs.items()}
+    assert len(set(backbone.values())) == 1, backbone
+    assert {c["feat_dim"] for c in configs.values()} == {2, 128}
