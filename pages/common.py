@@ -95,12 +95,18 @@ def gallery(name: str):
 
 
 @st.cache_data(show_spinner=False)
-def galleries(dataset: str) -> list[str]:
-    """Shipped experiments with a gallery for ``dataset``, the default experiment first."""
+def galleries(dataset: str, space: str | None = None) -> list[str]:
+    """Shipped experiments with a gallery for ``dataset``: those in the feature ``space`` ("2-D" or
+    "high-d") first when one is given, then the default experiment first."""
     from core.gallery import shipped_galleries
 
     names = [n for n in shipped_galleries() if gallery(n).dataset == dataset]
-    return sorted(names, key=lambda n: (n != "default", n))
+
+    def other_space(n: str) -> bool:
+        flat = all(m["feat_dim"] == 2 for m in gallery(n).models.values())
+        return space is not None and flat != (space == "2-D")
+
+    return sorted(names, key=lambda n: (other_space(n), n != "default", n))
 
 
 @st.cache_data(show_spinner=False)

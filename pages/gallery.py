@@ -20,7 +20,7 @@ st.markdown("Every poison of the shipped experiments, as crafted: no waiting. Ea
             "in for a person labelling data) say whether each poison still looks like its base class. Then a "
             "*victim* model is retrained on clean data plus the poisons, without and behind each filter.")
 
-names = galleries(dataset)
+names = galleries(dataset, space)
 if not names:
     st.info(f"No shipped experiment with stored poisons for {DATASET_NAMES[dataset]} yet. Choose another data set "
             "in the sidebar, or run one: `poisonlab experiment --config bench/configs/default.json --out DIR`.")

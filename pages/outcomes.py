@@ -38,8 +38,9 @@ if not results:
     st.info(f"No shipped experiment results for {DATASET_NAMES[dataset]} yet: choose another data set in the sidebar, "
             "or run one below.")
 else:
-    names = list(results)
-    name = st.selectbox("Shipped experiment", names, index=names.index("default") if "default" in names else 0,
+    # the experiment in the sidebar's feature space first, and the `default` one among those
+    names = sorted(results, key=lambda n: (results[n]["space"] != space, n != "default", n))
+    name = st.selectbox("Shipped experiment", names, index=0,
                         key="experiment", format_func=lambda n: f"{n}: {describe(results[n])}")
     res = results[name]
     cfg = res["config"]

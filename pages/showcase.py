@@ -22,10 +22,7 @@ def pick_showcase(dataset: str, space: str):
     selected feature space and the ``default`` one; None when no shipped trial qualifies."""
     from core.gallery import showcase
 
-    names = galleries(dataset)
-    names = sorted(names, key=lambda n: ((gallery(n).models[next(iter(gallery(n).models))]["feat_dim"] == 2)
-                                         != (space == "2-D"), n != "default", n))
-    for name in names:
+    for name in galleries(dataset, space):
         found = showcase(gallery(name))
         if found is not None:
             return name, gallery(name), found

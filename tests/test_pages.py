@@ -170,6 +170,16 @@ def test_outcomes_every_shipped_experiment_renders():
         assert unconstrained == (name == "end2end_unconstrained"), name  # the sanity run says it is one
 
 
+@pytest.mark.parametrize("space, first", [("high-d", "cifar10"), ("2-D", "cifar10_d2")])
+def test_outcomes_and_gallery_open_on_the_experiment_in_the_chosen_space(space, first):
+    at = _app("pages/outcomes.py", "cifar10", space)
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="experiment").value == first
+    at = _app("pages/gallery.py", "cifar10", space)
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="gallery_experiment").value == first
+
+
 @pytest.mark.slow
 def test_outcomes_live_run():
     at = _app("pages/outcomes.py", "mnist", "high-d")
