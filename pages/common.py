@@ -100,13 +100,14 @@ def galleries(dataset: str, space: str | None = None) -> list[str]:
     "high-d") first when one is given, then the default experiment first."""
     from core.gallery import shipped_galleries
 
-    names = [n for n in shipped_galleries() if gallery(n).dataset == dataset]
+    return space_first([n for n in shipped_galleries() if gallery(n).dataset == dataset], dataset, space)
 
-    def other_space(n: str) -> bool:
-        flat = all(m["feat_dim"] == 2 for m in gallery(n).models.values())
-        return space is not None and flat != (space == "2-D")
 
-    return sorted(names, key=lambda n: (other_space(n), n != "default", n))
+def space_first(names: list[str], dataset: str, space: str | None) -> list[str]:
+    """Experiment ``names`` ordered for a picker: those in the sidebar's feature ``space`` first (when
+    given), then ``default``, then by name; the space is the one ``experiments_for`` worked out."""
+    spaces = {n: r["space"] for n, r in experiments_for(dataset).items()}
+    return sorted(names, key=lambda n: (space is not None and spaces.get(n) != space, n != "default", n))
 
 
 @st.cache_data(show_spinner=False)

@@ -8,7 +8,7 @@ import streamlit as st
 from core.attacks import ATTACKS, budget_levels, default_eps
 from core.experiments import ExperimentConfig, run_experiment
 from core.report import curve_figure, detection_figure, load_bench, rate_figure, readable
-from pages.common import DATASET_NAMES, experiments_for, sidebar
+from pages.common import DATASET_NAMES, experiments_for, sidebar, space_first
 from pages.jobs_ui import heavy_job
 
 dataset, space, pair = sidebar()
@@ -38,8 +38,7 @@ if not results:
     st.info(f"No shipped experiment results for {DATASET_NAMES[dataset]} yet: choose another data set in the sidebar, "
             "or run one below.")
 else:
-    # the experiment in the sidebar's feature space first, and the `default` one among those
-    names = sorted(results, key=lambda n: (results[n]["space"] != space, n != "default", n))
+    names = space_first(list(results), dataset, space)
     name = st.selectbox("Shipped experiment", names, index=0,
                         key="experiment", format_func=lambda n: f"{n}: {describe(results[n])}")
     res = results[name]
