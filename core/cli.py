@@ -17,7 +17,7 @@ import torch
 
 from .attacks import ATTACKS, attack_knobs
 from .checkpoints import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
-from .data import DATASETS, DataUnavailable, load_dataset, load_demo, write_demo
+from .data import DATASETS, DataUnavailable, class_split, load_dataset, load_demo, write_demo
 from .models import Classifier, default_config, pick_device
 from .train import TrainConfig, TrainingDiverged, accuracy, fit
 from .defences import DEFENCES
@@ -61,9 +61,9 @@ def _hardware(device: torch.device) -> str:
 
 def _train_one(data, out: Path, head: str, feat_dim: int, cfg: TrainConfig, device: torch.device, *,
                model_overrides: dict, subset: int | None = None, resume: bool = False,
-               progress: bool = True) -> dict:
+               progress: bool = True, extra_meta: dict | None = None) -> dict:
     """Train one model with per-epoch state beside ``out`` (NAME.state) and write the checkpoint."""
-    config = default_config(data.name, head, feat_dim, **model_overrides)
+    config = default_config(data.name, head, feat_dim, n_classes=len(data.classes), **model_overrides)
     x, y = data.x_train, data.y_train
     if subset:
         rng = np.random.default_rng(cfg.seed)
@@ -80,7 +80,8 @@ def _train_one(data, out: Path, head: str, feat_dim: int, cfg: TrainConfig, devi
             "train": history["config"], "train_time_s": round(history["train_time_s"], 1),
             "n_train": int(len(x)), "data": _data_identity(data), "test_accuracy": test_acc,
             "n_test": int(len(data.y_test)), "epoch_test_accuracy": history["epoch_test_accuracy"],
-            "torch": torch.__version__, "device": str(device), "hardware": _hardware(device)}
+            "torch": torch.__version__, "device": str(device), "hardware": _hardware(device),
+            **(extra_meta or {})}
     save_checkpoint(model, out, meta)
     state_path.unlink(missing_ok=True)
     return {"checkpoint": str(out), "test_accuracy": test_acc, "train_time_s": meta["train_time_s"]}
@@ -126,10 +127,22 @@ def cmd_train_judge(args: argparse.Namespace) -> dict:
 
 def cmd_train_suite(args: argparse.Namespace) -> dict:
     """Train every model of a dataset's suite into ``--out``, one after another, each resumable per
-    epoch: rerun the same command after an interruption and it continues where it stopped."""
+    epoch: rerun the same command after an interruption and it continues where it stopped.
+
+    ``--split-seed S`` trains the high-d pair on the seeded half of the classes that
+    ``data.class_split`` sets aside for pretraining (the new-classes transfer setting): the
+    victims' classes are never seen by these extractors."""
     if args.threads:
         torch.set_num_threads(args.threads)
     data = _data(args, args.dataset)
+    suite, stem, extra = SUITES[args.dataset], args.dataset.replace('-', '_'), {}
+    if args.split_seed is not None:
+        pretrain, victim = class_split(args.dataset, args.split_seed)
+        data = data.restrict(pretrain)
+        suite = [(h, d) for h, d in suite if d > 2]
+        stem = f"{stem}_split{args.split_seed}"
+        extra = {"class_split": {"seed": args.split_seed, "pretrain_classes": list(pretrain),
+                                 "victim_classes": list(victim), "pretrain_names": list(data.classes)}}
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
@@ -137,16 +150,16 @@ def cmd_train_suite(args: argparse.Namespace) -> dict:
                       weight_decay=args.weight_decay, margin_warmup_epochs=args.margin_warmup)
     device = pick_device(args.device)
     done = []
-    for head, feat_dim in SUITES[args.dataset]:
+    for head, feat_dim in suite:
         if args.only and f"{head}_d{feat_dim}" not in args.only:
             continue
-        out = out_dir / f"{args.dataset.replace('-', '_')}_{head}_d{feat_dim}.pt"
+        out = out_dir / f"{stem}_{head}_d{feat_dim}.pt"
         if out.is_file() and out.with_suffix(".json").is_file() and not out.with_suffix(".state").is_file():
             done.append({"checkpoint": str(out), "skipped": "already trained"})
             continue
         print(f"training {out.name}", file=sys.stderr, flush=True)
         done.append(_train_one(data, out, head, feat_dim, cfg, device, model_overrides={}, resume=True,
-                               progress=not args.quiet))
+                               progress=not args.quiet, extra_meta=extra))
     return {"out": str(out_dir), "models": done}
 
 
@@ -320,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--threads", type=_bounded(int, 1, 512), help="CPU threads (default: torch's choice)")
     ts.add_argument("--only", nargs="+", choices=sorted({f"{h}_d{d}" for suite in SUITES.values() for h, d in suite}),
                     help="train only these models of the suite (e.g. one per process, side by side on a GPU)")
+    ts.add_argument("--split-seed", type=_bounded(int, 0, 2**31 - 1),
+                    help="train the high-d pair on the seeded half of the classes kept for pretraining "
+                         "(the new-classes transfer setting; names get _splitS)")
     ts.add_argument("--quiet", action="store_true")
     data_flags(ts)
     ts.set_defaults(func=cmd_train_suite)

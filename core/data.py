@@ -66,6 +66,34 @@ class Dataset:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
 
+    def restrict(self, class_ids: tuple[int, ...] | list[int]) -> "Dataset":
+        """Only the images of ``class_ids``, relabelled 0..k-1 in that order (names follow).
+
+        ``source`` stays the file it came from (its sha256 is what a checkpoint records); which
+        classes were kept is the caller's to record."""
+        ids = [int(c) for c in class_ids]
+        if len(set(ids)) != len(ids) or not ids or min(ids) < 0 or max(ids) >= len(self.classes):
+            raise ValueError(f"class ids must be distinct and in 0..{len(self.classes) - 1}, got {ids}")
+        remap = np.full(len(self.classes), -1, dtype=np.int64)
+        remap[ids] = np.arange(len(ids))
+        keep_tr, keep_te = np.isin(self.y_train, ids), np.isin(self.y_test, ids)
+        return Dataset(name=self.name, x_train=self.x_train[keep_tr], y_train=remap[self.y_train[keep_tr]],
+                       x_test=self.x_test[keep_te], y_test=remap[self.y_test[keep_te]],
+                       classes=tuple(self.classes[c] for c in ids), source=self.source)
+
+
+def class_split(name: str, seed: int = 0) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A seeded half of a data set's classes to pretrain an extractor on, and the other half for
+    the victim's task.
+
+    The poisoning benchmark's transfer victims sit on an extractor pretrained on CIFAR-100, which
+    never saw the victim's ten classes; no CIFAR-100 can be had here, so the split emulates that
+    inside one data set. Seed 0 on CIFAR-10: pretrain on bird, cat, deer, frog, horse; the victim
+    learns airplane, automobile, dog, ship, truck."""
+    n = len(CLASSES[_check_name(name)])
+    order = np.random.default_rng(seed).permutation(n)
+    return tuple(sorted(int(c) for c in order[:n // 2])), tuple(sorted(int(c) for c in order[n // 2:]))
+
 
 def default_data_dir() -> Path | None:
     value = os.environ.get(DATA_DIR_ENV)

@@ -151,3 +151,22 @@ def test_write_demo_roundtrip(tmp_path):
     back = data_mod._read_npz("mnist", path)
     assert np.bincount(back.y_train).tolist() == [3] * 10
     assert np.array_equal(stratified_indices(y, 3, 0), stratified_indices(y, 3, 0))
+
+
+def test_class_split_halves_are_disjoint_seeded_and_cover_every_class():
+    pre, vic = data_mod.class_split("cifar10", 0)
+    assert len(pre) == len(vic) == 5 and set(pre) | set(vic) == set(range(10)) and not set(pre) & set(vic)
+    assert data_mod.class_split("cifar10", 0) == (pre, vic)
+    assert data_mod.class_split("cifar10", 1) != (pre, vic)
+    assert pre == (2, 3, 4, 6, 7)  # the shipped new-classes pair was trained on these
+
+
+def test_restrict_keeps_only_those_classes_relabelled_in_order():
+    demo = load_demo("mnist")
+    sub = demo.restrict([7, 2])
+    assert sub.classes == ("7", "2") and set(np.unique(sub.y_train)) == {0, 1}
+    assert len(sub.y_test) == int(np.isin(demo.y_test, [7, 2]).sum())
+    first7 = np.flatnonzero(demo.y_train == 7)[0]
+    assert np.array_equal(sub.x_train[sub.y_train == 0][0], demo.x_train[first7])
+    with pytest.raises(ValueError):
+        demo.restrict([1, 1])
