@@ -19,6 +19,12 @@ set can hold) without leaving the budget.
   distance of the poison's feature to its claimed (base) class Gaussian, trading collision for a
   likelihood the filter accepts.
 - ``cp`` / ``bp``: convex polytope (Zhu et al. 2019) and bullseye polytope (Aghakhani et al. 2021).
+
+Each attack is one ``Attack`` entry of ``ATTACKS``: its solver, its settings dataclass (the knobs,
+validated, with the data set's defaults from ``settings_for``), what it needs of the model and the
+name a person reads. The solvers share one scaffold (``_Crafting``: the frozen copy, the batches,
+the target's feature, the trajectory and the 8-bit result), so a new attack is its loss and loop,
+one entry and its test.
 """
 
 from __future__ import annotations
@@ -28,44 +34,14 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
+from .lgm import head_capabilities, heads_with
 from .models import Classifier, to_images, to_input
-
-
-
-@dataclass(frozen=True)
-class AttackSpec:
-    """What the CLI, the experiments and the pages need to know about an attack."""
-
-    name: str
-    label: str  # the name a person reads
-    needs_head: str | None  # "lgm": only against a model with that head
-    summary: str
-
-
-ATTACKS: dict[str, AttackSpec] = {a.name: a for a in (
-    AttackSpec("fc", "Feature collision", None,
-               "pull each poison's feature onto the target's, inside the pixel budget (projected Adam)"),
-    AttackSpec("fc-adaptive", "Defence-aware feature collision", "lgm",
-               "feature collision that also keeps the poison likely under its claimed class's Gaussian"),
-    AttackSpec("fc-frogs", "Poison Frogs (original solver)", None,
-               "Shafahi et al.'s forward-backward splitting with a proximity weight beta"),
-    AttackSpec("cp", "Convex polytope", None, "poisons whose features surround the target's (Zhu et al.)"),
-    AttackSpec("bp", "Bullseye polytope", None, "poisons whose mean feature is the target's (Aghakhani et al.)"),
-)}
-
-
-def applicable(attack: str, head: str) -> str | None:
-    """Why ``attack`` cannot run against a model with ``head``, or None when it can."""
-    spec = ATTACKS.get(attack)
-    if spec is None:
-        return f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}"
-    if spec.needs_head and spec.needs_head != head:
-        return f"{spec.label} needs an {spec.needs_head.upper()} model (it targets the class Gaussian)"
-    return None
+from .settings import Settings, knob
 
 
 @dataclass
@@ -117,6 +93,66 @@ class Poisons:
                        params=json.loads(str(z["params"])))
 
 
+# --- settings: one dataclass per solver; ART's names for the same knobs in ``art=`` -------------------
+
+@dataclass(frozen=True)
+class AttackSettings(Settings):
+    """What every attack takes: steps, the l_inf budget and how often the trajectory is recorded."""
+
+    iters: int = knob(300, "crafting steps", 1, 100_000, art="max_iter")
+    eps: float | None = knob(None, "l_inf budget around the base, pixels in [0, 1] (default: the data set's "
+                             "clean-label budget)", 1e-4, 1.0, art="epsilon")
+    record_every: int = knob(10, "record the poisons' features every this many steps", 1, 100_000)
+
+
+@dataclass(frozen=True)
+class CollisionSettings(AttackSettings):
+    """``fc``: projected Adam with a cosine-decayed step, optional restarts and an early stop."""
+
+    lr: float = knob(0.1, "first Adam step, as a share of eps per pixel", 1e-6, 100.0, art="learning_rate")
+    restarts: int = knob(1, "random restarts (each poison keeps its best iterate)", 1, 100)
+    patience: int | None = knob(None, "stop a restart once no poison improved by 0.1% for this many steps "
+                                "(0 or None: never)", 0, 100_000, optional=True)
+    seed: int = knob(0, "seeds the restarts' random starts", 0, 2**31 - 1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.eps is None:
+            raise ValueError("feature collision needs eps (the l_inf budget)")
+
+
+@dataclass(frozen=True)
+class AdaptiveSettings(CollisionSettings):
+    """``fc-adaptive``: collision plus ``adaptive_weight`` times the claimed-class Mahalanobis term."""
+
+    adaptive_weight: float = knob(1.0, "weight of the claimed class's Mahalanobis distance in the loss "
+                                  "(how hard the poison hides from the likelihood filter)", 0.0, 1e4)
+
+
+@dataclass(frozen=True)
+class FrogsSettings(AttackSettings):
+    """``fc-frogs``: Poison Frogs' forward-backward splitting."""
+
+    beta0: float = knob(0.25, "proximity weight beta on the paper's 0-255 pixel scale", 0.0, 1e12,
+                        art="similarity_coeff")
+    opacity: float = knob(0.0, "watermark: share of the target blended into the base first", 0.0, 1.0,
+                          art="watermark")
+    step: float = knob(0.01, "first step, as the RMS pixel change it makes", 1e-8, 10.0, art="learning_rate")
+    min_step_frac: float = knob(1e-4, "stop once every poison's step fell below this share of its first",
+                                0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class PolytopeSettings(AttackSettings):
+    """``cp`` / ``bp``: Adam on the poisons, projected onto the budget ball."""
+
+    eps: float | None = knob(8 / 255, "l_inf budget around the base, pixels in [0, 1]", 1e-4, 1.0, art="epsilon")
+    lr: float = knob(0.01, "Adam step on the pixels", 1e-8, 10.0, art="learning_rate")
+    iters: int = knob(1000, "crafting steps", 1, 100_000, art="max_iter")
+
+
+# --- the scaffold every solver shares ------------------------------------------------------------------
+
 def _frozen(model: Classifier) -> Classifier:
     """A private eval-mode copy whose weights need no gradient, so the shared model is never touched
     (not even its ``requires_grad`` flags). Speed: the first build measured ~10% faster input
@@ -131,15 +167,42 @@ def _as_batch(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.
     return to_input(images).to(device)
 
 
-def _collision_setup(model: Classifier, bases: np.ndarray, target: np.ndarray, base_labels: np.ndarray):
-    """(frozen model, bases, target, labels, the target's feature per base) on the model's device."""
-    model = _frozen(model)
-    device = next(model.parameters()).device
-    b, t = _as_batch(bases, device), _as_batch(target, device)
-    labels = torch.as_tensor(np.asarray(base_labels), dtype=torch.long, device=device)
-    with torch.no_grad():
-        ft = model.features(t).expand(len(b), -1) if len(t) == 1 else model.features(t)
-    return model, b, t, labels, ft
+class _Crafting:
+    """Set-up, trajectory and result of one crafting call: a frozen copy of the model, bases ``b``,
+    target ``t`` and claimed ``labels`` on its device, the target's feature ``ft`` (one row per
+    base), and the recorded (iteration, features, objective) path ending with the saved poisons."""
+
+    def __init__(self, model: Classifier, bases: np.ndarray, target: np.ndarray, base_labels: np.ndarray) -> None:
+        self.t0 = time.perf_counter()
+        self.model = _frozen(model)
+        device = next(self.model.parameters()).device
+        self.b, self.t = _as_batch(bases, device), _as_batch(target, device)
+        self.labels = torch.as_tensor(np.asarray(base_labels), dtype=torch.long, device=device)
+        with torch.no_grad():
+            f = self.model.features(self.t)
+            self.ft = f.expand(len(self.b), -1) if len(self.t) == 1 else f
+        self.iters: list[int] = []
+        self.feats: list[torch.Tensor] = []
+        self.objective: list[torch.Tensor] = []
+
+    def record(self, it: int, feats: torch.Tensor, objective: torch.Tensor) -> None:
+        self.iters.append(int(it))
+        self.feats.append(feats.detach().cpu())
+        self.objective.append(objective.detach().cpu())
+
+    def finish(self, x: torch.Tensor, eps: float | None, it: int, target_label: int, params: dict,
+               objective: Callable[[torch.Tensor], torch.Tensor] | torch.Tensor) -> "Poisons":
+        """Round ``x`` to 8-bit pixels inside the budget, record the saved poisons' features (their
+        objective recomputed by ``objective(features)``, or given), and build the result."""
+        x = quantise(x.detach(), self.b, eps)
+        with torch.no_grad():
+            fq = self.model.features(x)
+            self.record(it, fq, objective(fq) if callable(objective) else objective)
+        return Poisons(poisons=to_images(x), bases=to_images(self.b), target=to_images(self.t[:1]),
+                       base_labels=self.labels.cpu().numpy(), target_label=int(target_label),
+                       traj_iters=np.asarray(self.iters), traj_features=torch.stack(self.feats).numpy(),
+                       traj_objective=torch.stack(self.objective).numpy(), target_feature=self.ft[0].cpu().numpy(),
+                       params=params, time_s=time.perf_counter() - self.t0)
 
 
 def _project(x: torch.Tensor, anchor: torch.Tensor, eps: float | None) -> torch.Tensor:
@@ -170,33 +233,28 @@ def paper_beta(beta0: float, feat_dim: int, input_dim: int) -> float:
     return beta0 * (feat_dim / input_dim) ** 2 * 255.0 ** 2
 
 
-def _check(iters: int, record_every: int, opacity: float, eps: float | None) -> None:
-    """Reject absurd settings with a message a dashboard user can act on."""
-    if not 1 <= iters <= 100_000:
-        raise ValueError("iters must be in 1..100000")
-    if not 1 <= record_every <= 100_000:
-        raise ValueError("record_every must be >= 1")
-    if not 0.0 <= opacity <= 1.0:
-        raise ValueError("opacity must be in [0, 1]")
-    if eps is not None and not 0.0 < eps <= 1.0:
-        raise ValueError("eps must be in (0, 1]")
+def _settings(cls: type[AttackSettings], settings: AttackSettings | None, knobs: dict) -> AttackSettings:
+    if settings is not None and knobs:
+        raise ValueError("pass a settings object or keyword settings, not both")
+    if settings is None:
+        return cls.from_values(knobs)
+    if not isinstance(settings, cls):
+        raise ValueError(f"this solver takes {cls.__name__}, got {type(settings).__name__}")
+    return settings
 
+
+# --- the solvers --------------------------------------------------------------------------------------
 
 def poison_frogs(model: Classifier, bases: np.ndarray, target: np.ndarray, base_labels: np.ndarray,
-                 target_label: int, *, iters: int = 1000, beta0: float = 0.25, opacity: float = 0.0,
-                 eps: float | None = None, step: float = 0.01, record_every: int = 10,
-                 min_step_frac: float = 1e-4) -> Poisons:
+                 target_label: int, settings: FrogsSettings | None = None, **knobs) -> Poisons:
     """Poison Frogs' forward-backward splitting, one poison per base against ``target``, batched:
     the reference solver. ``beta0`` is on the paper's 0-255 scale (see ``paper_beta``); ``step``
     sets each poison's first step so that it moves pixels by ``step`` in RMS."""
-    _check(iters, record_every, opacity, eps)
-    if beta0 < 0 or step <= 0:
-        raise ValueError("beta0 must be >= 0 and step > 0")
-    t0 = time.perf_counter()
-    model, b, t, labels, ft = _collision_setup(model, bases, target, base_labels)
-    anchor = (1 - opacity) * b + opacity * t  # watermarked base: the image the poison must resemble
-    input_dim = b[0].numel()
-    beta = paper_beta(beta0, ft.shape[1], input_dim)
+    s = _settings(FrogsSettings, settings, knobs)
+    run = _Crafting(model, bases, target, base_labels)
+    model, b, t, ft, eps = run.model, run.b, run.t, run.ft, s.eps
+    anchor = (1 - s.opacity) * b + s.opacity * t  # watermarked base: the image the poison must resemble
+    beta = paper_beta(s.beta0, ft.shape[1], b[0].numel())
 
     def objective(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-poison (full objective, gradient of the smooth part, features)."""
@@ -210,12 +268,12 @@ def poison_frogs(model: Classifier, bases: np.ndarray, target: np.ndarray, base_
     x = _project(anchor.clone(), b, eps)
     obj, grad, feats = objective(x)
     rms = grad.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12)
-    lr = step / rms  # per-poison step size
+    lr = s.step / rms  # per-poison step size
     lr0 = lr.clone()
     shape = (-1,) + (1,) * (b.ndim - 1)
-    rec_iters, rec_feats, rec_obj = [0], [feats.cpu()], [obj.cpu()]
+    run.record(0, feats, obj)
     done = 0
-    for it in range(1, iters + 1):
+    for it in range(1, s.iters + 1):
         x_hat = x - lr.view(shape) * grad
         cand = _project((x_hat + (lr * beta).view(shape) * anchor) / (1 + lr * beta).view(shape), b, eps)
         cand_obj, cand_grad, cand_feats = objective(cand)
@@ -227,34 +285,19 @@ def poison_frogs(model: Classifier, bases: np.ndarray, target: np.ndarray, base_
         obj = torch.where(better, cand_obj, obj)
         lr = torch.where(better, lr * 1.05, lr * 0.5)
         done = it
-        if it % record_every == 0:
-            rec_iters.append(it)
-            rec_feats.append(feats.cpu())
-            rec_obj.append(obj.cpu())
-        if bool((lr < min_step_frac * lr0).all()):
+        if it % s.record_every == 0:
+            run.record(it, feats, obj)
+        if bool((lr < s.min_step_frac * lr0).all()):
             break
-    if rec_iters[-1] != done:
-        rec_iters.append(done)
-        rec_feats.append(feats.cpu())
-        rec_obj.append(obj.cpu())
-    params = {"attack": "fc-frogs", "iters": iters, "iterations_run": done, "beta0": beta0, "beta": beta,
-              "opacity": opacity, "eps": eps, "step": step, "record_every": record_every}
-    x = quantise(x, b, eps)
-    with torch.no_grad():
-        rec_iters.append(done)
-        rec_feats.append(model.features(x).cpu())
-        rec_obj.append(obj.cpu())
-    return Poisons(poisons=to_images(x), bases=to_images(b), target=to_images(t[:1]),
-                   base_labels=labels.cpu().numpy(), target_label=int(target_label),
-                   traj_iters=np.asarray(rec_iters), traj_features=torch.stack(rec_feats).numpy(),
-                   traj_objective=torch.stack(rec_obj).numpy(), target_feature=ft[0].cpu().numpy(),
-                   params=params, time_s=time.perf_counter() - t0)
+    if run.iters[-1] != done:
+        run.record(done, feats, obj)
+    params = {"attack": "fc-frogs", "iters": s.iters, "iterations_run": done, "beta0": s.beta0, "beta": beta,
+              "opacity": s.opacity, "eps": eps, "step": s.step, "record_every": s.record_every}
+    return run.finish(x, eps, done, target_label, params, obj)
 
 
 def feature_collision(model: Classifier, bases: np.ndarray, target: np.ndarray, base_labels: np.ndarray,
-                      target_label: int, *, eps: float, iters: int = 300, lr: float = 0.1, restarts: int = 1,
-                      adaptive_weight: float = 0.0, record_every: int = 10, patience: int | None = None,
-                      seed: int = 0) -> Poisons:
+                      target_label: int, settings: CollisionSettings | None = None, **knobs) -> Poisons:
     """Feature collision inside the l_inf ball of radius ``eps``: projected Adam on
     ||f(b + delta) - f(t)||^2 (+ ``adaptive_weight`` * d_B for the defence-aware attack).
 
@@ -263,35 +306,35 @@ def feature_collision(model: Classifier, bases: np.ndarray, target: np.ndarray, 
     iterate over all restarts. ``patience``: a restart stops once no poison's best has improved by
     0.1% for that many iterations (the step has shrunk to nothing useful).
     """
-    _check(iters, record_every, 0.0, eps)
-    if not 1 <= restarts <= 100 or lr <= 0 or adaptive_weight < 0:
-        raise ValueError("restarts must be in 1..100, lr > 0, adaptive_weight >= 0")
-    if adaptive_weight and model.config.head != "lgm":
-        raise ValueError(applicable("fc-adaptive", model.config.head))
-    t0 = time.perf_counter()
-    model, b, t, labels, ft = _collision_setup(model, bases, target, base_labels)
-    gen = torch.Generator().manual_seed(seed)
+    cls = AdaptiveSettings if (settings is None and "adaptive_weight" in knobs) else CollisionSettings
+    s = _settings(cls, settings, knobs)
+    weight = getattr(s, "adaptive_weight", 0.0)
+    if weight and not ATTACKS["fc-adaptive"].applies_to(model.config.head):
+        raise ValueError(ATTACKS["fc-adaptive"].why_not(model.config.head))
+    run = _Crafting(model, bases, target, base_labels)
+    model, b, labels, ft, eps = run.model, run.b, run.labels, run.ft, s.eps
+    gen = torch.Generator().manual_seed(s.seed)
 
     def loss_of(f: torch.Tensor) -> torch.Tensor:
         loss = (f - ft).pow(2).sum(1)
-        if adaptive_weight:
-            loss = loss + adaptive_weight * model.head.mahalanobis(f).gather(1, labels[:, None]).squeeze(1)
+        if weight:
+            loss = loss + weight * model.head.mahalanobis(f).gather(1, labels[:, None]).squeeze(1)
         return loss
 
     with torch.no_grad():
         f0 = model.features(b)
     best_x, best_loss, best_f = b.clone(), loss_of(f0), f0
-    rec_iters, rec_feats, rec_obj = [0], [f0.cpu()], [best_loss.cpu()]
+    run.record(0, f0, best_loss)
     shape = (-1,) + (1,) * (b.ndim - 1)
     total = 0
-    for restart in range(restarts):
+    for restart in range(s.restarts):
         start = torch.zeros_like(b) if restart == 0 else (torch.rand(b.shape, generator=gen) * 2 - 1).to(b.device) * eps
         delta = ((b + start).clamp(0, 1) - b).requires_grad_(True)
-        opt = torch.optim.Adam([delta], lr=lr * eps)
+        opt = torch.optim.Adam([delta], lr=s.lr * eps)
         stale, last_best = 0, best_loss.clone()
-        for it in range(1, iters + 1):
+        for it in range(1, s.iters + 1):
             for group in opt.param_groups:
-                group["lr"] = lr * eps * 0.5 * (1 + np.cos(np.pi * (it - 1) / iters))
+                group["lr"] = s.lr * eps * 0.5 * (1 + np.cos(np.pi * (it - 1) / s.iters))
             f = model.features(b + delta)
             loss = loss_of(f)
             with torch.no_grad():  # the iterate just evaluated is feasible: keep it if it is a poison's best
@@ -305,31 +348,19 @@ def feature_collision(model: Classifier, bases: np.ndarray, target: np.ndarray, 
                 delta.clamp_(-eps, eps)
                 delta.copy_((b + delta).clamp(0, 1) - b)
             total += 1
-            if total % record_every == 0:
-                rec_iters.append(total)
-                rec_feats.append(best_f.detach().cpu())
-                rec_obj.append(best_loss.detach().cpu())
-            if patience:
+            if total % s.record_every == 0:
+                run.record(total, best_f, best_loss)
+            if s.patience:
                 if bool((best_loss < last_best * 0.999).any()):
                     stale, last_best = 0, best_loss.clone()
                 else:
                     stale += 1
-                    if stale >= patience:
+                    if stale >= s.patience:
                         break
-    x = quantise(best_x.detach(), b, eps)
-    with torch.no_grad():
-        fq = model.features(x)
-        rec_iters.append(total)
-        rec_feats.append(fq.cpu())
-        rec_obj.append(loss_of(fq).cpu())
-    params = {"attack": "fc-adaptive" if adaptive_weight else "fc", "iters": iters, "iterations_run": total,
-              "eps": eps, "lr": lr, "restarts": restarts, "adaptive_weight": adaptive_weight,
-              "patience": patience, "seed": seed, "record_every": record_every}
-    return Poisons(poisons=to_images(x), bases=to_images(b), target=to_images(t[:1]),
-                   base_labels=labels.cpu().numpy(), target_label=int(target_label),
-                   traj_iters=np.asarray(rec_iters), traj_features=torch.stack(rec_feats).numpy(),
-                   traj_objective=torch.stack(rec_obj).numpy(), target_feature=ft[0].cpu().numpy(),
-                   params=params, time_s=time.perf_counter() - t0)
+    params = {"attack": "fc-adaptive" if weight else "fc", "iters": s.iters, "iterations_run": total,
+              "eps": eps, "lr": s.lr, "restarts": s.restarts, "adaptive_weight": weight,
+              "patience": s.patience or None, "seed": s.seed, "record_every": s.record_every}
+    return run.finish(best_x, eps, total, target_label, params, loss_of)
 
 
 def _project_simplex(v: torch.Tensor) -> torch.Tensor:
@@ -342,44 +373,37 @@ def _project_simplex(v: torch.Tensor) -> torch.Tensor:
 
 
 def polytope(model: Classifier, bases: np.ndarray, target: np.ndarray, base_labels: np.ndarray,
-             target_label: int, *, mode: str = "bullseye", iters: int = 1000, eps: float = 8 / 255,
-             lr: float = 0.01, record_every: int = 10) -> Poisons:
+             target_label: int, settings: PolytopeSettings | None = None, *, mode: str = "bullseye",
+             **knobs) -> Poisons:
     """Convex Polytope (Zhu et al. 2019) or Bullseye Polytope (Aghakhani et al. 2021).
 
     k poisons whose feature combination sum_i c_i f(p_i) reaches f(t): convex weights c on the
     simplex (optimised alongside) for ``mode='convex'``, the plain mean for ``mode='bullseye'``.
     Poisons are optimised with Adam and kept in the l_inf ball of radius ``eps`` around their bases.
     """
-    _check(iters, record_every, 0.0, eps)
     if mode not in ("convex", "bullseye"):
         raise ValueError("mode must be 'convex' or 'bullseye'")
-    model = _frozen(model)
-    device = next(model.parameters()).device
-    t0 = time.perf_counter()
-    b = _as_batch(bases, device)
-    t = _as_batch(target, device)[:1]
+    s = _settings(PolytopeSettings, settings, knobs)
+    run = _Crafting(model, bases, target[:1], base_labels)
+    model, b, eps = run.model, run.b, s.eps
+    ft = run.ft[0]
     k = len(b)
-    with torch.no_grad():
-        ft = model.features(t)[0]
     scale = ft.pow(2).sum().clamp_min(1e-12)
     delta = torch.zeros_like(b, requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=lr)
-    coeffs = torch.full((k,), 1.0 / k, device=device)
+    opt = torch.optim.Adam([delta], lr=s.lr)
+    coeffs = torch.full((k,), 1.0 / k, device=b.device)
 
-    def centre(f: torch.Tensor) -> torch.Tensor:
-        return coeffs @ f
+    def objective(f: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (coeffs @ f - ft).pow(2).sum() / scale
 
-    rec_iters, rec_feats, rec_obj = [], [], []
-    for it in range(iters + 1):
+    for it in range(s.iters + 1):
         # no clamp here: the projection below keeps b + delta in [0, 1], and clamp's zero gradient at
         # its bounds froze every pixel that touched 0 or 1 (most of an MNIST digit's background)
         f = model.features(b + delta)
-        loss = 0.5 * (centre(f) - ft).pow(2).sum() / scale
-        if it % record_every == 0 or it == iters:
-            rec_iters.append(it)
-            rec_feats.append(f.detach().cpu())
-            rec_obj.append(torch.full((k,), loss.item()))
-        if it == iters:
+        loss = objective(f)
+        if it % s.record_every == 0 or it == s.iters:
+            run.record(it, f, torch.full((k,), loss.item()))
+        if it == s.iters:
             break
         (delta.grad,) = torch.autograd.grad(loss, delta)  # gradients for the poisons only, never the model
         opt.step()
@@ -391,20 +415,13 @@ def polytope(model: Classifier, bases: np.ndarray, target: np.ndarray, base_labe
                 step_c = 1.0 / gram.norm(p=2).clamp_min(1e-12)
                 for _ in range(5):
                     coeffs = _project_simplex(coeffs - step_c * (gram @ coeffs - fd @ ft))
-    poisons = quantise((b + delta).detach(), b, eps)
-    with torch.no_grad():
-        fq = model.features(poisons)
-        rec_iters.append(iters)
-        rec_feats.append(fq.cpu())
-        rec_obj.append(torch.full((k,), (0.5 * (centre(fq) - ft).pow(2).sum() / scale).item()))
-    params = {"attack": "cp" if mode == "convex" else "bp", "iters": iters, "eps": eps, "lr": lr,
-              "record_every": record_every, "coefficients": coeffs.cpu().tolist()}
-    return Poisons(poisons=to_images(poisons), bases=to_images(b), target=to_images(t),
-                   base_labels=np.asarray(base_labels, dtype=np.int64), target_label=int(target_label),
-                   traj_iters=np.asarray(rec_iters), traj_features=torch.stack(rec_feats).numpy(),
-                   traj_objective=torch.stack(rec_obj).numpy(), target_feature=ft.cpu().numpy(),
-                   params=params, time_s=time.perf_counter() - t0)
+    params = {"attack": "cp" if mode == "convex" else "bp", "iters": s.iters, "eps": eps, "lr": s.lr,
+              "record_every": s.record_every, "coefficients": coeffs.cpu().tolist()}
+    return run.finish(b + delta, eps, s.iters, target_label, params,
+                      lambda fq: torch.full((k,), objective(fq).item()))
 
+
+# --- the registry -------------------------------------------------------------------------------------
 
 # Default l_inf budgets, at which >= 90% of default poisons stay clean-label in the budget sweep
 # (bench/bench_budget.py, 50 pairs, BENCHMARKS.md: MNIST 0.1 -> 98.8-99.2%; 0.15 -> 95% would also
@@ -420,37 +437,98 @@ def default_eps(dataset: str) -> float:
     return CLEAN_EPS[dataset]
 
 
-def attack_knobs(attack: str, dataset: str, iters: int, *, eps: float | None = None, beta0: float = 0.25,
-                 opacity: float = 0.0, adaptive_weight: float = 1.0, restarts: int = 1, seed: int = 0,
-                 record_every: int | None = None) -> dict:
-    """The keyword arguments ``craft`` takes for ``attack``, picked from one flat set of settings, so
-    the CLI, the experiments and the pages agree on what each attack uses and on its defaults.
-    ``eps=None`` means the data set's clean-label budget; every attack has one."""
-    if attack not in ATTACKS:
-        raise ValueError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}")
-    knobs: dict = {"iters": iters, "record_every": record_every or max(1, iters // 100),
-                   "eps": default_eps(dataset) if eps is None else eps}
-    if attack in ("fc", "fc-adaptive"):  # patience: stop once the collision has stopped improving
-        knobs.update(restarts=restarts, seed=seed, patience=max(20, iters // 10))
-        if attack == "fc-adaptive":
-            knobs["adaptive_weight"] = adaptive_weight
-    elif attack == "fc-frogs":
-        knobs.update(beta0=beta0, opacity=opacity)
-    return knobs
+def _collision_defaults(values: dict) -> dict:
+    """Collision stops once it has stopped improving: patience of a tenth of the steps (>= 20)."""
+    return {"patience": max(20, values["iters"] // 10), **values}
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One attack: its solver and settings, what it needs of the attacked model, its names.
+
+    ``requires``: capabilities the model's head must have (``core.lgm``: ``"gaussian"`` for the
+    class-conditional Gaussians the defence-aware term reads); ``fallback``: the attack a model
+    without them gets instead when one call attacks several models (the lab's softmax-vs-LGM run)."""
+
+    name: str
+    label: str  # the name a person reads
+    summary: str
+    settings: type[AttackSettings]
+    solver: Callable[..., Poisons]
+    requires: frozenset = frozenset()
+    fallback: str | None = None
+    defaults: Callable[[dict], dict] = lambda values: values  # noqa: E731 - derived defaults, none by default
+
+    def applies_to(self, head: str) -> bool:
+        return self.requires <= head_capabilities(head)
+
+    def why_not(self, head: str) -> str | None:
+        """Why this attack cannot run against a model with ``head``, or None when it can."""
+        if self.applies_to(head):
+            return None
+        heads = " or ".join(h.upper() for h in heads_with(self.requires))
+        return f"{self.label} needs an {heads} model (it targets the class Gaussian)"
+
+    def for_head(self, head: str) -> "Attack":
+        """This attack, or its fallback for a head it cannot attack."""
+        if self.applies_to(head) or self.fallback is None:
+            return self
+        return ATTACKS[self.fallback]
+
+    def craft(self, model: Classifier, bases: np.ndarray, target: np.ndarray, base_labels: np.ndarray,
+              target_label: int, settings: AttackSettings) -> Poisons:
+        why = self.why_not(model.config.head)
+        if why:
+            raise ValueError(why)
+        return self.solver(model, bases, target, base_labels, target_label, settings)
+
+
+ATTACKS: dict[str, Attack] = {a.name: a for a in (
+    Attack("fc", "Feature collision",
+           "pull each poison's feature onto the target's, inside the pixel budget (projected Adam)",
+           CollisionSettings, feature_collision, defaults=_collision_defaults),
+    Attack("fc-adaptive", "Defence-aware feature collision",
+           "feature collision that also keeps the poison likely under its claimed class's Gaussian",
+           AdaptiveSettings, feature_collision, requires=frozenset({"gaussian"}), fallback="fc",
+           defaults=_collision_defaults),
+    Attack("fc-frogs", "Poison Frogs (original solver)",
+           "Shafahi et al.'s forward-backward splitting with a proximity weight beta", FrogsSettings, poison_frogs),
+    Attack("cp", "Convex polytope", "poisons whose features surround the target's (Zhu et al.)",
+           PolytopeSettings, lambda *a: polytope(*a, mode="convex")),
+    Attack("bp", "Bullseye polytope", "poisons whose mean feature is the target's (Aghakhani et al.)",
+           PolytopeSettings, lambda *a: polytope(*a, mode="bullseye")),
+)}
+
+
+def get_attack(name: str) -> Attack:
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
+    return ATTACKS[name]
+
+
+def settings_for(attack: str, dataset: str, **values) -> AttackSettings:
+    """``attack``'s settings with the data set's defaults: its clean-label budget, a trajectory of
+    about 100 records, and the attack's derived defaults (collision's patience). ``None`` values
+    mean "the default"; a setting the attack does not have is an error."""
+    entry = get_attack(attack)
+    given = {k: v for k, v in values.items() if v is not None}
+    unknown = set(given) - set(entry.settings.knobs())
+    if unknown:
+        raise ValueError(f"{entry.label} has no setting {', '.join(sorted(unknown))} "
+                         f"(its settings: {', '.join(entry.settings.knobs())})")
+    given.setdefault("iters", entry.settings.knobs()["iters"].default)
+    given.setdefault("eps", default_eps(dataset))
+    given.setdefault("record_every", max(1, given["iters"] // 100))
+    return entry.settings.from_values(entry.defaults(given))
 
 
 def craft(model: Classifier, attack: str, bases: np.ndarray, target: np.ndarray, base_labels: np.ndarray,
-          target_label: int, **knobs) -> Poisons:
-    """One entry point for every attack (the CLI, experiments and the dashboard call this)."""
-    why = applicable(attack, model.config.head)
-    if why:
-        raise ValueError(why)
-    if attack == "fc":
-        return feature_collision(model, bases, target, base_labels, target_label, **knobs)
-    if attack == "fc-adaptive":
-        knobs.setdefault("adaptive_weight", 1.0)
-        return feature_collision(model, bases, target, base_labels, target_label, **knobs)
-    if attack == "fc-frogs":
-        return poison_frogs(model, bases, target, base_labels, target_label, **knobs)
-    return polytope(model, bases, target, base_labels, target_label,
-                    mode="convex" if attack == "cp" else "bullseye", **knobs)
+          target_label: int, settings: AttackSettings | None = None, **knobs) -> Poisons:
+    """One entry point for every attack (the CLI, experiments and the dashboard call this):
+    ``settings`` from ``settings_for``, or the settings as keywords."""
+    entry = get_attack(attack)
+    if settings is None:
+        settings = entry.settings.from_values(knobs)
+    elif knobs:
+        raise ValueError("pass a settings object or keyword settings, not both")
+    return entry.craft(model, bases, target, base_labels, target_label, settings)

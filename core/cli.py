@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
 import time
 from pathlib import Path
@@ -15,13 +16,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .attacks import ATTACKS, attack_knobs
-from .checkpoints import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
-from .data import DATASETS, DataUnavailable, class_split, load_dataset, load_demo, write_demo
-from .models import Classifier, default_config, pick_device
-from .train import TrainConfig, TrainingDiverged, accuracy, fit
+from .attacks import ATTACKS, settings_for
+from .checkpoints import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint, sha256_file
+from .data import DATASETS, DataUnavailable, class_split, load_dataset, load_demo, stratified_sample, write_demo
 from .defences import DEFENCES
-from .victim import SETTINGS
+from .embeddings import (MapError, features_path, fit_umap, map_key, map_path, read_features, save_features, save_map,
+                         verify_map)
+from .experiments import ExperimentConfig, run_experiment
+from .judge import JUDGE_SEED, judge_path, load_judge
+from .models import Classifier, default_config, extract_features, pick_device
+from .pipeline import plan_trial, run_trial
+from .settings import knob_type
+from .train import TrainConfig, TrainingDiverged, accuracy, fit
+from .victim import SETTINGS, Retraining
 
 
 def _bounded(kind: type, lo: float, hi: float):
@@ -47,7 +54,6 @@ def _data_identity(data) -> dict:
     src = Path(data.source)
     ident = {"name": data.name, "source_kind": src.suffix.lstrip(".") or "folder"}
     if src.is_file():
-        from .checkpoints import sha256_file
         ident.update(file=src.name, sha256=sha256_file(src))
     return ident
 
@@ -55,7 +61,6 @@ def _data_identity(data) -> dict:
 def _hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    import platform
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
@@ -110,8 +115,6 @@ SUITES = {"cifar10": [("lgm", 128), ("softmax", 128), ("lgm", 2), ("softmax", 2)
 
 def cmd_train_judge(args: argparse.Namespace) -> dict:
     """Train the clean-label judge's reference classifier (``core.judge``) for one data set."""
-    from .judge import JUDGE_SEED, judge_path
-
     if args.threads:
         torch.set_num_threads(args.threads)
     data = _data(args, args.dataset)
@@ -169,7 +172,6 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     data = _data(args, cfg["dataset"])
     x, y = data.x_test, data.y_test
     if args.limit:  # a stratified, seeded sample: the data packs are sorted by class
-        from .pipeline import stratified_sample
         keep = stratified_sample(y, min(args.limit, len(y)), np.random.default_rng(0))
         x, y = x[keep], y[keep]
     t0 = time.perf_counter()
@@ -187,15 +189,11 @@ def cmd_make_demo(args: argparse.Namespace) -> dict:
 
 def _judge_or_none(data):
     """The data set's clean-label judge when one is shipped (``train-judge`` makes one)."""
-    from .judge import judge_path, load_judge
-
     return load_judge(data) if judge_path(data.name).is_file() else None
 
 
 def _trial_from_args(args: argparse.Namespace, defences: tuple[str, ...]):
     """Plan the trial the arguments name and run it through the shared pipeline."""
-    from .pipeline import plan_trial, run_trial
-
     model, meta = load_checkpoint(args.checkpoint, pick_device(args.device))
     data = _data(args, meta["config"]["dataset"])
     if not 0 <= args.target_index < len(data.y_test):
@@ -204,11 +202,16 @@ def _trial_from_args(args: argparse.Namespace, defences: tuple[str, ...]):
     plan = plan_trial(data, args.seed, np.array([args.target_index]), n_poisons=args.n_poisons,
                       n_clean=getattr(args, "n_clean", 1000), n_test=getattr(args, "n_test", 1000),
                       target_index=args.target_index, base_class=args.base_class, judge=judge)
-    knobs = attack_knobs(args.attack, data.name, args.iters, eps=args.eps, beta0=args.beta, opacity=args.opacity,
-                         adaptive_weight=args.adaptive_weight, restarts=args.restarts, seed=args.seed)
-    result = run_trial(model, data, plan, args.attack, knobs, defences=defences,
-                       setting=getattr(args, "setting", "transfer"), judge=judge, victim_seed=args.seed,
-                       end2end_epochs=getattr(args, "epochs", 1))
+    given = {name: getattr(args, name) for name in _attack_knobs() if getattr(args, name) is not None}
+    if "seed" in ATTACKS[args.attack].settings.knobs():
+        given["seed"] = args.seed  # the trial's seed seeds the attack too
+    stray = sorted(set(given) - set(ATTACKS[args.attack].settings.knobs()))
+    if stray:
+        raise ValueError(f"{ATTACKS[args.attack].label} has no setting "
+                         f"{', '.join('--' + k.replace('_', '-') for k in stray)}")
+    settings = settings_for(args.attack, data.name, **given)
+    victim = Retraining(setting=getattr(args, "setting", "transfer"), seed=args.seed, epochs=getattr(args, "epochs", 1))
+    result = run_trial(model, data, plan, args.attack, settings, defences=defences, victim=victim, judge=judge)
     result.poisons.params.update(checkpoint=str(args.checkpoint), target_index=args.target_index, seed=args.seed,
                                  base_indices=plan.base_indices.tolist(), data=data.name)
     return result
@@ -229,8 +232,6 @@ def cmd_attack(args: argparse.Namespace) -> dict:
 
 
 def cmd_experiment(args: argparse.Namespace) -> dict:
-    from .experiments import ExperimentConfig, run_experiment
-
     cfg = ExperimentConfig.from_file(args.config)
     overrides = {k: v for k, v in {"n_jobs": args.n_jobs, "backend": args.backend, "trials": args.trials}.items()
                  if v is not None}
@@ -273,6 +274,21 @@ def cmd_precompute_maps(args: argparse.Namespace) -> dict:
                 refused.append(str(exc))
         written.append(str(save_map(fit_umap(feats["test"], 0), target)))
     return {"written": written, "refused": refused}
+
+
+_ALIASES = {"beta0": ("--beta",)}  # older spellings of a flag
+_CLI_DEFAULTS = {"iters": 1000}  # the CLI's own default (the attacks' own: 300 for collision)
+
+
+def _attack_knobs() -> dict:
+    """{knob: (field, settings class, attacks that use it)} over every attack of the registry, the
+    trial-level seed excepted: the CLI's attack flags."""
+    out: dict = {}
+    for attack in ATTACKS.values():
+        for name, f in attack.settings.knobs().items():
+            if name != "seed":
+                out.setdefault(name, (f, attack.settings, {}))[2].setdefault(f.metadata["help"], []).append(attack.name)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -353,18 +369,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="index of the target in the test split")
         sp.add_argument("--base-class", type=_bounded(int, 0, 9), required=True)
         sp.add_argument("--n-poisons", type=_bounded(int, 1, 500), default=5)
-        sp.add_argument("--iters", type=_bounded(int, 1, 20_000), default=1000)
-        sp.add_argument("--beta", type=_bounded(float, 0.0, 1e6), default=0.25,
-                        help="beta0 of fc-frogs, on the paper's 0-255 pixel scale")
-        sp.add_argument("--opacity", type=_bounded(float, 0.0, 1.0), default=0.0, help="watermark (fc-frogs)")
-        sp.add_argument("--eps", type=_bounded(float, 1e-4, 1.0),
-                        help="l_inf budget around the base, pixels in [0, 1] (default: the data set's clean-label "
-                             "budget: 0.1 MNIST, 0.05 Fashion-MNIST, 8/255 CIFAR-10; larger is not clean-label)")
-        sp.add_argument("--restarts", type=_bounded(int, 1, 100), default=1, help="random restarts (fc)")
         sp.add_argument("--no-judge", action="store_true", help="skip the clean-label judge")
-        sp.add_argument("--adaptive-weight", type=_bounded(float, 0.0, 1e4), default=1.0,
-                        help="weight of the claimed-class Mahalanobis term (fc-adaptive)")
-        sp.add_argument("--seed", type=_bounded(int, 0, 2**31 - 1), default=0)
+        sp.add_argument("--seed", type=_bounded(int, 0, 2**31 - 1), default=0,
+                        help="seeds the trial's draws, the attack's restarts and the victim")
+        group = sp.add_argument_group("attack settings", "from the attack registry (core.attacks.ATTACKS); "
+                                      "unset: the attack's default for the data set")
+        for name, (f, owner, helps) in _attack_knobs().items():
+            lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+            art = f" (ART: {f.metadata['art']})" if f.metadata.get("art") else ""
+            flags = [f"--{name.replace('_', '-')}", *_ALIASES.get(name, ())]
+            text = "; ".join(f"{h} ({', '.join(users)})" for h, users in helps.items()) + art
+            group.add_argument(*flags, dest=name, type=_bounded(knob_type(f, owner), lo, hi),
+                               default=_CLI_DEFAULTS.get(name), help=text.replace("%", "%%"))
         data_flags(sp)
 
     c = sub.add_parser("craft", help="craft poisons against a checkpoint; JSON summary, poisons to --out")

@@ -261,37 +261,34 @@ def load_demo(name: str) -> Dataset:
     return _read_npz(name, path)
 
 
-def stratified_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    """Up to ``per_class`` indices of each class, chosen and shuffled by ``seed`` (packs may be
-    sorted by class; a shuffled sample lets callers take any prefix)."""
-    rng = np.random.default_rng(seed)
-    picks = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
-    return rng.permutation(np.concatenate(picks))
+def stratified_sample(labels: np.ndarray, n: int, rng: np.random.Generator,
+                      exclude: np.ndarray | None = None) -> np.ndarray:
+    """``n`` indices spread evenly over the classes present (sorted), none of ``exclude``."""
+    pool = np.setdiff1d(np.arange(len(labels)), exclude) if exclude is not None else np.arange(len(labels))
+    classes = np.unique(labels[pool])
+    share = np.full(len(classes), n // len(classes))
+    share[:n % len(classes)] += 1
+    picks = []
+    for c, m in zip(classes, share):
+        members = pool[labels[pool] == c]
+        picks.append(rng.choice(members, min(m, len(members)), replace=False))
+    return np.sort(np.concatenate(picks))
 
 
 def write_demo(dataset: Dataset, train_per_class: int, test_per_class: int, seed: int = 0,
                path: Path | None = None) -> Path:
-    """Write the embedded sample: a stratified subset of both splits, compressed."""
-    itr = stratified_indices(dataset.y_train, train_per_class, seed)
-    ite = stratified_indices(dataset.y_test, test_per_class, seed + 1)
+    """Write the embedded sample: a stratified subset of both splits, shuffled (so a prefix of it is
+    still a mixed sample), compressed. (The shipped samples were drawn by an earlier per-class
+    sampler: a rebuild has the same class counts, not the same images.)"""
+    def draw(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        return rng.permutation(stratified_sample(labels, per_class * len(np.unique(labels)), rng))
+
+    itr = draw(dataset.y_train, train_per_class, seed)
+    ite = draw(dataset.y_test, test_per_class, seed + 1)
     path = path or demo_path(dataset.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, x_train=dataset.x_train[itr], y_train=dataset.y_train[itr],
                         x_test=dataset.x_test[ite], y_test=dataset.y_test[ite],
                         train_index=itr, test_index=ite)
     return path
-
-
-def pick_attack_data(labels_train: np.ndarray, target_label: int, base_class: int, n_poisons: int,
-                     n_clean: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded choice of base images (class B) and of a clean retraining subset without them."""
-    if base_class == target_label:
-        raise ValueError("the base class must differ from the target's class")
-    rng = np.random.default_rng(seed)
-    candidates = np.flatnonzero(labels_train == base_class)
-    if len(candidates) < n_poisons:
-        raise ValueError(f"only {len(candidates)} training images of class {base_class}; ask for fewer poisons")
-    bases = rng.choice(candidates, n_poisons, replace=False)
-    rest = np.setdiff1d(np.arange(len(labels_train)), bases)
-    clean = np.sort(rng.choice(rest, min(n_clean, len(rest)), replace=False))
-    return bases, clean

@@ -1,9 +1,13 @@
 """Poison filters on penultimate features: the LGM likelihood filter and the usual baselines.
 
-Every defence maps (features, claimed labels) to a *suspicion score* per example, higher meaning
-more likely a poison; a threshold turns scores into flags. Thresholds are set on clean training
-data at a stated false-positive rate (``threshold_at_fpr``), so every defence throws away the same
-share of clean data and the comparison is fair.
+Every defence is an estimator in scikit-learn's outlier-detector shape (as ``LocalOutlierFactor``):
+``fit(features, claimed_labels, trusted=...)`` reads the training pool it is asked to clean, scores
+every example (``scores_``, higher meaning more likely a poison) and sets ``threshold_`` so that a
+stated false-positive rate of the *trusted* examples (the clean part of the pool, known to the
+experiment, not to the filter) scores above it: every defence then throws away the same share of
+clean data and the comparison is fair. ``flags_`` / ``predict`` say which examples it removes.
+Statistics that come from the pool itself (class centres, neighbours, singular directions,
+clusters) are computed on the pool as given, poisons included, as a real filter would.
 
 - ``lgm``: minus the log-likelihood of the feature under the Gaussian of its claimed class, read
   from the LGM head (the paper's built-in defence). For identity covariance 2 d_y follows a
@@ -20,46 +24,178 @@ share of clean data and the comparison is fair.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
+from scipy.stats import chi2
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+from sklearn.metrics import roc_auc_score, roc_curve
+from threadpoolctl import threadpool_limits
 
-from .lgm import LGMHead
+from .lgm import LGMHead, head_capabilities, heads_with
+from .settings import Settings, knob
+
+
+NO_DEFENCE_LABEL = "no filter"
+
+
+@dataclass(frozen=True)
+class NoSettings(Settings):
+    """A defence without knobs."""
+
+
+@dataclass(frozen=True)
+class KnnSettings(Settings):
+    k: int = knob(10, "neighbours that vote", 1, 10_000)
+
+
+@dataclass(frozen=True)
+class ACSettings(Settings):
+    dims: int = knob(10, "PCA components before 2-means", 1, 4096, art="nb_dims")
+
+
+class Defence:
+    """Base of every filter: ``score_samples`` is the defence's own statistic; ``fit`` scores the
+    pool and sets the threshold at a false-positive rate on its trusted part."""
+
+    settings_type: ClassVar[type[Settings]] = NoSettings
+
+    def __init__(self, settings: Settings | None = None, head: torch.nn.Module | None = None) -> None:
+        self.settings = settings if settings is not None else self.settings_type()
+        if not isinstance(self.settings, self.settings_type):
+            raise ValueError(f"{type(self).__name__} takes {self.settings_type.__name__}")
+        self.head = head
+
+    def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def fit(self, features: np.ndarray, labels: np.ndarray, trusted: np.ndarray | None = None,
+            fpr: float = 0.05) -> "Defence":
+        """Score the pool (``features`` with their claimed ``labels``) and set ``threshold_`` so that
+        ``fpr`` of the ``trusted`` examples (a boolean mask; default: all) score above it."""
+        features, labels = _validated(features, labels)
+        self.scores_ = self.score_samples(features, labels)
+        trusted = np.ones(len(labels), bool) if trusted is None else np.asarray(trusted, bool)
+        if trusted.shape != labels.shape or not trusted.any():
+            raise ValueError("trusted must be a boolean mask over the pool with at least one True")
+        self.threshold_ = threshold_at_fpr(self.scores_[trusted], fpr)
+        self.flags_ = self.scores_ > self.threshold_
+        return self
+
+    def predict(self, scores: np.ndarray | None = None) -> np.ndarray:
+        """True where an example is flagged (score above the fitted threshold)."""
+        return (self.scores_ if scores is None else np.asarray(scores)) > self.threshold_
+
+
+def _validated(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    features = np.asarray(features, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if features.ndim != 2 or labels.shape != (len(features),):
+        raise ValueError(f"features must be [n, d] and labels [n]; got {features.shape} and {labels.shape}")
+    if not np.isfinite(features).all():
+        raise ValueError("features must be finite")
+    return features, labels
+
+
+class LikelihoodFilter(Defence):
+    """``lgm``: minus the log-likelihood under the claimed class's Gaussian, read from the head."""
+
+    def __init__(self, settings: Settings | None = None, head: torch.nn.Module | None = None) -> None:
+        if head is None or not {"gaussian"} <= getattr(head, "capabilities", frozenset()):
+            raise ValueError("the LGM filter needs an LGM model's head")
+        super().__init__(settings, head)
+
+    def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        return lgm_scores(self.head, features, labels)
+
+
+class CentroidFilter(Defence):
+    """``centroid``: distance to the claimed class's mean feature in the pool."""
+
+    def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        return centroid_scores(features, labels, class_centroids(features, labels))
+
+
+class KnnFilter(Defence):
+    """``knn``: Deep k-NN's share of the k nearest neighbours that carry another label."""
+
+    settings_type = KnnSettings
+
+    def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        return knn_scores(features, labels, self.settings.k)
+
+
+class SpectralFilter(Defence):
+    """``spectral``: squared projection on the class's top singular direction."""
+
+    def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        return spectral_scores(features, labels)
+
+
+class ActivationClustering(Defence):
+    """``ac``: per class PCA then 2-means; the smaller cluster is suspect."""
+
+    settings_type = ACSettings
+
+    def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        return ac_scores(features, labels, self.settings.dims)
 
 
 @dataclass(frozen=True)
 class DefenceSpec:
-    """What the CLI, the experiments and the pages need to know about a filter."""
+    """One filter: its estimator, what it needs of the model's head, its names."""
 
     name: str
     label: str  # the name a person reads
-    needs_head: str | None  # "lgm": only on a model with that head
     summary: str
+    estimator: type[Defence]
+    requires: frozenset = frozenset()  # head capabilities (core.lgm): "gaussian" for the likelihood
+
+    def applies_to(self, head: str) -> bool:
+        return self.requires <= head_capabilities(head)
+
+    def why_not(self, head: str) -> str | None:
+        if self.applies_to(head):
+            return None
+        return f"{self.label} needs an {' or '.join(h.upper() for h in heads_with(self.requires))} model"
+
+    def make(self, head: torch.nn.Module | None = None, **settings) -> Defence:
+        """The estimator for a model whose head is ``head`` (used only by a defence that requires
+        the head's capabilities), with ``settings`` as keywords."""
+        return self.estimator(self.estimator.settings_type.from_values(settings, self.name),
+                              head if self.requires else None)
 
 
 DEFENCES: dict[str, DefenceSpec] = {d.name: d for d in (
-    DefenceSpec("lgm", "LGM likelihood (the paper)", "lgm",
-                "how unlikely the image's feature is under the Gaussian of the class it claims"),
-    DefenceSpec("centroid", "Distance to class centre", None,
-                "how far the feature is from the average feature of the class it claims"),
-    DefenceSpec("knn", "Deep k-NN", None, "how many of its 10 nearest neighbours carry another label"),
-    DefenceSpec("spectral", "Spectral signatures", None,
-                "how far the feature sticks out along its class's main direction of variation"),
-    DefenceSpec("ac", "Activation clustering", None, "whether it falls in the smaller of two clusters of its class"),
+    DefenceSpec("lgm", "LGM likelihood (the paper)",
+                "how unlikely the image's feature is under the Gaussian of the class it claims",
+                LikelihoodFilter, frozenset({"gaussian"})),
+    DefenceSpec("centroid", "Distance to class centre",
+                "how far the feature is from the average feature of the class it claims", CentroidFilter),
+    DefenceSpec("knn", "Deep k-NN", "how many of its 10 nearest neighbours carry another label", KnnFilter),
+    DefenceSpec("spectral", "Spectral signatures",
+                "how far the feature sticks out along its class's main direction of variation", SpectralFilter),
+    DefenceSpec("ac", "Activation clustering", "whether it falls in the smaller of two clusters of its class",
+                ActivationClustering),
 )}
-NO_DEFENCE_LABEL = "no filter"
+
+# The filter each kind of model brings with it: the likelihood where the head has class Gaussians,
+# else the nearest thing (distance to the claimed class's centre). The lab and the showcase use it.
+def own_filter(head: str) -> str:
+    return "lgm" if DEFENCES["lgm"].applies_to(head) else "centroid"
 
 
-def applicable(defence: str, head: str) -> str | None:
-    """Why ``defence`` cannot filter for a model with ``head``, or None when it can ("none" always can)."""
-    if defence == "none":
-        return None
-    spec = DEFENCES.get(defence)
-    if spec is None:
-        return f"unknown defence {defence!r}; choose one of none, {', '.join(DEFENCES)}"
-    if spec.needs_head and spec.needs_head != head:
-        return f"{spec.label} needs an {spec.needs_head.upper()} model"
-    return None
+def get_defence(name: str) -> DefenceSpec:
+    if name not in DEFENCES:
+        raise ValueError(f"unknown defence {name!r}; choose one of none, {', '.join(DEFENCES)}")
+    return DEFENCES[name]
+
+
+def applies(defence: str, head: str) -> bool:
+    """Whether ``defence`` (or "none", no filter) can filter for a model with ``head``."""
+    return defence == "none" or get_defence(defence).applies_to(head)
 
 
 def label(defence: str) -> str:
@@ -72,7 +208,8 @@ def lgm_scores(head: LGMHead, feats: np.ndarray, labels: np.ndarray) -> np.ndarr
     return -ll.numpy().astype(np.float64)
 
 
-def class_centroids(feats: np.ndarray, labels: np.ndarray, n_classes: int = 10) -> np.ndarray:
+def class_centroids(feats: np.ndarray, labels: np.ndarray, n_classes: int | None = None) -> np.ndarray:
+    n_classes = int(labels.max()) + 1 if n_classes is None else n_classes
     return np.stack([feats[labels == c].mean(0) if np.any(labels == c) else np.zeros(feats.shape[1])
                      for c in range(n_classes)])
 
@@ -108,10 +245,6 @@ def ac_scores(feats: np.ndarray, labels: np.ndarray, dims: int = 10) -> np.ndarr
     place of its ICA); members of the smaller cluster score 1 - its share of the class. Seeded and
     on one thread, so the same pool gets the same scores on any machine (the per-class problems are
     small: more threads only cost start-up and oversubscribe cores that parallel trials already use)."""
-    from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
-    from threadpoolctl import threadpool_limits
-
     scores = np.zeros(len(feats))
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
@@ -126,29 +259,6 @@ def ac_scores(feats: np.ndarray, labels: np.ndarray, dims: int = 10) -> np.ndarr
     return scores
 
 
-def score(defence: str, feats: np.ndarray, labels: np.ndarray, *, head: LGMHead | None = None,
-          centroids: np.ndarray | None = None, k: int = 10) -> np.ndarray:
-    """Suspicion scores of one defence over a pool of training features and claimed labels.
-
-    Keywords a defence does not use are ignored on purpose: the pipeline and the lab pass the
-    model's head to every defence, whichever model it is."""
-    feats = np.asarray(feats, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.int64)
-    if defence == "lgm":
-        if head is None or getattr(head, "kind", None) != "lgm":
-            raise ValueError("the LGM filter needs an LGM model's head")
-        return lgm_scores(head, feats, labels)
-    if defence == "centroid":
-        return centroid_scores(feats, labels, class_centroids(feats, labels) if centroids is None else centroids)
-    if defence == "knn":
-        return knn_scores(feats, labels, k)
-    if defence == "spectral":
-        return spectral_scores(feats, labels)
-    if defence == "ac":
-        return ac_scores(feats, labels)
-    raise ValueError(f"unknown defence {defence!r}; choose one of {', '.join(DEFENCES)}")
-
-
 def threshold_at_fpr(clean_scores: np.ndarray, fpr: float) -> float:
     """The score above which only ``fpr`` of clean examples lie (flag when score > threshold)."""
     if not 0.0 < fpr < 1.0:
@@ -158,8 +268,6 @@ def threshold_at_fpr(clean_scores: np.ndarray, fpr: float) -> float:
 
 def chi2_threshold(head: LGMHead, fpr: float) -> float:
     """Model-based LGM threshold for identity covariance: 2 d_y ~ chi2(d), no clean data needed."""
-    from scipy.stats import chi2
-
     if head.covariance != "identity":
         raise ValueError("the chi-square threshold assumes identity covariance")
     d = head.feat_dim
@@ -170,8 +278,6 @@ def chi2_threshold(head: LGMHead, fpr: float) -> float:
 def roc(clean_scores: np.ndarray, poison_scores: np.ndarray) -> dict:
     """ROC curve (poisons positive; one point per distinct score, from (0, 0)), its AUC, and the
     true-positive rate at 1% and 5% FPR with the threshold set on the clean scores."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     clean_scores = np.asarray(clean_scores, dtype=np.float64)
     poison_scores = np.asarray(poison_scores, dtype=np.float64)
     if len(clean_scores) == 0 or len(poison_scores) == 0:

@@ -27,18 +27,49 @@ import torch
 from joblib import Parallel, delayed, parallel_config
 from tqdm.auto import tqdm
 
-from .attacks import ATTACKS, applicable, attack_knobs
+from .attacks import ATTACKS, settings_for
 from .checkpoints import load_checkpoint
 from .data import load_dataset, load_demo
 from .defences import DEFENCES
 from .gallery import build_gallery
 from .judge import load_judge
 from .pipeline import FeatureBank, correct_targets, plan_trial, run_trial
-from .report import markdown_table, summarise, write_plot
-from .victim import SETTINGS
+from .report import markdown_table, summarise
+from .settings import default_of
+from .victim import SETTINGS, Retraining
 
 
 _OPTIONAL = {"eps": float, "data_dir": str}  # fields whose default is None, and the type they take
+# Knobs the experiment sets for every attack itself (the trial index seeds each trial's attack).
+_EXPERIMENT_KNOBS = ("iters", "eps", "record_every", "seed")
+# Configs written before attack_settings held one flat key per knob; read as the same experiment.
+_LEGACY_KNOBS = ("restarts", "beta0", "opacity", "adaptive_weight")
+
+
+def _canonical_attack_settings(attacks: tuple, raw: dict, where: str) -> dict:
+    """{attack: {knob: value}} with every knob checked against the attack's settings, and values
+    equal to the default dropped: two configs that run the same trials compare equal."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: attack_settings must be an object {{attack: {{setting: value}}}}")
+    out = {}
+    for attack, values in sorted(raw.items()):
+        if attack not in ATTACKS:
+            raise ValueError(f"{where}: attack_settings names unknown attack {attack!r}")
+        if attack not in attacks:
+            continue  # settings of an attack the grid does not run change nothing
+        if not isinstance(values, dict):
+            raise ValueError(f"{where}: attack_settings[{attack!r}] must be an object")
+        shared = set(values) & set(_EXPERIMENT_KNOBS)
+        if shared:
+            raise ValueError(f"{where}: {', '.join(sorted(shared))} are set for the whole experiment, "
+                             "not per attack")
+        cls = ATTACKS[attack].settings
+        cls.from_values({"eps": 0.1, **values}, f"{where}: attack_settings[{attack!r}]")  # validates
+        knobs = cls.knobs()
+        kept = {k: v for k, v in sorted(values.items()) if v != default_of(knobs[k])}
+        if kept:
+            out[attack] = kept
+    return out
 
 
 @dataclass(frozen=True)
@@ -53,10 +84,7 @@ class ExperimentConfig:
     trials: int = 10
     iters: int = 300
     eps: float | None = None  # l_inf budget (None: attacks.default_eps of the data set)
-    restarts: int = 1  # fc / fc-adaptive random restarts
-    beta0: float = 0.25  # fc-frogs only, on the paper's 0-255 pixel scale
-    opacity: float = 0.0  # fc-frogs only: Poison Frogs' watermark
-    adaptive_weight: float = 1.0
+    attack_settings: dict = field(default_factory=dict)  # {attack: {setting: value}}, beyond its defaults
     judge: bool = True  # judge every poison (clean-label or not) and draw bases the judges agree on
     n_clean: int = 1000
     n_test: int = 1000
@@ -81,11 +109,23 @@ class ExperimentConfig:
             raise ValueError("eps must be in (0, 1] (pixels in [0, 1]) or null for the data set's budget")
         if any(not isinstance(k, int) or not 1 <= k <= 1000 for k in self.n_poisons):
             raise ValueError("n_poisons must be whole numbers in 1..1000")
+        object.__setattr__(self, "attack_settings",
+                           _canonical_attack_settings(tuple(self.attacks), self.attack_settings, "config"))
 
     @classmethod
     def from_dict(cls, raw: dict, where: str = "config") -> "ExperimentConfig":
         """Build from JSON-like values, with a clear error for an unknown key or a wrong type."""
         known = {f.name: f for f in fields(cls)}
+        raw = dict(raw)
+        legacy = {k: raw.pop(k) for k in _LEGACY_KNOBS if k in raw}
+        if legacy:  # the flat knobs of older configs go to every attack of the grid that has them
+            nested = {a: dict(v) for a, v in dict(raw.get("attack_settings") or {}).items()}
+            for attack in raw.get("attacks", cls.attacks):
+                if attack in ATTACKS:
+                    mine = {k: v for k, v in legacy.items() if k in ATTACKS[attack].settings.knobs()}
+                    if mine:
+                        nested[attack] = {**mine, **nested.get(attack, {})}
+            raw["attack_settings"] = nested
         unknown = set(raw) - set(known)
         if unknown:
             raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
@@ -95,6 +135,9 @@ class ExperimentConfig:
             default = f.default_factory() if f.default_factory is not MISSING else f.default
             want = _OPTIONAL.get(key) or type(default)
             value = tuple(value) if isinstance(value, list) else value
+            if key == "attack_settings":
+                values[key] = value
+                continue
             if value is None and key in _OPTIONAL:
                 values[key] = None
                 continue
@@ -162,21 +205,21 @@ def experiment_trial(cfg: ExperimentConfig, targets: dict[str, np.ndarray], mode
     if threads:
         torch.set_num_threads(threads)
     model, meta = _model(cfg.models[model_name])
-    why = applicable(attack, model.config.head)
-    if why:
-        return {"skipped": why}, None
+    entry = ATTACKS[attack]
+    if not entry.applies_to(model.config.head):
+        return {"skipped": entry.why_not(model.config.head)}, None
     name = meta["config"]["dataset"]
     ds = _dataset(name, cfg.demo, cfg.data_dir)
     judge = _judge(name, cfg.demo, cfg.data_dir) if cfg.judge else None
     plan = plan_trial(ds, (cfg.seed, trial), targets[name], n_poisons=k, n_clean=cfg.n_clean, n_test=cfg.n_test,
                       judge=judge)
-    knobs = attack_knobs(attack, name, cfg.iters, eps=cfg.eps, beta0=cfg.beta0, opacity=cfg.opacity,
-                         adaptive_weight=cfg.adaptive_weight, restarts=cfg.restarts, seed=trial,
-                         record_every=cfg.iters)
-    result = run_trial(model, ds, plan, attack, knobs, defences=cfg.defences, setting=setting, fpr=cfg.fpr,
-                       judge=judge, victim_seed=trial, end2end_epochs=cfg.end2end_epochs,
-                       bank=_bank(cfg.models[model_name], cfg.demo, cfg.data_dir))
-    record = {"model": model_name, "trial": trial, **result.record(), "eps": knobs["eps"],
+    seeded = {"seed": trial} if "seed" in entry.settings.knobs() else {}
+    settings = settings_for(attack, name, iters=cfg.iters, eps=cfg.eps, record_every=cfg.iters, **seeded,
+                            **cfg.attack_settings.get(attack, {}))
+    victim = Retraining(setting=setting, seed=trial, epochs=cfg.end2end_epochs)
+    result = run_trial(model, ds, plan, attack, settings, defences=cfg.defences, fpr=cfg.fpr, victim=victim,
+                       judge=judge, bank=_bank(cfg.models[model_name], cfg.demo, cfg.data_dir))
+    record = {"model": model_name, "trial": trial, **result.record(), "eps": settings.eps,
               "seeds": {"trial_rng": [cfg.seed, trial], "attack": trial, "victim": trial}}
     return record, np.round(result.poisons.poisons * 255).astype(np.uint8)
 
@@ -213,7 +256,6 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True
                "wall_s_this_run": round(time.perf_counter() - t0, 1), "torch": torch.__version__}
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "results.md").write_text(markdown_table(rows))
-    write_plot(rows, out / "success_rates.html")
     datasets = {_model(path)[1]["config"]["dataset"] for path in cfg.models.values()}
     if len(datasets) == 1:  # the dashboard's gallery pages through one data set's poisons
         build_gallery(out, data=_dataset(datasets.pop(), cfg.demo, cfg.data_dir))
@@ -230,7 +272,9 @@ def _check_resume(cfg: ExperimentConfig, out: Path) -> None:
     old_file = out / "config.json"
     if not old_file.is_file():
         return
-    old, new = json.loads(old_file.read_text()), json.loads(json.dumps(asdict(cfg)))  # tuples -> lists, as stored
+    # both through from_dict: an older flat config and today's nested one compare as the same trials
+    old = json.loads(json.dumps(asdict(ExperimentConfig.from_dict(json.loads(old_file.read_text()), str(old_file)))))
+    new = json.loads(json.dumps(asdict(cfg)))  # tuples -> lists, as stored
     changed = sorted(k for k in set(old) | set(new) if k not in _RESUMABLE and old.get(k) != new.get(k))
     if changed:
         raise ValueError(f"{out} holds trials of a different config (changed: {', '.join(changed)}); "

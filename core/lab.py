@@ -1,10 +1,13 @@
-"""What the dashboard's Poison lab and Defences pages run, on top of the one trial pipeline.
+"""What the dashboard's Poison lab, Defences page and Overview run, on top of the one trial pipeline.
 
-- ``run_lab``: one trial against one model, retrained with no filter and behind the model's own
-  filter (LGM: the likelihood under the claimed class; softmax: distance to the claimed class's
-  centre, the nearest thing it has); ``run_lab_pair`` runs it for both models in parallel.
-- ``poison_pool`` / ``compare_defences``: the poisons of several planned trials mixed into one
-  clean training pool, scored by every filter that applies (ROC, AUC, true-positive rates).
+- ``lab_runs`` / ``run_lab`` / ``run_lab_pair``: one trial against each model of a pair, the
+  attack each model gets (an attack a head cannot take falls back, ``Attack.for_head``), each
+  retrained with no filter and behind the model's own filter (``defences.own_filter``), the models
+  in parallel.
+- ``poison_pool`` / ``compare_defences`` / ``defence_comparison``: the poisons of several planned
+  trials mixed into one clean training pool, scored by every filter that applies (ROC, AUC,
+  true-positive rates).
+- ``example_poison``: one poison crafted now, where no shipped example exists.
 """
 
 from __future__ import annotations
@@ -15,41 +18,57 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .attacks import craft
+from .attacks import AttackSettings, Poisons, get_attack, settings_for
 from .data import Dataset
-from .defences import DEFENCES, applicable, chi2_threshold, roc, score
+from .defences import DEFENCES, chi2_threshold, own_filter, roc
 from .judge import Judge
-from .models import Classifier
+from .models import Classifier, extract_features, predict_logits
 from .pipeline import FeatureBank, TrialPlan, TrialResult, plan_trial, run_trial
-from .victim import extract_features
+from .victim import Retraining
 
-OWN_FILTER = {"lgm": "lgm", "softmax": "centroid"}
+# The lab's sizes: a class of students shares one server, so a run stays small.
+LAB_CLEAN, LAB_TEST = 500, 500
+POOL_CLEAN, POOL_POISONS = 500, 5
 
 
-def run_lab(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, knobs: dict, *, fpr: float = 0.05,
-            judge: Judge | None = None, target: np.ndarray | None = None, bank: FeatureBank | None = None,
-            progress: Callable[[str], None] | None = None) -> TrialResult:
+def lab_runs(models: dict[str, Classifier], attack: str, dataset: str,
+             **values) -> dict[str, tuple[Classifier, str, AttackSettings]]:
+    """{name: (model, the attack it gets, its settings)} for a softmax-vs-LGM run: a model whose head
+    cannot take ``attack`` gets the attack's fallback (the defence-aware term needs class
+    Gaussians; the softmax model gets plain collision), with the values that attack has."""
+    runs = {}
+    for name, m in models.items():
+        entry = get_attack(attack).for_head(m.config.head)
+        known = entry.settings.knobs()
+        runs[name] = (m, entry.name, settings_for(entry.name, dataset, **{k: v for k, v in values.items() if k in known}))
+    return runs
+
+
+def run_lab(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, settings: AttackSettings, *,
+            fpr: float = 0.05, judge: Judge | None = None, target: np.ndarray | None = None,
+            bank: FeatureBank | None = None, progress: Callable[[str], None] | None = None) -> TrialResult:
     """Craft against ``model``, judge, retrain its transfer victim without and behind its own filter.
     ``bank``: the model's features of ``data`` (the dashboard keeps them), so only the poisons are
     run through the network."""
-    return run_trial(model, data, plan, attack, knobs, defences=("none", OWN_FILTER[model.config.head]),
-                     setting="transfer", fpr=fpr, judge=judge, target=target, victim_seed=int(plan.seed[-1]),
-                     bank=bank, progress=progress)
+    return run_trial(model, data, plan, attack, settings, defences=("none", own_filter(model.config.head)),
+                     fpr=fpr, victim=Retraining(seed=int(plan.seed[-1])), judge=judge, target=target, bank=bank,
+                     progress=progress)
 
 
-def run_lab_pair(runs: dict[str, tuple[Classifier, str, dict]], data: Dataset, plan: TrialPlan, *,
+def run_lab_pair(runs: dict[str, tuple[Classifier, str, AttackSettings]], data: Dataset, plan: TrialPlan, *,
                  fpr: float = 0.05, judge: Judge | None = None, target: np.ndarray | None = None,
                  banks: dict[str, FeatureBank] | None = None,
                  progress: Callable[[str], None] | None = None) -> dict[str, TrialResult]:
-    """``run_lab`` for several models at once ({name: (model, attack, knobs)}), one thread and one
-    core each: the dashboard's softmax-vs-LGM run takes the time of the slower model, not the sum.
-    Results are the same as running them one after another (each run is seeded by ``plan``)."""
+    """``run_lab`` for several models at once ({name: (model, attack, settings)}, from ``lab_runs``),
+    one thread and one core each: the dashboard's softmax-vs-LGM run takes the time of the slower
+    model, not the sum. Results are the same as running them one after another (each run is seeded
+    by ``plan``)."""
     say = progress or (lambda _msg: None)
 
     def one(name: str) -> TrialResult:
         torch.set_num_threads(1)  # per thread: the models share the cores instead of fighting over them
-        model, attack, knobs = runs[name]
-        return run_lab(model, data, plan, attack, knobs, fpr=fpr, judge=judge, target=target,
+        model, attack, settings = runs[name]
+        return run_lab(model, data, plan, attack, settings, fpr=fpr, judge=judge, target=target,
                        bank=(banks or {}).get(name), progress=lambda msg: say(f"{name}: {msg}"))
 
     with ThreadPoolExecutor(max_workers=len(runs)) as pool:
@@ -57,8 +76,18 @@ def run_lab_pair(runs: dict[str, tuple[Classifier, str, dict]], data: Dataset, p
         return {name: f.result() for name, f in futures.items()}
 
 
-def poison_pool(model: Classifier, data: Dataset, attack: str, knobs: dict, candidates: np.ndarray, *,
-                n_pairs: int = 4, n_poisons: int = 5, n_clean: int = 500, seed: int = 0,
+def own_filter_result(result: TrialResult, head: str):
+    """The victim retrained behind the model's own filter, from a lab run's result."""
+    return result.victims[own_filter(head)]
+
+
+def guess_label(model: Classifier, image: np.ndarray) -> int:
+    """The model's class for one NHWC image (an upload's preselected label)."""
+    return int(predict_logits(model, image[None]).argmax())
+
+
+def poison_pool(model: Classifier, data: Dataset, attack: str, settings: AttackSettings, candidates: np.ndarray, *,
+                n_pairs: int = 4, n_poisons: int = POOL_POISONS, n_clean: int = POOL_CLEAN, seed: int = 0,
                 judge: Judge | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A training pool as a victim would see it: the clean subset of the first planned trial plus the
     poisons of ``n_pairs`` planned trials (targets among ``candidates``, the correctly classified
@@ -68,9 +97,10 @@ def poison_pool(model: Classifier, data: Dataset, attack: str, knobs: dict, cand
     all_bases = np.concatenate([p.base_indices for p in plans])
     clean = np.setdiff1d(plans[0].clean_indices, all_bases)
     feats, labels = [extract_features(model, data.x_train[clean]).numpy()], [data.y_train[clean]]
+    entry = get_attack(attack)
     for p in plans:
-        poisons = craft(model, attack, data.x_train[p.base_indices], data.x_test[p.target_index:p.target_index + 1],
-                        np.full(n_poisons, p.base_class), p.target_label, **knobs)
+        poisons = entry.craft(model, data.x_train[p.base_indices], data.x_test[p.target_index:p.target_index + 1],
+                              np.full(n_poisons, p.base_class), p.target_label, settings)
         feats.append(extract_features(model, poisons.poisons).numpy())
         labels.append(poisons.base_labels)
     is_poison = np.r_[np.zeros(len(clean), bool), np.ones(n_pairs * n_poisons, bool)]
@@ -83,16 +113,44 @@ def compare_defences(model: Classifier, feats: np.ndarray, claimed: np.ndarray, 
     An identity-covariance LGM model also gets ``chi2``: what its model-based threshold (no clean
     data needed) flags at a nominal 1% and 5%, to compare with the clean data's real rate."""
     out = {}
-    for defence in DEFENCES:
-        if applicable(defence, model.config.head):
+    for name, spec in DEFENCES.items():
+        if not spec.applies_to(model.config.head):
             continue
-        s = score(defence, feats, claimed, head=model.head)
-        out[defence] = {**roc(s[~is_poison], s[is_poison]), "scores": s}
-        if defence == "lgm" and model.head.covariance == "identity":
-            out[defence]["chi2"] = []
+        s = spec.make(model.head).fit(feats, claimed, trusted=~is_poison).scores_
+        out[name] = {**roc(s[~is_poison], s[is_poison]), "scores": s}
+        if "gaussian" in spec.requires and model.head.covariance == "identity":
+            out[name]["chi2"] = []
             for f in (0.01, 0.05):
                 t = chi2_threshold(model.head, f)
-                out[defence]["chi2"].append({"nominal_fpr": f, "threshold": t,
-                                             "clean_flagged": float(np.mean(s[~is_poison] > t)),
-                                             "poisons_flagged": float(np.mean(s[is_poison] > t))})
+                out[name]["chi2"].append({"nominal_fpr": f, "threshold": t,
+                                          "clean_flagged": float(np.mean(s[~is_poison] > t)),
+                                          "poisons_flagged": float(np.mean(s[is_poison] > t))})
     return out
+
+
+def defence_comparison(models: dict[str, Classifier], data: Dataset, attack: str, candidates: np.ndarray, *,
+                       n_pairs: int, iters: int, judge: Judge | None = None,
+                       progress: Callable[[float, str], None] | None = None) -> dict:
+    """The Defences page's run: for each model that ``attack`` applies to, a pool of ``n_pairs`` x 5
+    poisons among 500 clean images, scored by every filter: {name: {"is_poison", "defences"}}."""
+    entry, out = get_attack(attack), {}
+    usable = {n: m for n, m in models.items() if entry.applies_to(m.config.head)}
+    for i, (name, m) in enumerate(usable.items()):
+        if progress:
+            progress(i / len(usable), f"crafting {n_pairs * POOL_POISONS} poisons against the {name} model and scoring them")
+        settings = settings_for(attack, data.name, iters=iters, record_every=iters)
+        feats, claimed, is_poison = poison_pool(m, data, attack, settings, candidates, n_pairs=n_pairs, judge=judge)
+        out[name] = {"is_poison": is_poison, "defences": compare_defences(m, feats, claimed, is_poison)}
+    return out
+
+
+def example_poison(model: Classifier, data: Dataset, iters: int = 100) -> tuple[int, int, Poisons]:
+    """One poison crafted now with the default settings, where no shipped example exists: the first
+    test 3 as target and the first training 8 as base (CIFAR-10: a dog and a cat); returns
+    (target index, base index, poisons)."""
+    ti = int(np.flatnonzero(data.y_test == (5 if data.name == "cifar10" else 3))[0])
+    base_class = 3 if data.name == "cifar10" else 8
+    bi = int(np.flatnonzero(data.y_train == base_class)[0])
+    p = get_attack("fc").craft(model, data.x_train[bi:bi + 1], data.x_test[ti:ti + 1], np.array([base_class]),
+                               int(data.y_test[ti]), settings_for("fc", data.name, iters=iters, record_every=iters))
+    return ti, bi, p

@@ -29,10 +29,15 @@ class SoftmaxHead(nn.Module):
     """A linear classifier on the features, trained with cross-entropy."""
 
     kind = "softmax"
+    capabilities: frozenset = frozenset()
 
     def __init__(self, feat_dim: int, n_classes: int) -> None:
         super().__init__()
         self.linear = nn.Linear(feat_dim, n_classes)
+
+    @classmethod
+    def from_config(cls, config) -> "SoftmaxHead":
+        return cls(config.feat_dim, config.n_classes)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.linear(f)
@@ -45,6 +50,8 @@ class LGMHead(nn.Module):
     """Gaussian class-conditionals on the features with a margin on the true class."""
 
     kind = "lgm"
+    # class-conditional Gaussians: a likelihood to filter by, and a Mahalanobis term to attack
+    capabilities: frozenset = frozenset({"gaussian"})
 
     def __init__(self, feat_dim: int, n_classes: int, alpha: float = 1.0, lam: float = 0.1,
                  covariance: str = "identity") -> None:
@@ -57,6 +64,10 @@ class LGMHead(nn.Module):
         # raw parameter -> bounded log-variance; zero raw maps to log-variance 0 (unit variance)
         self.logvar_raw = nn.Parameter(torch.zeros(n_classes, feat_dim),
                                        requires_grad=covariance == "diag")
+
+    @classmethod
+    def from_config(cls, config) -> "LGMHead":
+        return cls(config.feat_dim, config.n_classes, config.alpha, config.lam, config.covariance)
 
     def log_var(self) -> torch.Tensor:
         """Per-class, per-dimension log-variance, inside [LOGVAR_MIN, LOGVAR_MAX]."""
@@ -106,3 +117,18 @@ class LGMHead(nn.Module):
     def gaussians(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(means [K, d], variances [K, d]) detached, for drawing ellipses and for defences."""
         return self.means.detach().clone(), self.variances().detach().clone()
+
+
+HEAD_TYPES: dict[str, type[nn.Module]] = {"softmax": SoftmaxHead, "lgm": LGMHead}
+
+
+def head_capabilities(head: str) -> frozenset:
+    """What a model head offers beyond classifying (``"gaussian"``: class Gaussians), by name, so an
+    attack or a defence says what it needs instead of naming a head."""
+    if head not in HEAD_TYPES:
+        raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEAD_TYPES)}")
+    return HEAD_TYPES[head].capabilities
+
+
+def heads_with(capabilities: frozenset) -> list[str]:
+    return [name for name, cls in HEAD_TYPES.items() if capabilities <= cls.capabilities]

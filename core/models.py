@@ -14,12 +14,14 @@ feature with a softmax or an LGM head.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .lgm import LGMHead, SoftmaxHead
+from .lgm import HEAD_TYPES, LGMHead, SoftmaxHead
 
 NORMALISATION = {  # per-channel mean/std of the training sets
     "mnist": ((0.1307,), (0.3081,)),
@@ -133,12 +135,9 @@ class Classifier(nn.Module):
             self.extractor = ConvNet(config.feat_dim, config.in_channels)
         else:
             raise ValueError(f"unknown architecture {config.arch!r}")
-        if config.head == "softmax":
-            self.head: SoftmaxHead | LGMHead = SoftmaxHead(config.feat_dim, config.n_classes)
-        elif config.head == "lgm":
-            self.head = LGMHead(config.feat_dim, config.n_classes, config.alpha, config.lam, config.covariance)
-        else:
+        if config.head not in HEAD_TYPES:
             raise ValueError(f"unknown head {config.head!r}")
+        self.head: SoftmaxHead | LGMHead = HEAD_TYPES[config.head].from_config(config)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.extractor((x - self.mean) / self.std)
@@ -167,6 +166,29 @@ def to_input(images: "torch.Tensor | object") -> torch.Tensor:
         t = t.unsqueeze(-1)
     t = t.permute(0, 3, 1, 2)
     return t.float().div(255.0) if t.dtype == torch.uint8 else t.float()
+
+
+@torch.no_grad()
+def _batched(model: Classifier, images: np.ndarray, fn: Callable[[torch.Tensor], torch.Tensor], width: int,
+             batch_size: int) -> torch.Tensor:
+    """The one inference loop: ``fn`` over NHWC images in batches, eval mode (restored after), on
+    the model's device, results on the CPU."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = [fn(to_input(images[i:i + batch_size]).to(device)).cpu() for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, width)
+
+
+def extract_features(model: Classifier, images: np.ndarray, batch_size: int = 512) -> torch.Tensor:
+    """Penultimate features of NHWC images (uint8 or float in [0, 1]), in eval mode, on CPU."""
+    return _batched(model, images, model.features, model.config.feat_dim, batch_size)
+
+
+def predict_logits(model: Classifier, images: np.ndarray, batch_size: int = 512) -> torch.Tensor:
+    """Inference logits for NHWC images, in eval mode, on CPU."""
+    return _batched(model, images, model, model.config.n_classes, batch_size)
 
 
 def to_images(x: torch.Tensor) -> "object":

@@ -24,13 +24,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-from .attacks import Poisons, craft
-from .data import Dataset
-from .defences import DEFENCES, applicable, roc, score, threshold_at_fpr
+
+from .attacks import AttackSettings, Poisons, get_attack
+from .data import Dataset, stratified_sample
+from .defences import applies, get_defence, label, roc
 from .judge import Judge, Verdict
-from .models import Classifier
-from .train import predict_logits
-from .victim import Outcome, extract_features, retrain_victim
+from .models import Classifier, extract_features, predict_logits
+from .victim import Outcome, Retraining, retrain_victim
 
 
 @dataclass(frozen=True)
@@ -48,20 +48,6 @@ class TrialPlan:
     def to_dict(self) -> dict:
         return {"seed": list(self.seed), "target_index": self.target_index, "target_label": self.target_label,
                 "base_class": self.base_class, "base_indices": self.base_indices.tolist()}
-
-
-def stratified_sample(labels: np.ndarray, n: int, rng: np.random.Generator,
-                      exclude: np.ndarray | None = None) -> np.ndarray:
-    """``n`` indices spread evenly over the classes present (sorted), none of ``exclude``."""
-    pool = np.setdiff1d(np.arange(len(labels)), exclude) if exclude is not None else np.arange(len(labels))
-    classes = np.unique(labels[pool])
-    share = np.full(len(classes), n // len(classes))
-    share[:n % len(classes)] += 1
-    picks = []
-    for c, m in zip(classes, share):
-        members = pool[labels[pool] == c]
-        picks.append(rng.choice(members, min(m, len(members)), replace=False))
-    return np.sort(np.concatenate(picks))
 
 
 def correct_targets(models: list[Classifier], data: Dataset) -> np.ndarray:
@@ -185,12 +171,12 @@ class TrialResult:
         return out
 
 
-def run_trial(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, knobs: dict, *,
-              defences: tuple[str, ...] = ("none",), setting: str = "transfer", fpr: float = 0.05,
-              judge: Judge | None = None, target: np.ndarray | None = None, victim_seed: int = 0,
-              end2end_epochs: int = 1, bank: "FeatureBank | None" = None,
+def run_trial(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, settings: AttackSettings, *,
+              defences: tuple[str, ...] = ("none",), fpr: float = 0.05, victim: Retraining = Retraining(),
+              judge: Judge | None = None, target: np.ndarray | None = None, bank: "FeatureBank | None" = None,
               progress: Callable[[str], None] | None = None) -> TrialResult:
-    """Craft against ``model``, judge, filter with each applicable defence, retrain a victim each.
+    """Craft against ``model``, judge, filter with each applicable defence, retrain a victim each
+    (``victim``: the setting, the head's recipe, the seed).
 
     ``target`` replaces the planned test image (an uploaded picture); its label stays the plan's.
     ``bank``: the model's features of both whole splits, when the caller runs many trials (the
@@ -203,8 +189,8 @@ def run_trial(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, kn
     target_img = data.x_test[plan.target_index:plan.target_index + 1] if target is None else target
     k = len(plan.base_indices)
     say(f"crafting {k} poison(s) against the {head} model")
-    poisons = craft(model, attack, data.x_train[plan.base_indices], target_img, np.full(k, plan.base_class),
-                    plan.target_label, **knobs)
+    poisons = get_attack(attack).craft(model, data.x_train[plan.base_indices], target_img,
+                                       np.full(k, plan.base_class), plan.target_label, settings)
     verdict = judge.verdict(poisons.poisons, plan.base_class, exclude=plan.base_indices) if judge else None
     say("scoring the training pool with each filter")
     x_clean, y_clean = data.x_train[plan.clean_indices], data.y_train[plan.clean_indices]
@@ -217,28 +203,28 @@ def run_trial(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, kn
     pool = np.concatenate([clean_feats, poison_feats])
     claimed = np.concatenate([y_clean, poisons.base_labels])
     n_clean = len(clean_feats)
+    trusted = np.r_[np.ones(n_clean, bool), np.zeros(k, bool)]
     victims: dict[str, VictimResult] = {}
     for defence in defences:
-        if applicable(defence, head):
+        if not applies(defence, head):
             continue
         if defence == "none":
             keep_clean, keep_poison, det, s = np.ones(n_clean, bool), np.ones(k, bool), {}, None
         else:
-            s = score(defence, pool, claimed, head=model.head)
-            thr = threshold_at_fpr(s[:n_clean], fpr)
-            flags = s > thr
+            f = get_defence(defence).make(model.head).fit(pool, claimed, trusted=trusted, fpr=fpr)
+            s, flags = f.scores_, f.flags_
             keep_clean, keep_poison = ~flags[:n_clean], ~flags[n_clean:]
-            det = {"auc": roc(s[:n_clean], s[n_clean:])["auc"], "threshold": thr,
+            det = {"auc": roc(s[:n_clean], s[n_clean:])["auc"], "threshold": f.threshold_,
                    "poisons_flagged": float(flags[n_clean:].mean()), "clean_flagged": float(flags[:n_clean].mean()),
                    "poison_scores": s[n_clean:].tolist(),
                    "clean_score_quantiles": np.quantile(s[:n_clean], [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]).tolist()}
-        say(f"retraining the victim ({'no filter' if defence == 'none' else DEFENCES[defence].label})")
-        outcome, victim = retrain_victim(model, poisons, x_clean[keep_clean], y_clean[keep_clean], x_test, y_test,
-                                    setting, seed=victim_seed, epochs=end2end_epochs, keep=keep_poison,
-                                    clean_feats=clean_feats[keep_clean] if setting == "transfer" else None,
-                                    test_feats=test_feats)
+        say(f"retraining the victim ({label(defence)})")
+        outcome, net = retrain_victim(model, poisons, (x_clean[keep_clean], y_clean[keep_clean]), (x_test, y_test),
+                                      victim, keep=keep_poison,
+                                      clean_feats=clean_feats[keep_clean] if victim.setting == "transfer" else None,
+                                      test_feats=test_feats)
         victims[defence] = VictimResult(defence, outcome, int(keep_poison.sum()), det,
                                         None if s is None else s[:n_clean],
-                                        victim.head if setting == "transfer" else None)
-    return TrialResult(plan=plan, attack=attack, setting=setting, poisons=poisons, verdict=verdict, victims=victims,
-                       poison_features=poison_feats, clean_features=clean_feats)
+                                        net.head if victim.setting == "transfer" else None)
+    return TrialResult(plan=plan, attack=attack, setting=victim.setting, poisons=poisons, verdict=verdict,
+                       victims=victims, poison_features=poison_feats, clean_features=clean_feats)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .models import Classifier, to_input
+from .models import Classifier, predict_logits, to_input
 
 
 class TrainingDiverged(RuntimeError):
@@ -83,18 +83,6 @@ def _optimizer(model: Classifier, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
                             {"params": no_decay, "weight_decay": 0.0}],
                            lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-
-
-@torch.no_grad()
-def predict_logits(model: Classifier, images: np.ndarray, batch_size: int = 512) -> torch.Tensor:
-    """Inference logits for uint8 NHWC images, in eval mode, on the model's device."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = [model(to_input(images[i:i + batch_size]).to(device)).cpu()
-           for i in range(0, len(images), batch_size)]
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, model.config.n_classes)
 
 
 def accuracy(model: Classifier, images: np.ndarray, labels: np.ndarray) -> float:

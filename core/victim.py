@@ -6,6 +6,10 @@ Two settings, as in the poisoning benchmarks:
   linear layer; LGM: the class means and variances). Features are computed once, so this is fast.
 - ``end2end``: the whole network is fine-tuned for a few epochs on the clean subset plus poisons.
 
+How a transfer victim's head is refitted is a registry entry of ``VICTIM_HEADS`` (its fitting
+function and its own settings dataclass); ``Retraining`` says which victim a trial retrains: the
+setting, the head, its settings and the seed. Adding a victim head is one entry and its test.
+
 The shared model is never changed: the victim is always a deep copy (the dashboard serves one
 cached model to many users at once).
 """
@@ -13,13 +17,15 @@ cached model to many users at once).
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 
 from .attacks import Poisons
-from .models import Classifier, to_input
+from .models import Classifier, extract_features, to_input
+from .settings import Settings, knob
 from .train import TrainConfig, fit
 
 SETTINGS = ("transfer", "end2end")
@@ -49,97 +55,141 @@ class Outcome:
         return asdict(self)
 
 
-@torch.no_grad()
-def extract_features(model: Classifier, images: np.ndarray, batch_size: int = 512) -> torch.Tensor:
-    """Penultimate features of NHWC images (uint8 or float in [0, 1]), in eval mode, on CPU."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = [model.features(to_input(images[i:i + batch_size]).to(device)).cpu()
-           for i in range(0, len(images), batch_size)]
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, model.config.feat_dim)
+@dataclass(frozen=True)
+class WarmHeadSettings(Settings):
+    """The lab's first victim: the trained head, warm-started, refitted by full-batch Adam."""
+
+    steps: int = knob(1000, "full-batch Adam steps (at most)", 1, 1_000_000)
+    lr: float = knob(0.01, "Adam step", 1e-8, 10.0)
+    weight_decay: float = knob(0.0, "L2 on the head's weights (the regularised softmax victim)", 0.0, 100.0)
+    tol: float = knob(1e-5, "stop once the loss changed by less than this (relative) over 50 steps", 0.0, 1.0)
 
 
-def retrain_head(head: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor, steps: int = 1000,
-                 lr: float = 0.01, seed: int = 0, weight_decay: float = 0.0, tol: float = 1e-5) -> torch.nn.Module:
+def retrain_head(head: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor,
+                 settings: WarmHeadSettings | None = None, seed: int = 0) -> torch.nn.Module:
     """Fine-tune a copy of a head on fixed features (full batch, Adam); returns the copy.
 
     Stops early once the loss has changed by less than ``tol`` (relative) over 50 steps: the head
     no longer moves, and the remaining steps would only cost time. ``weight_decay`` (L2 on the
     softmax weights) gives the regularised softmax victim of the dose-response benchmark.
     """
+    s = settings or WarmHeadSettings()
     torch.manual_seed(seed)
     head = copy.deepcopy(head).train()
     params = [p for p in head.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.Adam(params, lr=s.lr)
     weights = [p for n, p in head.named_parameters() if n.endswith("weight")]
     last = None
-    for step in range(steps):
+    for step in range(s.steps):
         loss = head.loss(feats, labels)
-        if weight_decay:
-            loss = loss + 0.5 * weight_decay * sum(w.pow(2).sum() for w in weights)
+        if s.weight_decay:
+            loss = loss + 0.5 * s.weight_decay * sum(w.pow(2).sum() for w in weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % 50 == 49:
             value = float(loss.detach())
-            if last is not None and abs(last - value) <= tol * max(abs(last), 1e-12):
+            if last is not None and abs(last - value) <= s.tol * max(abs(last), 1e-12):
                 break
             last = value
     return head.eval()
+
+
+@dataclass(frozen=True)
+class VictimHead:
+    """One way to refit a transfer victim's head on frozen features: ``fit(model_head, features,
+    labels, settings, seed)`` returns a new head (``forward(features) -> logits``)."""
+
+    name: str
+    label: str  # the name a person reads
+    summary: str
+    settings: type[Settings]
+    fit: Callable[..., torch.nn.Module]
+
+
+VICTIM_HEADS: dict[str, VictimHead] = {v.name: v for v in (
+    VictimHead("warm", "warm-started head, full-batch Adam",
+               "the attacked model's own head, refitted from where it was on clean data plus poisons",
+               WarmHeadSettings, retrain_head),
+)}
+
+
+@dataclass(frozen=True)
+class Retraining:
+    """Which victim a trial retrains: the setting, the transfer head and its settings, the seed;
+    and, end to end, the fine-tuning epochs and learning rate."""
+
+    setting: str = "transfer"
+    head: str = "warm"
+    head_settings: Settings | None = None  # default: the head's own defaults
+    seed: int = 0
+    epochs: int = 2  # end2end
+    lr: float = 0.01  # end2end
+
+    def __post_init__(self) -> None:
+        if self.setting not in SETTINGS:
+            raise ValueError(f"setting must be one of {SETTINGS}")
+        if self.head not in VICTIM_HEADS:
+            raise ValueError(f"unknown victim head {self.head!r}; choose one of {', '.join(VICTIM_HEADS)}")
+        want = VICTIM_HEADS[self.head].settings
+        if self.head_settings is None:
+            object.__setattr__(self, "head_settings", want())
+        elif not isinstance(self.head_settings, want):
+            raise ValueError(f"the {self.head} head takes {want.__name__}")
+        if not 1 <= self.epochs <= 1000 or not 0 < self.lr <= 10:
+            raise ValueError("epochs must be in 1..1000 and lr in (0, 10]")
+
+    def refit_head(self, head: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor) -> torch.nn.Module:
+        return VICTIM_HEADS[self.head].fit(head, feats, labels, self.head_settings, self.seed)
 
 
 def _as_float_images(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
 
 
-def retrain_victim(model: Classifier, poisons: Poisons, x_clean: np.ndarray, y_clean: np.ndarray,
-                   x_test: np.ndarray, y_test: np.ndarray, setting: str = "transfer", *, seed: int = 0,
-                   head_steps: int = 1000, head_lr: float = 0.01, epochs: int = 2, lr: float = 0.01,
+def retrain_victim(model: Classifier, poisons: Poisons, clean: tuple[np.ndarray, np.ndarray],
+                   test: tuple[np.ndarray, np.ndarray], victim: Retraining = Retraining(), *,
                    keep: np.ndarray | None = None, clean_feats: torch.Tensor | None = None,
-                   test_feats: torch.Tensor | None = None, head_weight_decay: float = 0.0) -> tuple[Outcome, Classifier]:
-    """Retrain a copy of ``model`` on clean data plus poisons; returns (outcome, victim).
+                   test_feats: torch.Tensor | None = None) -> tuple[Outcome, Classifier]:
+    """Retrain a copy of ``model`` on ``clean`` (images, labels) plus poisons as ``victim`` says;
+    returns (outcome on ``test``, the victim).
 
     ``keep`` (bool per poison) drops poisons a defence flagged before retraining; ``clean_feats``
     (transfer only) and ``test_feats`` are the clean and test images' features under ``model``, if
     the caller already has them: an experiment retrains one victim per defence on the same data, and
     recomputing 1000 test features each time cost more than the retraining itself.
-    ``head_weight_decay``: L2 on the retrained head's weights (transfer; the regularised victim).
     """
-    if setting not in SETTINGS:
-        raise ValueError(f"setting must be one of {SETTINGS}")
+    (x_clean, y_clean), (x_test, y_test), setting, seed = clean, test, victim.setting, victim.seed
     p_imgs = poisons.poisons if keep is None else poisons.poisons[np.asarray(keep, bool)]
     p_labels = poisons.base_labels if keep is None else poisons.base_labels[np.asarray(keep, bool)]
-    victim = copy.deepcopy(model).eval()
+    net = copy.deepcopy(model).eval()
     target = poisons.target
     with torch.no_grad():
-        probs_before = torch.softmax(victim(to_input(target).to(next(victim.parameters()).device)), 1)[0].cpu()
-        f_poison = extract_features(victim, poisons.poisons)
-        f_target = extract_features(victim, target)
-    test_before = extract_features(victim, x_test) if test_feats is None else torch.as_tensor(test_feats).float()
-    acc_before = float((victim.head(test_before.to(next(victim.parameters()).device)).argmax(1).cpu().numpy()
+        probs_before = torch.softmax(net(to_input(target).to(next(net.parameters()).device)), 1)[0].cpu()
+        f_poison = extract_features(net, poisons.poisons)
+        f_target = extract_features(net, target)
+    test_before = extract_features(net, x_test) if test_feats is None else torch.as_tensor(test_feats).float()
+    acc_before = float((net.head(test_before.to(next(net.parameters()).device)).argmax(1).cpu().numpy()
                         == y_test).mean())
     if setting == "transfer":
-        victim = victim.cpu()
-        clean = extract_features(victim, x_clean) if clean_feats is None else torch.as_tensor(clean_feats).float()
-        feats = torch.cat([clean, extract_features(victim, p_imgs)])
+        net = net.cpu()
+        clean_f = extract_features(net, x_clean) if clean_feats is None else torch.as_tensor(clean_feats).float()
+        feats = torch.cat([clean_f, extract_features(net, p_imgs)])
         labels = torch.as_tensor(np.concatenate([y_clean, p_labels]), dtype=torch.long)
-        victim.head = retrain_head(victim.head, feats, labels, head_steps, head_lr, seed,
-                                   weight_decay=head_weight_decay)
+        net.head = victim.refit_head(net.head, feats, labels)
         test_after = test_before
     else:
         images = np.concatenate([_as_float_images(x_clean), _as_float_images(p_imgs)])
         labels_np = np.concatenate([y_clean, p_labels]).astype(np.int64)
         torch.manual_seed(seed)
-        fit(victim, images, labels_np, TrainConfig(epochs=epochs, lr=lr, seed=seed, warmup_frac=0.0,
-                                                    margin_warmup_epochs=0.0), progress=False)
-        victim.eval()
-        test_after = extract_features(victim, x_test)
-    device = next(victim.parameters()).device
+        fit(net, images, labels_np, TrainConfig(epochs=victim.epochs, lr=victim.lr, seed=seed, warmup_frac=0.0,
+                                                margin_warmup_epochs=0.0), progress=False)
+        net.eval()
+        test_after = extract_features(net, x_test)
+    device = next(net.parameters()).device
     with torch.no_grad():
-        probs_after = torch.softmax(victim(to_input(target).to(device)), 1)[0].cpu()
-        acc_after = float((victim.head(test_after.to(device)).argmax(1).cpu().numpy() == y_test).mean())
+        probs_after = torch.softmax(net(to_input(target).to(device)), 1)[0].cpu()
+        acc_after = float((net.head(test_after.to(device)).argmax(1).cpu().numpy() == y_test).mean())
     base_label = int(poisons.base_labels[0])
     pert = poisons.perturbation()
     outcome = Outcome(
@@ -149,4 +199,4 @@ def retrain_victim(model: Classifier, poisons: Poisons, x_clean: np.ndarray, y_c
         clean_acc_after=acc_after, n_poisons=int(len(p_imgs)), n_clean=int(len(x_clean)),
         poison_l2=pert["l2"], poison_linf=pert["linf"],
         feature_distance=(f_poison - f_target).norm(dim=1).tolist())
-    return outcome, victim
+    return outcome, net

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core import data as data_mod
-from core.data import DataUnavailable, load_dataset, load_demo, read_idx, stratified_indices, write_demo
+from core.data import DataUnavailable, load_dataset, load_demo, read_idx, write_demo
 from tests.conftest import write_cifar_layout, write_mnist_layout
 
 
@@ -150,7 +150,10 @@ def test_write_demo_roundtrip(tmp_path):
     path = write_demo(ds, 3, 2, seed=0, path=tmp_path / "d.npz")
     back = data_mod._read_npz("mnist", path)
     assert np.bincount(back.y_train).tolist() == [3] * 10
-    assert np.array_equal(stratified_indices(y, 3, 0), stratified_indices(y, 3, 0))
+    assert np.bincount(back.y_test).tolist() == [2] * 10
+    assert not np.array_equal(back.y_train, np.sort(back.y_train))  # shuffled: a prefix is mixed
+    again = data_mod._read_npz("mnist", write_demo(ds, 3, 2, seed=0, path=tmp_path / "e.npz"))
+    assert np.array_equal(again.x_train, back.x_train)  # seeded
 
 
 def test_class_split_halves_are_disjoint_seeded_and_cover_every_class():
