@@ -20,15 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.attacks import attack_knobs
-from core.checkpoints import CHECKPOINT_DIR, load_checkpoint
+from core.attacks import settings_for
+from core.checkpoints import CHECKPOINT_DIR, SUITES, load_checkpoint, shipped_pair
 from core.data import load_dataset
 from core.judge import load_judge
 from core.pipeline import FeatureBank, correct_targets, plan_trial, run_trial
 from core.stats import wilson_interval
+from core.victim import Retraining
 
-MODELS = {"mnist": ("mnist_softmax_d64", "mnist_lgm_d64"), "cifar10": ("cifar10_softmax_d128", "cifar10_lgm_d128"),
-          "fashion-mnist": ("fashion_mnist_softmax_d64", "fashion_mnist_lgm_d64")}
+MODELS = {d: shipped_pair(d) for d in SUITES}  # the high-d (softmax, LGM) pair of each data set
 
 
 def summarise(trials: list[dict]) -> list[dict]:
@@ -102,8 +102,10 @@ def main() -> None:
             for name, model in models.items():
                 if (name, eps, pair) in done:
                     continue
-                knobs = attack_knobs(args.attack, ds.name, args.iters, eps=eps, seed=pair, record_every=args.iters)
-                r = run_trial(model, ds, plan, args.attack, knobs, judge=judge, victim_seed=pair, bank=banks[name])
+                knobs = settings_for(args.attack, ds.name, iters=args.iters, eps=eps, trial_seed=pair,
+                                     record_every=args.iters)
+                r = run_trial(model, ds, plan, args.attack, knobs, judge=judge, victim=Retraining(seed=pair),
+                              bank=banks[name])
                 state["trials"].append({"model": name, "eps": eps, "pair": pair, "target_index": plan.target_index,
                                         "base_class": plan.base_class, "success": r.victims["none"].success,
                                         "clean_label": r.clean_label,

@@ -8,7 +8,7 @@ model, same target and bases, same objective (ART's similarity_coeff, on [0, 1] 
 paper-scale beta0 x 255^2, and it applies the same dimension scaling), same iteration count. ART
 (`pip install adversarial-robustness-toolbox`, the ``[bench]`` extra) is optional.
 
-``fc_one_poison`` times the default attack (``fc`` with ``attack_knobs``' settings: budget, cosine
+``fc_one_poison`` times the default attack (``fc`` with ``settings_for``' settings: budget, cosine
 step, early stop ``patience``) for one MNIST poison at 1000 iterations on each ``--fc-checkpoints``
 model over ``--pairs`` seeded target/base pairs, interleaved with the same call run to the end
 (``patience=None``) and with batch norms folded into the convolutions (a step tried, not shipped):
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 import core.attacks as attacks
-from core.attacks import attack_knobs, craft, paper_beta, poison_frogs
+from core.attacks import craft, paper_beta, poison_frogs, settings_for
 from core.checkpoints import load_checkpoint
 from core.data import load_demo
 
@@ -157,10 +157,10 @@ def art(model, bases, target, iters: int, beta0: float, lr: float) -> tuple[floa
 # --- the default attack ----------------------------------------------------------------------------
 
 def fc(model, bases, target, iters: int, patience="default"):
-    knobs = attack_knobs("fc", "mnist", iters)
+    settings = settings_for("fc", "mnist", iters=iters)
     if patience != "default":
-        knobs["patience"] = patience
-    return craft(model, "fc", bases, target, np.full(len(bases), 8), 3, **knobs)
+        settings = settings.replace(patience=patience)
+    return craft(model, "fc", bases, target, np.full(len(bases), 8), 3, settings)
 
 
 def fc_one_poison(ds, checkpoint: str, pairs: int, iters: int, seed: int) -> dict:

@@ -69,7 +69,7 @@ def lab_timings(repeats: int = 3) -> dict:
     the poisons go through the networks). Interleaved repeats; medians."""
     import torch
 
-    from core.attacks import attack_knobs
+    from core.attacks import settings_for
     from core.checkpoints import load_checkpoint
     from core.data import load_demo
     from core.judge import load_judge
@@ -89,7 +89,7 @@ def lab_timings(repeats: int = 3) -> dict:
     ti = int(np.intersect1d(np.flatnonzero(ds.y_test == 0), candidates)[0])  # the page's first target
     plan = plan_trial(ds, 0, candidates, n_poisons=5, n_clean=500, n_test=500, target_index=ti, base_class=1,
                       judge=judge)
-    knobs = attack_knobs("fc", "mnist", 200, seed=0, record_every=5)
+    knobs = settings_for("fc", "mnist", iters=200, seed=0, record_every=5)
     runs = {h: (m, "fc", knobs) for h, m in models.items()}
     times: dict = {"sequential_s": [], "parallel_s": []}
     outcomes = {}

@@ -27,15 +27,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.attacks import attack_knobs, craft
-from core.checkpoints import CHECKPOINT_DIR, load_checkpoint
+from core.attacks import craft, settings_for
+from core.checkpoints import CHECKPOINT_DIR, SUITES, load_checkpoint, shipped_pair
 from core.data import load_dataset
 from core.judge import load_judge
 from core.pipeline import FeatureBank, correct_targets, plan_trial
 from core.stats import wilson_interval
-from core.victim import extract_features, retrain_head, retrain_victim
+from core.models import extract_features
+from core.victim import Retraining, WarmHeadSettings, retrain_head, retrain_victim
 
-MODELS = {"mnist": ("mnist_softmax_d64", "mnist_lgm_d64"), "cifar10": ("cifar10_softmax_d128", "cifar10_lgm_d128")}
+MODELS = {d: shipped_pair(d) for d in SUITES}  # the high-d (softmax, LGM) pair of each data set
 
 
 def _victims(names: tuple[str, str], wd: float) -> list[tuple[str, str, float]]:
@@ -113,7 +114,7 @@ def main() -> None:
         x_clean, y_clean = ds.x_train[plan.clean_indices], ds.y_train[plan.clean_indices]
         x_test, y_test = ds.x_test[plan.test_indices], ds.y_test[plan.test_indices]
         poisons = {n: craft(m, "fc", ds.x_train[plan.base_indices], target, np.full(top, plan.base_class),
-                            plan.target_label, **attack_knobs("fc", ds.name, args.iters, seed=pair))
+                            plan.target_label, settings_for("fc", ds.name, iters=args.iters, seed=pair))
                    for n, m in models.items()}
         clean_label = {n: judge.verdict(p.poisons, plan.base_class, exclude=plan.base_indices).clean_label
                        for n, p in poisons.items()}
@@ -122,9 +123,9 @@ def main() -> None:
             clean_f, test_f = bank.train[plan.clean_indices], torch.from_numpy(bank.test[plan.test_indices])
             for k in args.counts:
                 keep = np.arange(top) < k
-                outcome, _ = retrain_victim(model, poisons[name], x_clean, y_clean, x_test, y_test, "transfer",
-                                            seed=pair, keep=keep, clean_feats=clean_f, test_feats=test_f,
-                                            head_weight_decay=wd)
+                victim_recipe = Retraining(seed=pair, head_settings=WarmHeadSettings(weight_decay=wd))
+                outcome, _ = retrain_victim(model, poisons[name], (x_clean, y_clean), (x_test, y_test), victim_recipe,
+                                            keep=keep, clean_feats=clean_f, test_feats=test_f)
                 state["trials"].append({"kind": "poisons", "victim": victim, "count": k, "pair": pair,
                                         "success": outcome.success, "clean_acc_after": outcome.clean_acc_after,
                                         "clean_label_rate": float(clean_label[name][:k].mean())})
@@ -132,7 +133,7 @@ def main() -> None:
             for m in args.counts:  # the label-flip sanity test: exact copies of the target's feature
                 feats = torch.cat([torch.from_numpy(clean_f), f_target.expand(m, -1)])
                 labels = torch.as_tensor(np.r_[y_clean, np.full(m, plan.base_class)], dtype=torch.long)
-                head = retrain_head(model.head, feats, labels, seed=pair, weight_decay=wd)
+                head = retrain_head(model.head, feats, labels, WarmHeadSettings(weight_decay=wd), seed=pair)
                 with torch.no_grad():
                     pred = int(head(f_target).argmax())
                     acc = float((head(test_f).argmax(1).numpy() == y_test).mean())

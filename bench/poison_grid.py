@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.attacks import attack_knobs, budget_levels, craft
-from core.checkpoints import CHECKPOINT_DIR, load_checkpoint
+from core.attacks import budget_levels, craft, settings_for
+from core.checkpoints import CHECKPOINT_DIR, SUITES, load_checkpoint, shipped_pair
 from core.data import load_dataset
 from core.judge import load_judge
 from core.pipeline import correct_targets, plan_trial
 
-MODEL = {"mnist": "mnist_softmax_d64", "cifar10": "cifar10_softmax_d128", "fashion-mnist": "fashion_mnist_softmax_d64"}
+MODEL = {d: shipped_pair(d)[0] for d in SUITES}  # the high-d softmax model of each data set
 
 
 def main() -> None:
@@ -54,7 +54,7 @@ def main() -> None:
         images = [(base[0] / 255.0, f"base: {ds.classes[plan.base_class]}")]
         for eps in args.eps:
             p = craft(model, "fc", base, target, np.full(1, plan.base_class), plan.target_label,
-                      **attack_knobs("fc", ds.name, args.iters, eps=eps, seed=row))
+                      settings_for("fc", ds.name, iters=args.iters, eps=eps, seed=row))
             v = judge.verdict(p.poisons, plan.base_class, exclude=plan.base_indices)
             call = "clean" if v.clean_label[0] else "NOT clean"
             images.append((p.poisons[0], f"{budget_levels(eps)}/255: {call}\nnet {ds.classes[v.reference[0]]}, "

@@ -15,7 +15,7 @@ import argparse
 import json
 import time
 
-from core.attacks import attack_knobs
+from core.attacks import ATTACKS, settings_for
 from core.checkpoints import load_checkpoint
 from core.data import load_dataset, load_demo
 from core.judge import load_judge
@@ -39,8 +39,8 @@ def main() -> None:
     model, meta = load_checkpoint(args.checkpoint)
     name = meta["config"]["dataset"]
     data = load_demo(name) if args.demo else load_dataset(name)
-    knobs = attack_knobs(args.attack, name, args.iters, eps=args.eps, adaptive_weight=args.adaptive_weight,
-                         record_every=args.iters)
+    extra = {"adaptive_weight": args.adaptive_weight} if "adaptive_weight" in ATTACKS[args.attack].settings.knobs() else {}
+    knobs = settings_for(args.attack, name, iters=args.iters, eps=args.eps, record_every=args.iters, **extra)
     t0 = time.perf_counter()
     feats, claimed, is_poison = poison_pool(model, data, args.attack, knobs, correct_targets([model], data),
                                             n_pairs=args.pairs, n_poisons=args.poisons, n_clean=args.n_clean,

@@ -23,13 +23,13 @@ import numpy as np
 import torch
 
 from core.attacks import Poisons
-from core.checkpoints import CHECKPOINT_DIR, load_checkpoint
+from core.checkpoints import CHECKPOINT_DIR, SUITES, load_checkpoint, shipped_pair
 from core.data import load_dataset
 from core.pipeline import correct_targets, plan_trial
 from core.stats import wilson_interval
-from core.victim import retrain_victim
+from core.victim import Retraining, retrain_victim
 
-MODELS = {"mnist": ("mnist_softmax_d64", "mnist_lgm_d64")}
+MODELS = {d: shipped_pair(d) for d in SUITES}  # the high-d (softmax, LGM) pair of each data set
 
 
 def copies_of_target(target: np.ndarray, m: int, base_class: int, target_label: int, feat_dim: int) -> Poisons:
@@ -70,8 +70,8 @@ def main() -> None:
                 if (name, pair, m) in done:
                     continue
                 flip = copies_of_target(target, m, plan.base_class, plan.target_label, model.config.feat_dim)
-                outcome, _ = retrain_victim(model, flip, x_clean, y_clean, x_test, y_test, "end2end",
-                                            seed=pair, epochs=args.epochs)
+                outcome, _ = retrain_victim(model, flip, (x_clean, y_clean), (x_test, y_test),
+                                            Retraining(setting="end2end", seed=pair, epochs=args.epochs))
                 state["trials"].append({"model": name, "pair": pair, "copies": m, "target_index": plan.target_index,
                                         "base_class": plan.base_class, "success": outcome.success,
                                         "pred_after": outcome.pred_after,

@@ -101,7 +101,7 @@ class AttackSettings(Settings):
 
     iters: int = knob(300, "crafting steps", 1, 100_000, art="max_iter")
     eps: float | None = knob(None, "l_inf budget around the base, pixels in [0, 1] (default: the data set's "
-                             "clean-label budget)", 1e-4, 1.0, art="epsilon")
+                             "clean-label budget; None: unconstrained)", 1e-4, 1.0, art="epsilon", optional=True)
     record_every: int = knob(10, "record the poisons' features every this many steps", 1, 100_000)
 
 
@@ -126,7 +126,8 @@ class AdaptiveSettings(CollisionSettings):
     """``fc-adaptive``: collision plus ``adaptive_weight`` times the claimed-class Mahalanobis term."""
 
     adaptive_weight: float = knob(1.0, "weight of the claimed class's Mahalanobis distance in the loss "
-                                  "(how hard the poison hides from the likelihood filter)", 0.0, 1e4)
+                                  "(how hard the poison hides from the likelihood filter)", 0.0, 1e4,
+                                  widget=("Stealth weight", 0.0, 20.0))
 
 
 @dataclass(frozen=True)
@@ -134,9 +135,10 @@ class FrogsSettings(AttackSettings):
     """``fc-frogs``: Poison Frogs' forward-backward splitting."""
 
     beta0: float = knob(0.25, "proximity weight beta on the paper's 0-255 pixel scale", 0.0, 1e12,
-                        art="similarity_coeff")
+                        art="similarity_coeff",
+                        widget=("Proximity weight beta (Poison Frogs' scale, 0-255 pixels)", 0.0, 1e6))
     opacity: float = knob(0.0, "watermark: share of the target blended into the base first", 0.0, 1.0,
-                          art="watermark")
+                          art="watermark", widget=("Watermark: blend this much of the target in first", 0.0, 1.0))
     step: float = knob(0.01, "first step, as the RMS pixel change it makes", 1e-8, 10.0, art="learning_rate")
     min_step_frac: float = knob(1e-4, "stop once every poison's step fell below this share of its first",
                                 0.0, 1.0)
@@ -146,7 +148,8 @@ class FrogsSettings(AttackSettings):
 class PolytopeSettings(AttackSettings):
     """``cp`` / ``bp``: Adam on the poisons, projected onto the budget ball."""
 
-    eps: float | None = knob(8 / 255, "l_inf budget around the base, pixels in [0, 1]", 1e-4, 1.0, art="epsilon")
+    eps: float | None = knob(8 / 255, "l_inf budget around the base, pixels in [0, 1]", 1e-4, 1.0, art="epsilon",
+                             optional=True)
     lr: float = knob(0.01, "Adam step on the pixels", 1e-8, 10.0, art="learning_rate")
     iters: int = knob(1000, "crafting steps", 1, 100_000, art="max_iter")
 
@@ -506,12 +509,15 @@ def get_attack(name: str) -> Attack:
     return ATTACKS[name]
 
 
-def settings_for(attack: str, dataset: str, **values) -> AttackSettings:
+def settings_for(attack: str, dataset: str, *, trial_seed: int | None = None, **values) -> AttackSettings:
     """``attack``'s settings with the data set's defaults: its clean-label budget, a trajectory of
     about 100 records, and the attack's derived defaults (collision's patience). ``None`` values
-    mean "the default"; a setting the attack does not have is an error."""
+    mean "the default"; a setting the attack does not have is an error. ``trial_seed`` seeds the
+    attack's random draws when it makes any (restarts); a deterministic attack has nothing to seed."""
     entry = get_attack(attack)
     given = {k: v for k, v in values.items() if v is not None}
+    if trial_seed is not None and "seed" in entry.settings.knobs():
+        given.setdefault("seed", trial_seed)
     unknown = set(given) - set(entry.settings.knobs())
     if unknown:
         raise ValueError(f"{entry.label} has no setting {', '.join(sorted(unknown))} "

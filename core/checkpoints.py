@@ -22,6 +22,25 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 CHECKPOINT_DIR = Path(os.environ.get("POISONLAB_CHECKPOINTS", Path(__file__).resolve().parent.parent / "checkpoints"))
 
 
+# The shipped model suite per dataset: (head, feature dimension). Every model of a suite shares
+# one backbone and one recipe, so softmax and LGM differ in the head alone. The one list of them.
+SUITES = {"cifar10": [("lgm", 128), ("softmax", 128), ("lgm", 2), ("softmax", 2)],
+          "fashion-mnist": [("lgm", 64), ("softmax", 64), ("lgm", 2), ("softmax", 2)],
+          "mnist": [("lgm", 64), ("softmax", 64), ("lgm", 2), ("softmax", 2)]}
+
+
+def shipped_name(dataset: str, head: str, feat_dim: int) -> str:
+    """A suite model's checkpoint name: cifar10_lgm_d128."""
+    return f"{dataset.replace('-', '_')}_{head}_d{feat_dim}"
+
+
+def shipped_pair(dataset: str, high_d: bool = True) -> tuple[str, str]:
+    """(softmax, LGM) checkpoint names of a data set's high-d (or 2-D) pair, as shipped."""
+    dims = {d for _, d in SUITES[dataset] if (d > 2) == high_d}
+    (dim,) = dims
+    return shipped_name(dataset, "softmax", dim), shipped_name(dataset, "lgm", dim)
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, tampered with or does not fit its description."""
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .attacks import ATTACKS, settings_for
-from .checkpoints import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint, sha256_file
+from .checkpoints import (SUITES, CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint, sha256_file)
 from .data import DATASETS, DataUnavailable, class_split, load_dataset, load_demo, stratified_sample, write_demo
 from .defences import DEFENCES
 from .embeddings import (MapError, features_path, fit_umap, map_key, map_path, read_features, save_features, save_map,
@@ -104,13 +104,6 @@ def cmd_train(args: argparse.Namespace) -> dict:
     return _train_one(data, Path(args.out), args.head, args.feat_dim, cfg, pick_device(args.device),
                       model_overrides=overrides, subset=args.subset, resume=args.resume,
                       progress=not args.quiet)
-
-
-# The shipped model suite per dataset: (head, feature dimension). Every model of a suite shares
-# one backbone and one recipe, so softmax and LGM differ in the head alone.
-SUITES = {"cifar10": [("lgm", 128), ("softmax", 128), ("lgm", 2), ("softmax", 2)],
-          "fashion-mnist": [("lgm", 64), ("softmax", 64), ("lgm", 2), ("softmax", 2)],
-          "mnist": [("lgm", 64), ("softmax", 64), ("lgm", 2), ("softmax", 2)]}
 
 
 def cmd_train_judge(args: argparse.Namespace) -> dict:
@@ -203,13 +196,11 @@ def _trial_from_args(args: argparse.Namespace, defences: tuple[str, ...]):
                       n_clean=getattr(args, "n_clean", 1000), n_test=getattr(args, "n_test", 1000),
                       target_index=args.target_index, base_class=args.base_class, judge=judge)
     given = {name: getattr(args, name) for name in _attack_knobs() if getattr(args, name) is not None}
-    if "seed" in ATTACKS[args.attack].settings.knobs():
-        given["seed"] = args.seed  # the trial's seed seeds the attack too
     stray = sorted(set(given) - set(ATTACKS[args.attack].settings.knobs()))
     if stray:
         raise ValueError(f"{ATTACKS[args.attack].label} has no setting "
                          f"{', '.join('--' + k.replace('_', '-') for k in stray)}")
-    settings = settings_for(args.attack, data.name, **given)
+    settings = settings_for(args.attack, data.name, trial_seed=args.seed, **given)
     victim = Retraining(setting=getattr(args, "setting", "transfer"), seed=args.seed, epochs=getattr(args, "epochs", 1))
     result = run_trial(model, data, plan, args.attack, settings, defences=defences, victim=victim, judge=judge)
     result.poisons.params.update(checkpoint=str(args.checkpoint), target_index=args.target_index, seed=args.seed,
@@ -248,10 +239,6 @@ def cmd_precompute_maps(args: argparse.Namespace) -> dict:
 
     Each map is written with its sha256 side file. A shipped map that passes its check is kept
     unless ``--force``; one that fails it (no side file, changed bytes) is refitted and reported."""
-    from .embeddings import (MapError, features_path, fit_umap, map_key, map_path, read_features, save_features, save_map,
-                             verify_map)
-    from .victim import extract_features
-
     written, refused = [], []
     for path in list_checkpoints():
         model, meta = load_checkpoint(path)

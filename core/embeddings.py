@@ -27,7 +27,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import joblib
 import numpy as np
+
+from .checkpoints import read_meta, sha256_file
+from .data import demo_path
+from .models import extract_features
 
 METHODS = ("raw", "pca", "umap")
 CACHE_DIR = Path(os.environ.get("POISONLAB_CACHE", "~/.cache/poisonlab")).expanduser()
@@ -80,8 +85,6 @@ def fit_projection(feats: np.ndarray, method: str, seed: int = 0, cache_key: str
 
 def map_key(checkpoint: str | Path) -> str:
     """Names a 2-D map by the checkpoint's weights and the demo sample it was fitted on."""
-    from .checkpoints import read_meta
-    from .data import demo_path
 
     meta = read_meta(checkpoint)
     demo = hashlib.sha256(demo_path(meta["config"]["dataset"]).read_bytes()).hexdigest()
@@ -103,10 +106,6 @@ def map_side_file(path: str | Path) -> Path:
 def save_map(model: object, path: str | Path) -> Path:
     """Write a fitted map and then its sha256 side file (a crash in between leaves a map that
     fails its check, so it is refitted, never trusted)."""
-    import joblib
-
-    from .checkpoints import sha256_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -118,8 +117,6 @@ def save_map(model: object, path: str | Path) -> Path:
 
 def verify_map(path: str | Path) -> str:
     """The sha256 of a map file that matches its side file; ``MapError`` otherwise."""
-    from .checkpoints import sha256_file
-
     path, side = Path(path), map_side_file(path)
     if not path.is_file():
         raise MapError(f"{path}: no such map")
@@ -139,8 +136,6 @@ def verify_map(path: str | Path) -> str:
 
 def load_map(path: str | Path) -> object:
     """A map whose bytes match its side file, unpickled only after that check."""
-    import joblib
-
     verify_map(path)
     try:
         return joblib.load(path)
@@ -184,8 +179,6 @@ def features_path(cache_key: str, split: str, shipped: bool = False) -> Path:
 def stored_features(model, images: np.ndarray, cache_key: str, split: str) -> np.ndarray:
     """``extract_features(model, images)``, read from the shipped or user cache when present there
     (``cache_key`` from ``map_key`` names the weights and the sample), else computed and cached."""
-    from .victim import extract_features
-
     shape = (len(images), model.config.feat_dim)
     for path in (features_path(cache_key, split, shipped=True), features_path(cache_key, split)):
         feats = read_features(path, shape)

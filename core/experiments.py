@@ -213,8 +213,7 @@ def experiment_trial(cfg: ExperimentConfig, targets: dict[str, np.ndarray], mode
     judge = _judge(name, cfg.demo, cfg.data_dir) if cfg.judge else None
     plan = plan_trial(ds, (cfg.seed, trial), targets[name], n_poisons=k, n_clean=cfg.n_clean, n_test=cfg.n_test,
                       judge=judge)
-    seeded = {"seed": trial} if "seed" in entry.settings.knobs() else {}
-    settings = settings_for(attack, name, iters=cfg.iters, eps=cfg.eps, record_every=cfg.iters, **seeded,
+    settings = settings_for(attack, name, trial_seed=trial, iters=cfg.iters, eps=cfg.eps, record_every=cfg.iters,
                             **cfg.attack_settings.get(attack, {}))
     victim = Retraining(setting=setting, seed=trial, epochs=cfg.end2end_epochs)
     result = run_trial(model, ds, plan, attack, settings, defences=cfg.defences, fpr=cfg.fpr, victim=victim,

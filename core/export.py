@@ -29,6 +29,11 @@ def amplified_change(poison: np.ndarray, base: np.ndarray) -> np.ndarray:
     return np.clip(127.5 + 127.5 * diff / max(1.0, float(np.abs(diff).max())), 0, 255).astype(np.uint8)
 
 
+def largest_change(poison: np.ndarray, base: np.ndarray) -> int:
+    """The largest change of any pixel, in 8-bit levels (what the pixel budget bounds)."""
+    return int(np.abs(to_display(poison).astype(np.int16) - to_display(base).astype(np.int16)).max())
+
+
 def contact_sheet(target: np.ndarray, bases: np.ndarray, poisons: np.ndarray, cell: int = 96,
                   captions: tuple[str, str, str, str] = ("base", "poison", "change (amplified)", "target")) -> bytes:
     """A PNG with one row per poison: its base, the poison, the amplified change, and the target.

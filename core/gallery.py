@@ -21,7 +21,7 @@ import numpy as np
 
 from .checkpoints import CHECKPOINT_DIR, load_checkpoint
 from .data import CLASSES, Dataset, load_dataset, load_demo
-from .victim import extract_features
+from .models import extract_features
 
 GALLERY_NPZ = "gallery.npz"
 GALLERY_JSON = "gallery.json"

@@ -24,8 +24,7 @@ import torch
 
 from .checkpoints import CHECKPOINT_DIR, load_checkpoint
 from .data import Dataset
-from .models import Classifier, to_input
-from .train import predict_logits
+from .models import Classifier, predict_logits, to_input
 
 JUDGE_DIR = CHECKPOINT_DIR / "judges"
 JUDGE_SEED = 1234  # no attacked model uses this seed

@@ -20,7 +20,7 @@ import torch
 
 from .attacks import AttackSettings, Poisons, get_attack, settings_for
 from .data import Dataset
-from .defences import DEFENCES, chi2_threshold, own_filter, roc
+from .defences import DEFENCES, chi2_threshold, lgm_scores, own_filter, roc
 from .judge import Judge
 from .models import Classifier, extract_features, predict_logits
 from .pipeline import FeatureBank, TrialPlan, TrialResult, plan_trial, run_trial
@@ -31,7 +31,7 @@ LAB_CLEAN, LAB_TEST = 500, 500
 POOL_CLEAN, POOL_POISONS = 500, 5
 
 
-def lab_runs(models: dict[str, Classifier], attack: str, dataset: str,
+def lab_runs(models: dict[str, Classifier], attack: str, dataset: str, *, trial_seed: int | None = None,
              **values) -> dict[str, tuple[Classifier, str, AttackSettings]]:
     """{name: (model, the attack it gets, its settings)} for a softmax-vs-LGM run: a model whose head
     cannot take ``attack`` gets the attack's fallback (the defence-aware term needs class
@@ -40,7 +40,8 @@ def lab_runs(models: dict[str, Classifier], attack: str, dataset: str,
     for name, m in models.items():
         entry = get_attack(attack).for_head(m.config.head)
         known = entry.settings.knobs()
-        runs[name] = (m, entry.name, settings_for(entry.name, dataset, **{k: v for k, v in values.items() if k in known}))
+        mine = {k: v for k, v in values.items() if k in known}
+        runs[name] = (m, entry.name, settings_for(entry.name, dataset, trial_seed=trial_seed, **mine))
     return runs
 
 
@@ -79,6 +80,19 @@ def run_lab_pair(runs: dict[str, tuple[Classifier, str, AttackSettings]], data: 
 def own_filter_result(result: TrialResult, head: str):
     """The victim retrained behind the model's own filter, from a lab run's result."""
     return result.victims[own_filter(head)]
+
+
+def point_report(model: Classifier, feats: np.ndarray, labels: np.ndarray, index: int) -> dict:
+    """What the Feature space page says of one test image, from the model's stored features of the
+    sample: the class probabilities, and for a model with class Gaussians its log-likelihood under
+    its label and the share of the sample that is more likely than it."""
+    with torch.no_grad():
+        probs = torch.softmax(model.head(torch.as_tensor(feats[index:index + 1], dtype=torch.float32)), 1)[0].numpy()
+    out = {"probs": probs, "pred": int(probs.argmax())}
+    if "gaussian" in model.head.capabilities:
+        ll = -lgm_scores(model.head, feats, labels)
+        out.update(log_likelihood=float(ll[index]), more_likely_share=float(np.mean(ll > ll[index])))
+    return out
 
 
 def guess_label(model: Classifier, image: np.ndarray) -> int:

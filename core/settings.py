@@ -10,18 +10,30 @@ no caller repeats a default or a bound.
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, Field, asdict, dataclass, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any, ClassVar, get_type_hints
 
 
 def knob(default: Any, help: str, lo: float | None = None, hi: float | None = None, *,
-         art: str | None = None, optional: bool = False) -> Any:
+         art: str | None = None, optional: bool = False, widget: tuple | None = None) -> Any:
     """A settings field: ``default``, a one-line ``help``, an inclusive range, the name of the same
     knob in ART (``max_iter``, ``similarity_coeff``, ``watermark``...), ``optional`` when None is
-    allowed (a derived default, filled in by the entry's ``defaults`` hook)."""
-    from dataclasses import field
+    allowed (a derived default, filled in by the entry's ``defaults`` hook); ``widget``: (label, lo,
+    hi) when the dashboard's lab offers the knob, in a range a class can explore."""
+    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "art": art, "optional": optional,
+                                            "widget": widget})
 
-    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "art": art, "optional": optional})
+
+@dataclass(frozen=True)
+class Widget:
+    """A knob as the dashboard offers it: what the page draws and the value's range."""
+
+    name: str
+    label: str
+    lo: float
+    hi: float
+    default: Any
+    help: str
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,12 @@ class Settings:
     @classmethod
     def knobs(cls) -> dict[str, Field]:
         return {f.name: f for f in fields(cls)}
+
+    @classmethod
+    def widgets(cls) -> list[Widget]:
+        """The knobs the dashboard's lab offers (``knob(widget=...)``), in field order."""
+        return [Widget(f.name, f.metadata["widget"][0], f.metadata["widget"][1], f.metadata["widget"][2],
+                       default_of(f), f.metadata["help"]) for f in fields(cls) if f.metadata.get("widget")]
 
     @classmethod
     def from_values(cls, values: dict, where: str = "") -> "Settings":

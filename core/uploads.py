@@ -11,6 +11,7 @@ import io
 import warnings
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 MAX_BYTES = 5 * 2**20
 MAX_PIXELS = 16_000_000
@@ -28,8 +29,6 @@ def image_from_bytes(data: bytes, size: tuple[int, int], channels: int) -> np.nd
     composited on black (MNIST's background); animations use their first frame; 16-bit images are
     scaled to 8 bits.
     """
-    from PIL import Image, UnidentifiedImageError
-
     if not isinstance(data, (bytes, bytearray)) or len(data) == 0:
         raise UploadError("the file is empty")
     if len(data) > MAX_BYTES:
@@ -57,8 +56,6 @@ def image_from_bytes(data: bytes, size: tuple[int, int], channels: int) -> np.nd
 
 
 def _to_array(img, size: tuple[int, int], channels: int) -> np.ndarray:
-    from PIL import Image
-
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         top = arr.max() if arr.max() > 0 else 1.0

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.attacks import Poisons, craft, feature_collision, poison_frogs, polytope
+from core.attacks import ATTACKS, Poisons, craft, feature_collision, poison_frogs, polytope, settings_for
 from core.models import Classifier, default_config
 from core.train import TrainConfig, fit
-from core.victim import retrain_victim
+from core.victim import Retraining, retrain_victim
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_frogs_objective_monotone_and_beta_keeps_poison_near_base(tiny, mnist_de
     assert dists[0] > dists[1] > dists[2]
 
 
-@pytest.mark.parametrize("attack", ["fc", "fc-adaptive", "fc-frogs", "cp", "bp"])
+@pytest.mark.parametrize("attack", list(ATTACKS))  # every attack of the registry, a new one too
 @pytest.mark.parametrize("eps", [0.05, 8 / 255])
 def test_budget_holds_exactly_on_8bit_pixels(tiny, mnist_demo, attack, eps):
     bases, target, bl, tl = _pair(mnist_demo)
@@ -151,8 +151,9 @@ def test_retraining_never_changes_shared_model(tiny, mnist_demo, setting):
     model = tiny["lgm"]
     before = _weights(model)
     p = craft(model, "fc", bases, target, bl, tl, iters=10, eps=0.1)
-    outcome, victim = retrain_victim(model, p, mnist_demo.x_train[:200], mnist_demo.y_train[:200],
-                                     mnist_demo.x_test[:100], mnist_demo.y_test[:100], setting, epochs=1)
+    outcome, victim = retrain_victim(model, p, (mnist_demo.x_train[:200], mnist_demo.y_train[:200]),
+                                     (mnist_demo.x_test[:100], mnist_demo.y_test[:100]),
+                                     Retraining(setting=setting, epochs=1))
     assert all(torch.equal(a, b) for a, b in zip(before, _weights(model)))
     assert victim is not model and outcome.n_poisons == 2 and len(outcome.probs_after) == 10
 
@@ -160,7 +161,7 @@ def test_retraining_never_changes_shared_model(tiny, mnist_demo, setting):
 @pytest.mark.slow
 def test_tiny_transfer_attack_succeeds(tiny, mnist_demo):
     """Feature collision with a handful of poisons flips the target in the transfer setting."""
-    from core.train import predict_logits
+    from core.models import predict_logits
 
     model = tiny["softmax"]
     pred = predict_logits(model, mnist_demo.x_test[:200]).argmax(1).numpy()
@@ -168,31 +169,43 @@ def test_tiny_transfer_attack_succeeds(tiny, mnist_demo):
     target = mnist_demo.x_test[ti:ti + 1]
     bases = mnist_demo.x_train[np.flatnonzero(mnist_demo.y_train == 8)[-8:]]
     p = craft(model, "fc", bases, target, np.full(8, 8), 3, iters=300, eps=1.0)  # unconstrained
-    outcome, _ = retrain_victim(model, p, mnist_demo.x_train[:300], mnist_demo.y_train[:300],
-                                mnist_demo.x_test[:200], mnist_demo.y_test[:200], "transfer")
+    outcome, _ = retrain_victim(model, p, (mnist_demo.x_train[:300], mnist_demo.y_train[:300]),
+                                (mnist_demo.x_test[:200], mnist_demo.y_test[:200]))
     assert outcome.pred_before == 3
     assert outcome.success and outcome.pred_after == 8
 
 
-def test_attack_knobs_pick_what_each_attack_uses():
-    from core.attacks import attack_knobs, default_eps
+def test_settings_for_gives_each_attack_its_own_knobs_and_the_data_sets_defaults():
+    from core.attacks import default_eps
 
-    fc = attack_knobs("fc-adaptive", "mnist", 100, beta0=1.0, opacity=0.3, adaptive_weight=5.0, seed=2)
-    assert fc == {"iters": 100, "record_every": 1, "eps": default_eps("mnist"), "restarts": 1, "seed": 2,
-                  "patience": 20, "adaptive_weight": 5.0}
-    assert "adaptive_weight" not in attack_knobs("fc", "mnist", 100)
-    assert attack_knobs("bp", "cifar10", 50)["eps"] == default_eps("cifar10") == 8 / 255
-    assert attack_knobs("cp", "mnist", 50, eps=0.1, beta0=9.0) == {"iters": 50, "record_every": 1, "eps": 0.1}
-    assert attack_knobs("fc-frogs", "mnist", 50, beta0=9.0)["beta0"] == 9.0
+    fc = settings_for("fc-adaptive", "mnist", trial_seed=2, iters=100, adaptive_weight=5.0)
+    assert fc.to_dict() == {"iters": 100, "record_every": 1, "eps": default_eps("mnist"), "lr": 0.1, "restarts": 1,
+                            "seed": 2, "patience": 20, "adaptive_weight": 5.0}
+    assert "adaptive_weight" not in settings_for("fc", "mnist", iters=100).to_dict()
+    assert settings_for("bp", "cifar10", iters=50).eps == default_eps("cifar10") == 8 / 255
+    assert settings_for("cp", "mnist", trial_seed=3, iters=50, eps=0.1).to_dict() == {
+        "iters": 50, "record_every": 1, "eps": 0.1, "lr": 0.01}  # a deterministic attack has no seed to take
+    assert settings_for("fc-frogs", "mnist", iters=50, beta0=9.0).beta0 == 9.0
+    with pytest.raises(ValueError, match="has no setting beta0"):
+        settings_for("cp", "mnist", beta0=9.0)  # a knob the attack does not have is an error, not ignored
     with pytest.raises(ValueError, match="unknown attack"):
-        attack_knobs("magic", "mnist", 10)
+        settings_for("magic", "mnist")
+    with pytest.raises(ValueError, match="restarts must be in"):
+        settings_for("fc", "mnist", restarts=0)
 
 
-def test_applicable_is_the_one_rule():
-    from core.attacks import applicable
-
-    assert applicable("fc", "softmax") is None and applicable("fc-adaptive", "lgm") is None
-    assert "LGM" in applicable("fc-adaptive", "softmax") and "unknown" in applicable("zz", "lgm")
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_every_registry_entry_is_complete(name):
+    """Label, summary, settings with help and ranges on every knob, a solver, and the head rule."""
+    entry = ATTACKS[name]
+    assert entry.label and entry.summary and callable(entry.solver)
+    for f in entry.settings.knobs().values():
+        assert f.metadata["help"], f.name
+    assert entry.applies_to("lgm")  # every attack runs against the Gaussian model
+    if entry.applies_to("softmax"):
+        assert entry.why_not("softmax") is None and entry.for_head("softmax") is entry
+    else:
+        assert "LGM" in entry.why_not("softmax") and entry.for_head("softmax").applies_to("softmax")
 
 
 def test_early_stop_returns_the_best_iterate_seen(tiny, mnist_demo, monkeypatch):

@@ -6,8 +6,15 @@ import torch
 from scipy.stats import chi2, mannwhitneyu, ncx2
 from sklearn.metrics import auc, roc_auc_score
 
-from core.defences import DEFENCES, chi2_threshold, roc, score, threshold_at_fpr
+from core.defences import DEFENCES, chi2_threshold, get_defence, own_filter, roc, threshold_at_fpr
 from core.lgm import LOGVAR_MAX, LOGVAR_MIN, LGMHead
+
+
+def score(defence, feats, claimed, head=None, **settings):
+    """A defence's scores of a pool, through its estimator (settings only where the defence has them)."""
+    spec = get_defence(defence)
+    mine = {k: v for k, v in settings.items() if k in spec.estimator.settings_type.knobs()}
+    return spec.make(head, **mine).fit(feats, claimed).scores_
 
 
 @pytest.fixture
@@ -97,6 +104,29 @@ def test_lgm_needs_lgm_head(pool):
         score("lgm", feats, claimed)
     with pytest.raises(ValueError, match="unknown defence"):
         score("magic", feats, claimed)
+    assert DEFENCES["lgm"].why_not("softmax") and DEFENCES["lgm"].applies_to("lgm")
+    assert own_filter("lgm") == "lgm" and own_filter("softmax") == "centroid"
+
+
+@pytest.mark.parametrize("defence", DEFENCES)
+def test_fit_sets_the_threshold_at_the_trusted_examples_fpr(pool, defence):
+    """scikit-learn's shape: fit on the pool, threshold at 5% of the trusted (clean) part, flag above it."""
+    feats, claimed, head = pool
+    trusted = np.r_[np.ones(400, bool), np.zeros(3, bool)]
+    f = get_defence(defence).make(head).fit(feats, claimed, trusted=trusted, fpr=0.05)
+    assert f.threshold_ == threshold_at_fpr(f.scores_[trusted], 0.05)
+    assert np.array_equal(f.flags_, f.scores_ > f.threshold_) and np.array_equal(f.predict(), f.flags_)
+    assert np.mean(f.flags_[trusted]) <= 0.05 and f.flags_[~trusted].all()
+    with pytest.raises(ValueError, match="features must be"):
+        get_defence(defence).make(head).fit(feats[:, 0], claimed)
+    with pytest.raises(ValueError, match="trusted"):
+        get_defence(defence).make(head).fit(feats, claimed, trusted=np.zeros(403, bool))
+
+
+def test_a_setting_a_defence_does_not_have_is_refused():
+    with pytest.raises(ValueError, match="not a setting"):
+        get_defence("centroid").make(None, k=5)
+    assert get_defence("knn").make(None, k=3).settings.k == 3
 
 
 def test_roc_hand_computed():

@@ -157,7 +157,7 @@ def test_stored_features_equal_extracted_ones_and_a_wrong_file_is_recomputed(map
     import torch
 
     from core.models import Classifier, default_config
-    from core.victim import extract_features
+    from core.models import extract_features
 
     torch.manual_seed(0)
     model = Classifier(default_config("mnist", "lgm", 4, arch="resnet", depth=1, width=8))

@@ -4,14 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from core.attacks import attack_knobs
+from core.attacks import settings_for
 from core.checkpoints import save_checkpoint
 from core.data import Dataset
 from core.experiments import ExperimentConfig, candidate_targets, experiment_trial
 from core.judge import load_judge
 from core.lab import run_lab
 from core.models import Classifier, default_config
-from core.pipeline import correct_targets, plan_trial, run_trial, stratified_sample
+from core.data import stratified_sample
+from core.pipeline import correct_targets, plan_trial, run_trial
 from core.train import TrainConfig, fit
 
 
@@ -68,7 +69,7 @@ def test_lab_and_experiment_runner_agree(pair, mnist_demo):
     for head, own in (("lgm", "lgm"), ("softmax", "centroid")):
         record, poisons = experiment_trial(cfg, targets, head, "fc", 3, "transfer", 0)
         plan = plan_trial(mnist_demo, (7, 0), targets["mnist"], n_poisons=3, n_clean=150, n_test=100, judge=judge)
-        knobs = attack_knobs("fc", "mnist", 30, seed=0, record_every=30)
+        knobs = settings_for("fc", "mnist", iters=30, seed=0, record_every=30)
         lab = run_lab(models[head], mnist_demo, plan, "fc", knobs, judge=judge)
         assert record["target_index"] == plan.target_index and record["base_indices"] == plan.base_indices.tolist()
         assert np.array_equal(np.round(lab.poisons.poisons * 255).astype(np.uint8), poisons)
@@ -86,9 +87,9 @@ def test_uploaded_target_needs_its_image(pair, mnist_demo):
                       external_label=5)
     assert plan.target_index == -1 and plan.target_label == 5
     with pytest.raises(ValueError, match="outside image"):
-        run_trial(models["softmax"], mnist_demo, plan, "fc", attack_knobs("fc", "mnist", 5))
+        run_trial(models["softmax"], mnist_demo, plan, "fc", settings_for("fc", "mnist", iters=5))
     img = mnist_demo.x_test[np.flatnonzero(mnist_demo.y_test == 5)[:1]]
-    r = run_trial(models["softmax"], mnist_demo, plan, "fc", attack_knobs("fc", "mnist", 5), target=img)
+    r = run_trial(models["softmax"], mnist_demo, plan, "fc", settings_for("fc", "mnist", iters=5), target=img)
     assert r.victims["none"].outcome.target_label == 5
 
 
@@ -98,7 +99,7 @@ def test_a_feature_bank_changes_nothing_but_the_time(tiny_lgm, mnist_demo):
     from core.pipeline import FeatureBank
 
     plan = plan_trial(mnist_demo, 3, np.arange(len(mnist_demo.y_test)), n_poisons=2, n_clean=120, n_test=60)
-    knobs = attack_knobs("fc", "mnist", 5, seed=0)
+    knobs = settings_for("fc", "mnist", iters=5, seed=0)
     bank = FeatureBank.compute(tiny_lgm, mnist_demo)
     runs = [run_lab(tiny_lgm, mnist_demo, plan, "fc", knobs, bank=b) for b in (None, bank)]
     assert np.array_equal(runs[0].clean_features, runs[1].clean_features)

@@ -12,15 +12,15 @@ from hypothesis import strategies as st
 
 from core.attacks import craft
 from core.cli import build_parser
-from core.victim import retrain_victim
+from core.victim import Retraining, WarmHeadSettings, retrain_victim
 
 
 def _run(model, ds, seed):
     bases = ds.x_train[np.flatnonzero(ds.y_train == 8)[:3]]
     target = ds.x_test[np.flatnonzero(ds.y_test == 3)[:1]]
     p = craft(model, "fc", bases, target, np.full(3, 8), 3, iters=15, eps=0.2, restarts=2, seed=seed)
-    out, _ = retrain_victim(model, p, ds.x_train[:150], ds.y_train[:150], ds.x_test[:60], ds.y_test[:60],
-                            "transfer", seed=seed, head_steps=50)
+    out, _ = retrain_victim(model, p, (ds.x_train[:150], ds.y_train[:150]), (ds.x_test[:60], ds.y_test[:60]),
+                            Retraining(seed=seed, head_settings=WarmHeadSettings(steps=50)))
     return p.poisons, out.probs_after
 
 

@@ -35,7 +35,7 @@ def test_every_shipped_checkpoint_ships_its_demo_features(path):
 
     from core.data import load_demo
     from core.embeddings import features_path, map_key
-    from core.victim import extract_features
+    from core.models import extract_features
 
     model, meta = load_checkpoint(path)
     demo = load_demo(meta["config"]["dataset"])
