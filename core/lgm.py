@@ -33,6 +33,7 @@ class SoftmaxHead(nn.Module):
 
     def __init__(self, feat_dim: int, n_classes: int) -> None:
         super().__init__()
+        self.feat_dim, self.n_classes = feat_dim, n_classes
         self.linear = nn.Linear(feat_dim, n_classes)
 
     @classmethod

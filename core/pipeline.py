@@ -61,11 +61,16 @@ def correct_targets(models: list[Classifier], data: Dataset) -> np.ndarray:
 def plan_trial(data: Dataset, seed: int | tuple[int, ...], candidates: np.ndarray, *, n_poisons: int,
                n_clean: int = 1000, n_test: int = 1000, target_index: int | None = None,
                base_class: int | None = None, external_label: int | None = None,
-               judge: Judge | None = None) -> TrialPlan:
+               judge: Judge | None = None, bases_from_clean: bool = False) -> TrialPlan:
     """Draw a trial from ``numpy.random.default_rng(seed)``; ``target_index`` / ``base_class`` fix
     those choices (the dashboard's user picks them), everything else still comes from the seed.
     ``external_label``: the target is an image from outside the data set (an upload) with this
-    label; the plan then has ``target_index = -1`` and ``run_trial`` needs the image."""
+    label; the plan then has ``target_index = -1`` and ``run_trial`` needs the image.
+
+    ``bases_from_clean``: the poisoning benchmark's protocol. The bases are drawn from the clean
+    retraining set's base-class images and leave it, so the poisons take their place (2500 images
+    = 2475 clean + 25 poisons, 250 per class); otherwise they come from outside it (the lab's
+    protocol: the clean set keeps all its images and the poisons come on top)."""
     seed = tuple(np.atleast_1d(seed).tolist())
     rng = np.random.default_rng(seed)
     n_classes = len(data.classes)
@@ -84,11 +89,17 @@ def plan_trial(data: Dataset, seed: int | tuple[int, ...], candidates: np.ndarra
         base_class = int(rng.choice([c for c in range(n_classes) if c != target_label]))
     if base_class == target_label:
         raise ValueError("the base class must differ from the target's class")
-    clean = stratified_sample(data.y_train, min(n_clean, len(data.y_train) - n_poisons), rng)
-    pool = rng.permutation(np.setdiff1d(np.flatnonzero(data.y_train == base_class), clean))
+    if bases_from_clean:
+        clean = stratified_sample(data.y_train, min(n_clean, len(data.y_train)), rng)
+        pool = rng.permutation(clean[data.y_train[clean] == base_class])
+    else:
+        clean = stratified_sample(data.y_train, min(n_clean, len(data.y_train) - n_poisons), rng)
+        pool = rng.permutation(np.setdiff1d(np.flatnonzero(data.y_train == base_class), clean))
     if len(pool) < n_poisons:
         raise ValueError(f"only {len(pool)} training images of class {base_class} are free; ask for fewer poisons")
     bases = _judged_bases(data, pool, base_class, n_poisons, judge)
+    if bases_from_clean:
+        clean = np.setdiff1d(clean, bases)
     return TrialPlan(seed=seed, target_index=int(target_index), target_label=target_label, base_class=base_class,
                      base_indices=bases, clean_indices=clean, test_indices=test)
 

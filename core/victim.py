@@ -26,7 +26,8 @@ import torch
 from .attacks import Poisons
 from .models import Classifier, extract_features, to_input
 from .settings import Settings, knob
-from .train import TrainConfig, fit
+from .lgm import SoftmaxHead
+from .train import TrainConfig, augment_batch, fit
 
 SETTINGS = ("transfer", "end2end")
 
@@ -96,9 +97,111 @@ def retrain_head(head: torch.nn.Module, feats: torch.Tensor, labels: torch.Tenso
 
 
 @dataclass(frozen=True)
+class HeadData:
+    """What a transfer victim's head is refitted on: the frozen extractor's features of the
+    retraining images (clean plus kept poisons) and their labels; for a head trained with
+    augmentation, the images themselves and the frozen extractor (float NCHW -> features)."""
+
+    feats: torch.Tensor
+    labels: torch.Tensor
+    images: np.ndarray | None = None  # float32 NHWC in [0, 1]
+    extract: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class LinearHeadSettings(Settings):
+    """The poisoning benchmark's transfer victim (``poison_test.py``, ``benchmark_test.py``): a new
+    linear layer on the frozen extractor, SGD with momentum 0.9, the lr cut by ``gamma`` at each
+    milestone, batch norm in eval mode, optionally random crop + flip through the extractor."""
+
+    epochs: int = knob(40, "epochs over the retraining set", 1, 1000)
+    lr: float = knob(0.01, "SGD learning rate", 1e-6, 10.0)
+    momentum: float = knob(0.9, "SGD momentum", 0.0, 1.0)
+    weight_decay: float = knob(2e-4, "L2 on the layer's weights and bias (SGD's weight_decay)", 0.0, 1.0)
+    batch_size: int = knob(128, "minibatch size", 1, 65536)
+    milestone: int = knob(30, "epoch at which the lr is multiplied by gamma (0: never)", 0, 1000)
+    gamma: float = knob(0.1, "lr factor at the milestone", 0.0, 1.0)
+    augment: bool = knob(False, "random crop (pad 4) + flip of the images, through the frozen extractor, "
+                         "each epoch (the benchmark's training transform; costs a forward pass per image per epoch)")
+
+
+def _n_classes(head: torch.nn.Module) -> int:
+    return int(head.n_classes)
+
+
+def _feat_dim(head: torch.nn.Module) -> int:
+    return int(head.feat_dim)
+
+
+def fit_linear_head(head: torch.nn.Module, data: HeadData, settings: LinearHeadSettings,
+                    seed: int = 0) -> torch.nn.Module:
+    """A freshly initialised linear softmax head (seeded) trained by the benchmark's recipe; on an
+    LGM model's features it is a plain linear classifier on Gaussian features."""
+    s = settings
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        new = SoftmaxHead(_feat_dim(head), _n_classes(head))
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(new.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    n = len(data.labels)
+    if s.augment and (data.images is None or data.extract is None):
+        raise ValueError("an augmented head needs the retraining images and the frozen extractor")
+    new.train()
+    for epoch in range(s.epochs):
+        for group in opt.param_groups:
+            group["lr"] = s.lr * (s.gamma if s.milestone and epoch >= s.milestone else 1.0)
+        order = torch.randperm(n, generator=gen)
+        for i in range(0, n, s.batch_size):
+            idx = order[i:i + s.batch_size]
+            if s.augment:
+                with torch.no_grad():
+                    x = augment_batch(to_input(data.images[idx.numpy()]), "crop-flip", gen)
+                    feats = data.extract(x)
+            else:
+                feats = data.feats[idx]
+            loss = torch.nn.functional.cross_entropy(new(feats), data.labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return new.eval()
+
+
+class NearestMeanHead(torch.nn.Module):
+    """Nearest class mean on the features: logits -||f - mu_k||^2 / 2. The LGM head with identity
+    covariance decides the same way, so this asks whether any prototype head resists, Gaussian
+    training or not."""
+
+    kind = "ncm"
+    capabilities: frozenset = frozenset()
+
+    def __init__(self, means: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("means", means)
+        self.n_classes, self.feat_dim = means.shape
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return -0.5 * torch.cdist(f, self.means).pow(2)
+
+
+@dataclass(frozen=True)
+class NoHeadSettings(Settings):
+    """A head with nothing to tune."""
+
+
+def fit_nearest_mean(head: torch.nn.Module, data: HeadData, settings: NoHeadSettings,
+                     seed: int = 0) -> torch.nn.Module:
+    """Class means of the retraining features (a class with no example gets a mean infinitely far
+    away: it is never predicted)."""
+    k = _n_classes(head)
+    means = torch.stack([data.feats[data.labels == c].mean(0) if bool((data.labels == c).any())
+                         else torch.full((data.feats.shape[1],), float("inf")) for c in range(k)])
+    return NearestMeanHead(means.float()).eval()
+
+
+@dataclass(frozen=True)
 class VictimHead:
-    """One way to refit a transfer victim's head on frozen features: ``fit(model_head, features,
-    labels, settings, seed)`` returns a new head (``forward(features) -> logits``)."""
+    """One way to refit a transfer victim's head on frozen features: ``fit(model_head, data,
+    settings, seed)`` returns a new head (``forward(features) -> logits``)."""
 
     name: str
     label: str  # the name a person reads
@@ -106,11 +209,20 @@ class VictimHead:
     settings: type[Settings]
     fit: Callable[..., torch.nn.Module]
 
+    def needs_images(self, settings: Settings) -> bool:
+        return bool(getattr(settings, "augment", False))
+
 
 VICTIM_HEADS: dict[str, VictimHead] = {v.name: v for v in (
     VictimHead("warm", "warm-started head, full-batch Adam",
                "the attacked model's own head, refitted from where it was on clean data plus poisons",
-               WarmHeadSettings, retrain_head),
+               WarmHeadSettings, lambda head, data, s, seed: retrain_head(head, data.feats, data.labels, s, seed)),
+    VictimHead("linear", "new linear head, the benchmark's SGD recipe",
+               "a freshly initialised linear softmax layer trained as the poisoning benchmark's transfer victim",
+               LinearHeadSettings, fit_linear_head),
+    VictimHead("ncm", "nearest class mean",
+               "each class's mean retraining feature; an image goes to the nearest mean", NoHeadSettings,
+               fit_nearest_mean),
 )}
 
 
@@ -139,8 +251,12 @@ class Retraining:
         if not 1 <= self.epochs <= 1000 or not 0 < self.lr <= 10:
             raise ValueError("epochs must be in 1..1000 and lr in (0, 10]")
 
-    def refit_head(self, head: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor) -> torch.nn.Module:
-        return VICTIM_HEADS[self.head].fit(head, feats, labels, self.head_settings, self.seed)
+    def refit_head(self, head: torch.nn.Module, data: HeadData) -> torch.nn.Module:
+        return VICTIM_HEADS[self.head].fit(head, data, self.head_settings, self.seed)
+
+    @property
+    def needs_images(self) -> bool:
+        return self.setting == "transfer" and VICTIM_HEADS[self.head].needs_images(self.head_settings)
 
 
 def _as_float_images(images: np.ndarray) -> np.ndarray:
@@ -176,7 +292,12 @@ def retrain_victim(model: Classifier, poisons: Poisons, clean: tuple[np.ndarray,
         clean_f = extract_features(net, x_clean) if clean_feats is None else torch.as_tensor(clean_feats).float()
         feats = torch.cat([clean_f, extract_features(net, p_imgs)])
         labels = torch.as_tensor(np.concatenate([y_clean, p_labels]), dtype=torch.long)
-        net.head = victim.refit_head(net.head, feats, labels)
+        data = HeadData(feats, labels)
+        if victim.needs_images:
+            net.eval()  # batch norm as the benchmark's frozen extractor: eval mode
+            data = HeadData(feats, labels, np.concatenate([_as_float_images(x_clean), _as_float_images(p_imgs)]),
+                            lambda x: net.features(x))
+        net.head = victim.refit_head(net.head, data)
         test_after = test_before
     else:
         images = np.concatenate([_as_float_images(x_clean), _as_float_images(p_imgs)])

@@ -20,3 +20,20 @@ def test_wilson_matches_reference_values(k, n, low, high):
 
 def test_wilson_no_trials_says_nothing():
     assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_mcnemar_exact_is_the_binomial_test_of_discordant_pairs():
+    from scipy.stats import binomtest
+
+    from core.stats import mcnemar_exact
+
+    # the shipped Fashion-MNIST cell: softmax 4 of 12 flipped, LGM 0 of 12, every flip discordant
+    assert mcnemar_exact([True] * 4 + [False] * 8, [False] * 12) == pytest.approx(0.125)
+    assert mcnemar_exact([True] * 8 + [False] * 17, [False] * 25) == pytest.approx(2 * 0.5 ** 8)  # CIFAR d=128
+    a = [True, True, False, True, False, True, False, False]
+    b = [False, True, True, False, False, False, False, True]
+    b01, b10 = 3, 2
+    assert mcnemar_exact(a, b) == pytest.approx(binomtest(b01, b01 + b10, 0.5).pvalue)
+    assert mcnemar_exact([True, False], [True, False]) == 1.0  # concordant only: no evidence
+    with pytest.raises(ValueError):
+        mcnemar_exact([True], [True, False])
