@@ -36,7 +36,7 @@ from .judge import load_judge
 from .pipeline import FeatureBank, correct_targets, plan_trial, run_trial
 from .report import markdown_table, summarise
 from .settings import default_of
-from .victim import SETTINGS, Retraining
+from .victim import SETTINGS, VICTIM_HEADS, Retraining
 
 
 _OPTIONAL = {"eps": float, "data_dir": str}  # fields whose default is None, and the type they take
@@ -85,6 +85,9 @@ class ExperimentConfig:
     iters: int = 300
     eps: float | None = None  # l_inf budget (None: attacks.default_eps of the data set)
     attack_settings: dict = field(default_factory=dict)  # {attack: {setting: value}}, beyond its defaults
+    # further transfer victims retrained on the same poisons: {name: {"head": VICTIM_HEADS key, setting: value}}
+    victims: dict = field(default_factory=dict)
+    bases_from_clean: bool = False  # the benchmark's protocol: the poisons take their bases' place
     judge: bool = True  # judge every poison (clean-label or not) and draw bases the judges agree on
     n_clean: int = 1000
     n_test: int = 1000
@@ -111,6 +114,23 @@ class ExperimentConfig:
             raise ValueError("n_poisons must be whole numbers in 1..1000")
         object.__setattr__(self, "attack_settings",
                            _canonical_attack_settings(tuple(self.attacks), self.attack_settings, "config"))
+        self.control_recipes(0)  # validates every victim's head and settings
+
+    def control_recipes(self, trial: int, setting: str = "transfer") -> dict[str, Retraining]:
+        """The extra victims of trial ``trial`` (transfer only: they are heads on frozen features)."""
+        if not isinstance(self.victims, dict):
+            raise ValueError("victims must be an object {name: {\"head\": ..., setting: value}}")
+        out = {}
+        for name, spec in self.victims.items():
+            if not isinstance(spec, dict) or spec.get("head") not in VICTIM_HEADS:
+                raise ValueError(f"victims[{name!r}] needs a head, one of {', '.join(VICTIM_HEADS)}")
+            if name in ("warm", "primary"):
+                raise ValueError(f"victims: {name!r} names the experiment's own victim; choose another name")
+            rest = {k: v for k, v in spec.items() if k != "head"}
+            head_settings = VICTIM_HEADS[spec["head"]].settings.from_values(rest, f"victims[{name!r}]")
+            if setting == "transfer":
+                out[name] = Retraining(head=spec["head"], head_settings=head_settings, seed=trial)
+        return out
 
     @classmethod
     def from_dict(cls, raw: dict, where: str = "config") -> "ExperimentConfig":
@@ -135,7 +155,7 @@ class ExperimentConfig:
             default = f.default_factory() if f.default_factory is not MISSING else f.default
             want = _OPTIONAL.get(key) or type(default)
             value = tuple(value) if isinstance(value, list) else value
-            if key == "attack_settings":
+            if key in ("attack_settings", "victims"):
                 values[key] = value
                 continue
             if value is None and key in _OPTIONAL:
@@ -212,12 +232,13 @@ def experiment_trial(cfg: ExperimentConfig, targets: dict[str, np.ndarray], mode
     ds = _dataset(name, cfg.demo, cfg.data_dir)
     judge = _judge(name, cfg.demo, cfg.data_dir) if cfg.judge else None
     plan = plan_trial(ds, (cfg.seed, trial), targets[name], n_poisons=k, n_clean=cfg.n_clean, n_test=cfg.n_test,
-                      judge=judge)
+                      judge=judge, bases_from_clean=cfg.bases_from_clean)
     settings = settings_for(attack, name, trial_seed=trial, iters=cfg.iters, eps=cfg.eps, record_every=cfg.iters,
                             **cfg.attack_settings.get(attack, {}))
     victim = Retraining(setting=setting, seed=trial, epochs=cfg.end2end_epochs)
     result = run_trial(model, ds, plan, attack, settings, defences=cfg.defences, fpr=cfg.fpr, victim=victim,
-                       judge=judge, bank=_bank(cfg.models[model_name], cfg.demo, cfg.data_dir))
+                       controls=cfg.control_recipes(trial, setting), judge=judge,
+                       bank=_bank(cfg.models[model_name], cfg.demo, cfg.data_dir))
     record = {"model": model_name, "trial": trial, **result.record(), "eps": settings.eps,
               "seeds": {"trial_rng": [cfg.seed, trial], "attack": trial, "victim": trial}}
     return record, np.round(result.poisons.poisons * 255).astype(np.uint8)

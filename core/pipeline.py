@@ -158,6 +158,7 @@ class TrialResult:
     victims: dict[str, VictimResult]
     poison_features: np.ndarray  # [k, d] under the attacked model
     clean_features: np.ndarray  # [n_clean, d]
+    controls: dict[str, dict[str, VictimResult]] = field(default_factory=dict)  # other victims, same poisons
 
     @property
     def clean_label(self) -> bool:
@@ -179,15 +180,21 @@ class TrialResult:
             out["defences"][name] = {"success": v.success, "pred_after": v.outcome.pred_after,
                                      "clean_acc_after": v.outcome.clean_acc_after,
                                      "poisons_kept": v.poisons_kept, **v.detection}
+        if self.controls:  # the same poisons against other victims: outcomes only (detection is the same)
+            out["victims"] = {name: {d: {"success": v.success, "pred_after": v.outcome.pred_after,
+                                         "clean_acc_after": v.outcome.clean_acc_after, "poisons_kept": v.poisons_kept}
+                                     for d, v in results.items()} for name, results in self.controls.items()}
         return out
 
 
 def run_trial(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, settings: AttackSettings, *,
               defences: tuple[str, ...] = ("none",), fpr: float = 0.05, victim: Retraining = Retraining(),
-              judge: Judge | None = None, target: np.ndarray | None = None, bank: "FeatureBank | None" = None,
+              controls: dict[str, Retraining] | None = None, judge: Judge | None = None,
+              target: np.ndarray | None = None, bank: "FeatureBank | None" = None,
               progress: Callable[[str], None] | None = None) -> TrialResult:
     """Craft against ``model``, judge, filter with each applicable defence, retrain a victim each
-    (``victim``: the setting, the head's recipe, the seed).
+    (``victim``: the setting, the head's recipe, the seed). ``controls``: further victims retrained
+    on the same poisons behind the same filters (other heads, other recipes: no re-crafting).
 
     ``target`` replaces the planned test image (an uploaded picture); its label stays the plan's.
     ``bank``: the model's features of both whole splits, when the caller runs many trials (the
@@ -215,27 +222,35 @@ def run_trial(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, se
     claimed = np.concatenate([y_clean, poisons.base_labels])
     n_clean = len(clean_feats)
     trusted = np.r_[np.ones(n_clean, bool), np.zeros(k, bool)]
-    victims: dict[str, VictimResult] = {}
+    filtered: dict[str, tuple] = {}
     for defence in defences:
         if not applies(defence, head):
             continue
         if defence == "none":
-            keep_clean, keep_poison, det, s = np.ones(n_clean, bool), np.ones(k, bool), {}, None
-        else:
-            f = get_defence(defence).make(model.head).fit(pool, claimed, trusted=trusted, fpr=fpr)
-            s, flags = f.scores_, f.flags_
-            keep_clean, keep_poison = ~flags[:n_clean], ~flags[n_clean:]
-            det = {"auc": roc(s[:n_clean], s[n_clean:])["auc"], "threshold": f.threshold_,
-                   "poisons_flagged": float(flags[n_clean:].mean()), "clean_flagged": float(flags[:n_clean].mean()),
-                   "poison_scores": s[n_clean:].tolist(),
-                   "clean_score_quantiles": np.quantile(s[:n_clean], [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]).tolist()}
-        say(f"retraining the victim ({label(defence)})")
-        outcome, net = retrain_victim(model, poisons, (x_clean[keep_clean], y_clean[keep_clean]), (x_test, y_test),
-                                      victim, keep=keep_poison,
-                                      clean_feats=clean_feats[keep_clean] if victim.setting == "transfer" else None,
-                                      test_feats=test_feats)
-        victims[defence] = VictimResult(defence, outcome, int(keep_poison.sum()), det,
+            filtered[defence] = (np.ones(n_clean, bool), np.ones(k, bool), {}, None)
+            continue
+        f = get_defence(defence).make(model.head).fit(pool, claimed, trusted=trusted, fpr=fpr)
+        s, flags = f.scores_, f.flags_
+        det = {"auc": roc(s[:n_clean], s[n_clean:])["auc"], "threshold": f.threshold_,
+               "poisons_flagged": float(flags[n_clean:].mean()), "clean_flagged": float(flags[:n_clean].mean()),
+               "poison_scores": s[n_clean:].tolist(),
+               "clean_score_quantiles": np.quantile(s[:n_clean], [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]).tolist()}
+        filtered[defence] = (~flags[:n_clean], ~flags[n_clean:], det, s)
+
+    def retrain_all(recipe: Retraining, name: str) -> dict[str, VictimResult]:
+        out = {}
+        for defence, (keep_clean, keep_poison, det, s) in filtered.items():
+            say(f"retraining the {name} ({label(defence)})")
+            outcome, net = retrain_victim(model, poisons, (x_clean[keep_clean], y_clean[keep_clean]),
+                                          (x_test, y_test), recipe, keep=keep_poison,
+                                          clean_feats=clean_feats[keep_clean] if recipe.setting == "transfer" else None,
+                                          test_feats=test_feats)
+            out[defence] = VictimResult(defence, outcome, int(keep_poison.sum()), det,
                                         None if s is None else s[:n_clean],
-                                        net.head if victim.setting == "transfer" else None)
+                                        net.head if recipe.setting == "transfer" else None)
+        return out
+
+    victims = retrain_all(victim, "victim")
+    others = {name: retrain_all(recipe, f"{name} victim") for name, recipe in (controls or {}).items()}
     return TrialResult(plan=plan, attack=attack, setting=victim.setting, poisons=poisons, verdict=verdict,
-                       victims=victims, poison_features=poison_feats, clean_features=clean_feats)
+                       victims=victims, poison_features=poison_feats, clean_features=clean_feats, controls=others)

@@ -1,17 +1,21 @@
 """A tiny experiment grid runs end to end, writes every output with the documented schema, resumes."""
 
 import json
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from core.attacks import ATTACKS
 from core.checkpoints import save_checkpoint
 from core.cli import main
 from core.experiments import ExperimentConfig, run_experiment
-from core.report import load_results, markdown_table, rate_figure
+from core.report import load_results, markdown_table
 from core.models import Classifier, default_config
 from core.train import TrainConfig, fit
+from pages.figures import rate_figure
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,7 @@ def _check_gallery(folder, data, checkpoints):
     """The gallery holds every trial that made poisons, with the images and verdicts of its record."""
     from core.checkpoints import load_checkpoint
     from core.gallery import load_gallery
-    from core.victim import extract_features
+    from core.models import extract_features
 
     g = load_gallery(folder)
     records = {p.stem: json.loads(p.read_text()) for p in (folder / "trials").glob("*.json")}
@@ -57,7 +61,7 @@ def test_tiny_experiment_end_to_end(tiny_checkpoints, tmp_path, mnist_demo):
                            settings=("transfer", "end2end"), trials=2, iters=5, n_clean=120, n_test=100,
                            demo=True, seed=3)
     summary = run_experiment(cfg, tmp_path, progress=False)
-    for name in ("results.json", "results.md", "config.json", "success_rates.html"):
+    for name in ("results.json", "results.md", "config.json"):
         assert (tmp_path / name).is_file()
     assert summary["n_trials"] == 2 * 2 * 2 * 2
     cells = summary["cells"]
@@ -66,7 +70,7 @@ def test_tiny_experiment_end_to_end(tiny_checkpoints, tmp_path, mnist_demo):
     assert "lgm" not in {c["defence"] for c in cells if c["model"] == "softmax"}
     assert not [c for c in cells if c["model"] == "softmax" and c["attack"] == "fc-adaptive"]
     # the schema documented in README.md ("Experiment outputs")
-    cell_keys = {"model", "attack", "n_poisons", "setting", "defence", "eps", "trials", "successes", "rate", "ci95",
+    cell_keys = {"model", "victim", "attack", "n_poisons", "setting", "defence", "eps", "trials", "successes", "rate", "ci95",
                  "clean_label_rate", "clean_label_success", "clean_label_success_rate", "clean_label_success_ci95",
                  "clean_acc_after", "mean_l2", "mean_feature_distance"}
     for c in cells:
@@ -159,3 +163,56 @@ def test_shipped_experiments_resolve_their_models_from_any_working_folder(tmp_pa
     assert [c["feat_dim"] for c in experiment_models(res)] == [64, 64]
     assert experiment_models({"config": {"models": {"softmax": "checkpoints/no_such_model.pt"}}}) is None
 
+
+
+def test_shipped_experiments_resume_under_the_nested_attack_settings(tmp_path):
+    """Every shipped experiment was written with one flat key per attack knob; read today, each is the
+    same experiment as its bench/configs file (so `--trials 100` resumes it instead of refusing)."""
+    from core.experiments import _check_resume
+
+    root = Path(__file__).resolve().parent.parent
+    for folder in sorted((root / "checkpoints" / "experiments").iterdir()):
+        bench = root / "bench" / "configs" / f"{folder.name}.json"
+        if not (folder / "config.json").is_file() or not bench.is_file():
+            continue
+        stored = json.loads((folder / "config.json").read_text())
+        old = ExperimentConfig.from_dict(stored)
+        assert not {"restarts", "beta0", "opacity", "adaptive_weight"} & set(asdict(old))
+        for attack, knobs in old.attack_settings.items():
+            assert set(knobs) <= set(ATTACKS[attack].settings.knobs())
+        if stored.get("adaptive_weight", 1.0) != 1.0 and "fc-adaptive" in old.attacks:
+            assert old.attack_settings["fc-adaptive"]["adaptive_weight"] == stored["adaptive_weight"]
+        _check_resume(ExperimentConfig.from_file(bench).replace(trials=old.trials), folder)  # raises if not
+
+
+def test_attack_settings_are_checked_against_the_registry():
+    models = {"lgm": "x.pt"}
+    with pytest.raises(ValueError, match="not a setting"):
+        ExperimentConfig(models=models, attacks=("cp",), attack_settings={"cp": {"beta0": 1.0}})
+    with pytest.raises(ValueError, match="whole experiment"):
+        ExperimentConfig(models=models, attacks=("fc",), attack_settings={"fc": {"iters": 5}})
+    with pytest.raises(ValueError, match="unknown attack"):
+        ExperimentConfig(models=models, attack_settings={"zz": {}})
+    cfg = ExperimentConfig(models=models, attacks=("fc",), attack_settings={"fc": {"restarts": 1, "lr": 0.2}})
+    assert cfg.attack_settings == {"fc": {"lr": 0.2}}  # defaults dropped: equal configs compare equal
+
+
+@pytest.mark.slow
+def test_control_victims_share_the_poisons_and_the_filters(tiny_checkpoints, tmp_path):
+    """Head controls: one crafting, several victims; each control has its own cells, the filters'
+    detection is the same for all, and the benchmark protocol keeps 250-per-class-style counts."""
+    cfg = ExperimentConfig(models=tiny_checkpoints, attacks=("fc",), n_poisons=(3,), trials=2, iters=5,
+                           n_clean=100, n_test=50, demo=True, seed=1, defences=("none", "centroid"),
+                           bases_from_clean=True,
+                           victims={"ncm": {"head": "ncm"}, "bench": {"head": "linear", "epochs": 2}})
+    summary = run_experiment(cfg, tmp_path, progress=False)
+    rows = summary["cells"]
+    assert {r["victim"] for r in rows} == {"warm", "ncm", "bench"}
+    for model in tiny_checkpoints:
+        mine = {(r["victim"], r["defence"]): r for r in rows if r["model"] == model}
+        assert mine[("ncm", "centroid")]["poisons_flagged"] == mine[("warm", "centroid")]["poisons_flagged"]
+        assert all(mine[(v, d)]["trials"] == 2 for v in ("warm", "ncm", "bench") for d in ("none", "centroid"))
+    with pytest.raises(ValueError, match="needs a head"):
+        cfg.replace(victims={"x": {"head": "magic"}})
+    with pytest.raises(ValueError, match="not a setting"):
+        cfg.replace(victims={"x": {"head": "ncm", "lr": 0.1}})
