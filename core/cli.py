@@ -23,6 +23,7 @@ from .defences import DEFENCES
 from .embeddings import (MapError, features_path, fit_umap, map_key, map_path, read_features, save_features, save_map,
                          verify_map)
 from .experiments import ExperimentConfig, run_experiment
+from .export import BENCHMARK_FILES, write_benchmark
 from .judge import JUDGE_SEED, judge_path, load_judge
 from .models import Classifier, default_config, extract_features, pick_device
 from .pipeline import plan_trial, run_trial
@@ -233,6 +234,28 @@ def cmd_experiment(args: argparse.Namespace) -> dict:
             "wall_s_this_run": summary["wall_s_this_run"]}
 
 
+def cmd_export_benchmark(args: argparse.Namespace) -> dict:
+    """One shipped trial's poisons in the poisoning benchmark's format (``core.export.write_benchmark``)."""
+    folder = Path(args.experiment)
+    record_path = folder / "trials" / f"{args.trial}.json"
+    if not record_path.is_file() or not record_path.with_suffix(".npz").is_file():
+        raise ValueError(f"{record_path}: no such trial with poisons (see {folder / 'trials'})")
+    record = json.loads(record_path.read_text())
+    with np.load(record_path.with_suffix(".npz"), allow_pickle=False) as z:
+        poisons = z["poisons"]
+    cfg = ExperimentConfig.from_file(folder / "config.json")
+    model_meta = load_checkpoint(cfg.models[record["model"]])[1]
+    data = load_demo(model_meta["config"]["dataset"]) if cfg.demo else load_dataset(model_meta["config"]["dataset"],
+                                                                                     args.data_dir or cfg.data_dir)
+    target = data.x_test[record["target_index"]:record["target_index"] + 1]
+    provenance = {"experiment": folder.name, "trial": args.trial, "data": _data_identity(data),
+                  "indices": "into this data source's train / test split; torchvision's CIFAR-10 order only "
+                             "when the source is torchvision's files (the shared JPEG pack is sorted by class)"}
+    out = write_benchmark(args.out, poisons, record["base_class"], np.asarray(record["base_indices"]), target,
+                          record["target_label"], provenance)
+    return {"out": str(out), "poisons": int(len(poisons)), "files": list(BENCHMARK_FILES)}
+
+
 def cmd_precompute_maps(args: argparse.Namespace) -> dict:
     """Fit and ship the UMAP maps of every high-d checkpoint and the demo sample's features under
     every checkpoint, so no dashboard user waits for UMAP or for feature extraction.
@@ -393,6 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--trials", type=_bounded(int, 1, 100_000), help="override the config's trials per cell")
     x.add_argument("--quiet", action="store_true")
     x.set_defaults(func=cmd_experiment)
+
+    xb = sub.add_parser("export-benchmark", help="write one experiment trial's poisons in the poisoning benchmark's "
+                        "format (poisons.pickle, base_indices.pickle, target.pickle)")
+    xb.add_argument("--experiment", required=True, help="an experiment folder (e.g. checkpoints/experiments/cifar10)")
+    xb.add_argument("--trial", required=True, help="a trial's name in its trials/ folder, without .json")
+    xb.add_argument("--out", required=True)
+    xb.add_argument("--data-dir")
+    xb.set_defaults(func=cmd_export_benchmark)
 
     pm = sub.add_parser("precompute-maps", help="ship the UMAP maps of the high-d checkpoints and every checkpoint's demo features")
     pm.add_argument("--force", action="store_true", help="refit maps that already pass their check")

@@ -1,9 +1,13 @@
-"""Poisons as files a teacher can put on a slide or a researcher can load: a PNG contact sheet and
-an ``.npz`` of the 8-bit images. Figures are exported by the browser (Plotly's camera button)."""
+"""Poisons as files a teacher can put on a slide or a researcher can load: a PNG contact sheet, an
+``.npz`` of the 8-bit images, and the poisoning benchmark's own three pickles (``write_benchmark`` /
+``read_benchmark``). Figures are exported by the browser (Plotly's camera button)."""
 
 from __future__ import annotations
 
 import io
+import json
+import pickle
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -65,3 +69,58 @@ def poisons_npz(target: np.ndarray, bases: np.ndarray, poisons: np.ndarray, **me
     arrays = {k: np.asarray(v) for k, v in meta.items()}
     np.savez_compressed(out, target=_as_uint8(target), bases=_as_uint8(bases), poisons=_as_uint8(poisons), **arrays)
     return out.getvalue()
+
+
+# --- the poisoning benchmark's submission format (aks2203/poisoning-benchmark, how_to.md) ---------------
+
+BENCHMARK_FILES = ("poisons.pickle", "base_indices.pickle", "target.pickle")
+
+
+def write_benchmark(folder: str | Path, poisons: np.ndarray, base_label: int, base_indices: np.ndarray,
+                    target: np.ndarray, target_label: int, provenance: dict | None = None) -> Path:
+    """Write ``poisons.pickle`` (a list of (PIL image, label) tuples), ``base_indices.pickle`` (the
+    bases' indices, so the benchmark removes the clean bases) and ``target.pickle`` ((PIL image,
+    label)), as the benchmark's ``benchmark_test.py`` reads them; ``provenance.json`` beside them says
+    where the indices point. Built from uint8 arrays and ints only.
+
+    The indices are the data source's: on torchvision's CIFAR-10 files they are the benchmark's; on
+    this project's class-sorted JPEG pack they are not (the pack's order differs), which the
+    provenance file records."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    imgs = [Image.fromarray(to_display(p)) for p in _as_uint8(poisons)]
+    labels = int(base_label)
+    files = {"poisons.pickle": [(img, labels) for img in imgs],
+             "base_indices.pickle": [int(i) for i in np.asarray(base_indices).ravel()],
+             "target.pickle": (Image.fromarray(to_display(_as_uint8(target)[0] if target.ndim == 4 else _as_uint8(target))),
+                               int(target_label))}
+    for name, obj in files.items():
+        (folder / name).write_bytes(pickle.dumps(obj, protocol=4))
+    (folder / "provenance.json").write_text(json.dumps(provenance or {}, indent=2, default=str) + "\n")
+    return folder
+
+
+class _BenchmarkUnpickler(pickle.Unpickler):
+    """Only what the benchmark's files hold: PIL images, tuples, lists and ints. Any other class or
+    function named in the file is refused before it runs."""
+
+    _ALLOWED = {("PIL.Image", "Image")}  # PIL pickles an image as its class plus (mode, size, bytes)
+
+    def find_class(self, module: str, name: str):  # noqa: D102 - pickle protocol
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a benchmark file")
+
+
+def read_benchmark(folder: str | Path) -> dict:
+    """Read the three files back without trusting pickle: {"poisons": uint8 NHWC, "labels",
+    "base_indices", "target": uint8 HWC, "target_label"}."""
+    folder = Path(folder)
+    out = {}
+    for name in BENCHMARK_FILES:
+        out[name] = _BenchmarkUnpickler(io.BytesIO((folder / name).read_bytes())).load()
+    poisons = [np.asarray(img) for img, _ in out["poisons.pickle"]]
+    return {"poisons": np.stack([p if p.ndim == 3 else p[..., None] for p in poisons]),
+            "labels": [int(lab) for _, lab in out["poisons.pickle"]],
+            "base_indices": [int(i) for i in out["base_indices.pickle"]],
+            "target": np.asarray(out["target.pickle"][0]), "target_label": int(out["target.pickle"][1])}

@@ -72,3 +72,30 @@ def test_fuzz_valid_images_convert(w, h, mode, channels):
     img = Image.new(mode, (w, h))
     out = image_from_bytes(_png(img), (32, 32), channels)
     assert out.shape == (32, 32, channels) and out.dtype == np.uint8
+
+
+def test_benchmark_export_round_trips_through_a_restricted_unpickler(tmp_path):
+    """The poisoning benchmark's three pickles, read back without trusting pickle; a file naming any
+    other class is refused before it runs."""
+    import pickle
+
+    from core.export import read_benchmark, write_benchmark
+
+    rng = np.random.default_rng(0)
+    poisons = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    target = rng.integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    folder = write_benchmark(tmp_path / "bp", poisons, 4, np.array([7, 8, 9]), target, 2, {"source": "test"})
+    back = read_benchmark(folder)
+    assert np.array_equal(back["poisons"], poisons) and back["labels"] == [4, 4, 4]
+    assert back["base_indices"] == [7, 8, 9] and back["target_label"] == 2
+    assert np.array_equal(back["target"], target[0])
+    grey = write_benchmark(tmp_path / "mnist", poisons[..., :1], 1, np.array([0, 1, 2]), target[..., :1], 0)
+    assert read_benchmark(grey)["poisons"].shape == (3, 32, 32, 1)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    (folder / "target.pickle").write_bytes(pickle.dumps((Evil(), 1)))
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        read_benchmark(folder)
