@@ -207,7 +207,7 @@ def _from_directory(name: str, root: Path) -> Dataset | None:
 
 def _download(name: str, root: Path) -> Dataset | None:
     """Fetch through torchvision (the canonical files), then read them with the readers above."""
-    import torchvision.datasets as tvd
+    import torchvision.datasets as tvd  # only for a download: importing torchvision costs seconds
 
     cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
     root.mkdir(parents=True, exist_ok=True)

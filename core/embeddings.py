@@ -145,7 +145,7 @@ def load_map(path: str | Path) -> object:
 
 def fit_umap(feats: np.ndarray, seed: int = 0) -> object:
     """A 2-D UMAP fitted on clean features, seeded."""
-    import umap
+    import umap  # optional until a map is fitted: numba compiles for seconds on import
 
     return umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=seed).fit(feats)
 

@@ -4,14 +4,13 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.attacks import ATTACKS, applicable, attack_knobs
-from core.defences import DEFENCES
-from core.lab import compare_defences, poison_pool
-from core.report import detection_figure
-from pages.common import DATASET_NAMES, demo, experiments_for, judge, model, sidebar, targets
+from core.attacks import ATTACKS
+from core.defences import label as defence_label
+from core.lab import defence_comparison
+from core.report import head_label, primary_cells
+from pages.common import DATASET_NAMES, HEADS, demo, experiments_for, judge, model, sidebar, targets
+from pages.figures import detection_figure
 from pages.jobs_ui import heavy_job
-
-NAMES = {name: spec.label for name, spec in DEFENCES.items()}
 
 dataset, space, pair = sidebar()
 ds = demo(dataset)
@@ -38,18 +37,12 @@ def comparisons() -> dict:
 key = (dataset, space, attack, n_pairs, iters)  # what a comparison is made for
 work = None
 if submitted and key not in comparisons():
-    inputs = {head: (model(pair[head])[0], demo(dataset), targets(dataset, space), judge(dataset))
-              for head in ("softmax", "lgm") if not applicable(attack, head)}
+    inputs = ({head: model(pair[head])[0] for head in HEADS}, demo(dataset), targets(dataset, space), judge(dataset))
 
     def compare_job(job, key=key, inputs=inputs):
-        out = {}
-        for i, (head, (m, d, candidates, the_judge)) in enumerate(inputs.items()):
-            job.report(i / len(inputs), f"crafting {n_pairs * 5} poisons against the {head} model and scoring them")
-            knobs = attack_knobs(attack, dataset, iters, record_every=iters)
-            feats, claimed, is_poison = poison_pool(m, d, attack, knobs, candidates, n_pairs=n_pairs, n_poisons=5,
-                                                    n_clean=500, judge=the_judge)
-            out[head] = {"is_poison": is_poison, "defences": compare_defences(m, feats, claimed, is_poison)}
-        return {"key": key, "results": out}
+        models, d, candidates, the_judge = inputs
+        return {"key": key, "results": defence_comparison(models, d, attack, candidates, n_pairs=n_pairs, iters=iters,
+                                                          judge=the_judge, progress=job.report)}
     work = compare_job
 finished = heavy_job("Defences", work is not None, work)
 if finished is not None:
@@ -62,7 +55,7 @@ if submitted:
 if st.session_state.get("def_shown") == key and key in comparisons():
     cols = st.columns(2)
     for col, head in zip(cols, ("softmax", "lgm")):
-        why = applicable(attack, head)
+        why = ATTACKS[attack].why_not(head)
         if why:
             col.info(why)
             continue
@@ -70,13 +63,13 @@ if st.session_state.get("def_shown") == key and key in comparisons():
         roc_fig = go.Figure()
         rows = []
         for name, r in res["defences"].items():
-            roc_fig.add_trace(go.Scatter(x=r["fpr"], y=r["tpr"], mode="lines", name=f"{NAMES[name]} ({r['auc']:.2f})"))
-            rows.append({"defence": NAMES[name], "AUC": round(r["auc"], 3),
+            roc_fig.add_trace(go.Scatter(x=r["fpr"], y=r["tpr"], mode="lines", name=f"{defence_label(name)} ({r['auc']:.2f})"))
+            rows.append({"defence": defence_label(name), "AUC": round(r["auc"], 3),
                          "caught at 1% FPR": f"{100 * r['tpr_at_fpr_1']:.0f}%",
                          "caught at 5% FPR": f"{100 * r['tpr_at_fpr_5']:.0f}%"})
         roc_fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"},
                                      showlegend=False))
-        roc_fig.update_layout(title=f"{head} model", xaxis_title="clean images thrown away",
+        roc_fig.update_layout(title=f"{head_label(head)} model", xaxis_title="clean images thrown away",
                               yaxis_title="poisons caught", height=420)
         with col:
             st.plotly_chart(roc_fig, width="stretch", key=f"roc_{head}")
@@ -85,7 +78,7 @@ if st.session_state.get("def_shown") == key and key in comparisons():
                 st.caption(f"Chi-square threshold at a nominal {100 * c['nominal_fpr']:.0f}% (set from the model "
                            f"alone, no clean data): throws away {100 * c['clean_flagged']:.1f}% of clean images, "
                            f"catches {100 * c['poisons_flagged']:.0f}% of poisons.")
-            which = st.selectbox("Score histogram of", list(res["defences"]), format_func=NAMES.get, key=f"h_{head}")
+            which = st.selectbox("Score histogram of", list(res["defences"]), format_func=defence_label, key=f"h_{head}")
             s = np.asarray(res["defences"][which]["scores"])
             hist = go.Figure([go.Histogram(x=s[~res["is_poison"]], name="clean", opacity=0.6, histnorm="probability"),
                               go.Histogram(x=s[res["is_poison"]], name="poisons", opacity=0.8, histnorm="probability")])
@@ -104,7 +97,7 @@ elif st.session_state.get("def_shown") != key:
     else:
         res = measured[name]
         shown = attack if attack in res["config"]["attacks"] else res["config"]["attacks"][0]
-        cells = [r for r in res["cells"] if r["attack"] == shown]
+        cells = [r for r in primary_cells(res) if r["attack"] == shown]
         k, setting = min(r["n_poisons"] for r in cells), cells[0]["setting"]
         rows = [r for r in cells if (r["n_poisons"], r["setting"]) == (k, setting)]
         st.plotly_chart(detection_figure(rows, f"{ATTACKS[shown].label}: poisons caught at "

@@ -1,11 +1,11 @@
 """Feature space: where each test image lands inside the softmax and the LGM network."""
 
-import numpy as np
 import streamlit as st
-import torch
 
-from pages.common import DATASET_NAMES, demo, features, model, projection, sidebar
-from pages.plots import feature_figure, image_for_display, likelihood_heatmap, selected_index
+from core.lab import point_report
+from core.report import head_label
+from pages.common import DATASET_NAMES, demo, features, model, sidebar
+from pages.plots import image_for_display, likelihood_heatmap, selected_index, space_figure
 
 dataset, space, pair = sidebar()
 ds = demo(dataset)
@@ -35,16 +35,12 @@ else:
 cols = st.columns(2)
 chosen = {}
 for col, head in zip(cols, ("softmax", "lgm")):
-    m, meta = model(pair[head])
-    proj = projection(pair[head], method)
-    pts = proj.transform(features(pair[head], "test"))
-    gauss = tuple(g.numpy() for g in m.head.gaussians()) if head == "lgm" else None
+    meta = model(pair[head])[1]
     how = {"raw": "as computed", "pca": "PCA map", "umap": "UMAP map"}[method]
-    title = f"{'Softmax' if head == 'softmax' else 'LGM'} model, {DATASET_NAMES[dataset]} ({space} features, {how})"
+    title = f"{head_label(head)} model, {DATASET_NAMES[dataset]} ({space} features, {how})"
     background = likelihood_heatmap(pair[head], method) if shade and head == "lgm" else None
     with col:
-        event = st.plotly_chart(feature_figure(pts, ds.y_test, ds.classes, title, proj, gauss, sigmas=sigmas,
-                                               background=background),
+        event = st.plotly_chart(space_figure(pair[head], title, method, sigmas=sigmas, background=background),
                                 width="stretch", on_select="rerun", selection_mode=("points", "lasso"),
                                 key=f"fs_{head}")
         chosen[head] = selected_index(event)
@@ -61,17 +57,11 @@ else:
     c0, *cs = st.columns([1, 2, 2])
     c0.image(image_for_display(ds.x_test[idx]), width=120, caption=f"label: {ds.classes[ds.y_test[idx]]}")
     for c, head in zip(cs, ("softmax", "lgm")):
-        m, _ = model(pair[head])
-        f = torch.as_tensor(features(pair[head], "test")[idx:idx + 1])
-        with torch.no_grad():
-            probs = torch.softmax(m.head(f), 1)[0].numpy()
-        pred = int(probs.argmax())
-        c.markdown(f"**{head}**: predicts **{ds.classes[pred]}** ({100 * probs[pred]:.1f}%)")
-        if head == "lgm":
-            with torch.no_grad():
-                ll = float(m.head.log_likelihood(f, torch.tensor([int(ds.y_test[idx])]))[0])
-            all_ll = m.head.log_likelihood(torch.as_tensor(features(pair[head], "test")),
-                                           torch.as_tensor(ds.y_test)).detach().numpy()
-            c.markdown(f"log-likelihood under its label: **{ll:.1f}** (lower than {100 * np.mean(all_ll > ll):.0f}% "
+        rep = point_report(model(pair[head])[0], features(pair[head], "test"), ds.y_test, idx)
+        pred = rep["pred"]
+        c.markdown(f"**{head_label(head)}**: predicts **{ds.classes[pred]}** ({100 * rep['probs'][pred]:.1f}%)")
+        if "log_likelihood" in rep:
+            c.markdown(f"log-likelihood under its label: **{rep['log_likelihood']:.1f}** (lower than "
+                       f"{100 * rep['more_likely_share']:.0f}% "
                        "of test images)", help="How typical this image's features are for the Gaussian of its "
                        "class. Poisons claim a class whose Gaussian they do not sit in, so theirs is low.")

@@ -1,16 +1,15 @@
 """Poison gallery: every shipped trial's poisons, with the judges' and the victims' verdicts. No crafting."""
 
-import numpy as np
 import streamlit as st
 
 from core.attacks import ATTACKS, budget_levels
 from core.defences import label as defence_label
 from core.export import contact_sheet, poisons_npz
-from pages.common import DATASET_NAMES, article, demo, features, galleries, gallery, model, named, projection, sidebar
-from pages.plots import amplified, feature_figure, image_for_display, poison_markers
+from core.report import head_label
+from pages.common import DATASET_NAMES, article, galleries, gallery, named, sidebar
+from pages.plots import amplified, image_for_display, space_figure
 
 PER_PAGE = 6
-HEAD_NAMES = {"softmax": "Softmax", "lgm": "LGM"}
 
 dataset, space, pair = sidebar()
 st.title("Poison gallery")
@@ -36,7 +35,7 @@ attack = c1.selectbox("Attack", ["any"] + attacks, key="gallery_attack",
                       format_func=lambda a: "any" if a == "any" else ATTACKS[a].label)
 heads = {n: m["head"] for n, m in g.models.items()}
 crafted_on = c2.selectbox("Crafted against", ["any"] + list(heads), key="gallery_model",
-                          format_func=lambda n: "either model" if n == "any" else f"the {HEAD_NAMES[heads[n]]} model")
+                          format_func=lambda n: "either model" if n == "any" else f"the {head_label(heads[n])} model")
 outcome = c3.selectbox("Victim (no filter)", ["any", "poisoned", "not poisoned"], key="gallery_outcome")
 clean = c4.selectbox("Judges", ["any", "every poison clean-label", "some poison not clean-label"],
                      key="gallery_clean")
@@ -76,7 +75,7 @@ for i in shown[(page - 1) * PER_PAGE: page * PER_PAGE]:
     t = g.trials[i]
     target, bases, poisons = g.images(i)
     target_name = classes[t["target_label"]]
-    st.markdown(f"**Trial {t['trial']}**: {ATTACKS[t['attack']].label} against the {HEAD_NAMES[heads[t['model']]]} "
+    st.markdown(f"**Trial {t['trial']}**: {ATTACKS[t['attack']].label} against the {head_label(heads[t['model']])} "
                 f"model; target {article(target_name)} **{target_name}**, poisons claim **{classes[t['base_class']]}**.  \n"
                 f"{victims_line(t)}")
     cols = st.columns(2 + 2 * min(3, len(poisons)))
@@ -95,9 +94,8 @@ for i in shown[(page - 1) * PER_PAGE: page * PER_PAGE]:
 st.subheader("Where one trial's poisons land")
 pick = st.selectbox("Trial", shown[(page - 1) * PER_PAGE: page * PER_PAGE], key="gallery_pick",
                     format_func=lambda i: f"trial {g.trials[i]['trial']}, {ATTACKS[g.trials[i]['attack']].label}, "
-                                          f"against {HEAD_NAMES[heads[g.trials[i]['model']]]}")
+                                          f"against {head_label(heads[g.trials[i]['model']])}")
 t = g.trials[pick]
-ds = demo(dataset)
 p_target, p_bases, p_poisons = g.images(pick)
 d1, d2, _ = st.columns([1, 1, 2])
 d1.download_button("Poisons as a PNG sheet", contact_sheet(p_target, p_bases, p_poisons), key="gallery_png",
@@ -108,16 +106,9 @@ d2.download_button("Poisons as .npz (8-bit images)", key="gallery_npz", file_nam
                    mime="application/octet-stream")
 cols = st.columns(len(g.models))
 for col, (model_name, info) in zip(cols, g.models.items()):
-    path = info["path"]
-    method = "raw" if info["feat_dim"] == 2 else "pca"
-    proj = projection(path, method)
-    target_f, base_f, poison_f = (proj.transform(np.atleast_2d(a)) for a in g.features(pick, model_name))
-    m, _ = model(path)
-    gauss = tuple(x.numpy() for x in m.head.gaussians()) if info["head"] == "lgm" else None
     own = " (the model attacked)" if model_name == t["model"] else " (not attacked: poisons transfer or not)"
-    fig = feature_figure(proj.transform(features(path, "test")), ds.y_test, ds.classes,
-                         f"{HEAD_NAMES[info['head']]} model's features{own}", proj, gauss,
-                         poison_markers(target_f[0], base_f, poison_f))
+    fig = space_figure(info["path"], f"{head_label(info['head'])} model's features{own}",
+                       poisons=g.features(pick, model_name))
     col.plotly_chart(fig, width="stretch", key=f"gallery_fig_{model_name}")
 st.caption("Each dot is an embedded test image of the data set. Dotted lines join each base (white circle) to its "
            "poison (black star); the gold diamond is the target. A poison that sits on the target while claiming "

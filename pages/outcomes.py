@@ -7,8 +7,9 @@ import streamlit as st
 
 from core.attacks import ATTACKS, budget_levels, default_eps
 from core.experiments import ExperimentConfig, run_experiment
-from core.report import curve_figure, detection_figure, load_bench, rate_figure, readable
+from core.report import load_bench, primary_cells, readable
 from pages.common import DATASET_NAMES, experiments_for, sidebar, space_first
+from pages.figures import budget_figure, curve_figure, detection_figure, rate_figure
 from pages.jobs_ui import heavy_job
 
 dataset, space, pair = sidebar()
@@ -21,7 +22,7 @@ st.markdown("How often does an attack make the retrained victim misclassify its 
 def describe(res: dict) -> str:
     """One line that says what an experiment varied, read from its own config."""
     cfg = res["config"]
-    per_cell = max((c["trials"] for c in res["cells"]), default=0)
+    per_cell = max((c["trials"] for c in primary_cells(res)), default=0)
     return (f"{', '.join(Path(p).stem for p in cfg['models'].values())}; attacks {', '.join(cfg['attacks'])}; "
             f"poisons {', '.join(map(str, cfg['n_poisons']))}; {', '.join(cfg['settings'])}; "
             f"{per_cell} trials per cell" + ("; UNCONSTRAINED, not clean-label" if above_budget(cfg, dataset) else ""))
@@ -48,11 +49,11 @@ else:
                    f"{budget_levels(cfg['eps'])} of 255 grey levels (the clean-label budget is "
                    f"{budget_levels(default_eps(dataset))}), so these poisons show their target. A sanity run: "
                    "what the attack does when looks do not matter.")
-    ran = sum(c["trials"] for c in res["cells"] if c["defence"] == "none") or res["n_trials"]  # not the skipped ones
+    ran = sum(c["trials"] for c in primary_cells(res) if c["defence"] == "none") or res["n_trials"]  # not the skipped ones
     st.caption(f"{ran} trials; {cfg['iters']} crafting iterations; {cfg['n_clean']} clean retraining "
                f"images; filters at {100 * cfg['fpr']:.0f}% false positives on clean data. Reproduce with "
                f"`poisonlab experiment --config bench/configs/{name}.json --out DIR`.")
-    cells = res["cells"]
+    cells = primary_cells(res)
     for attack in sorted({c["attack"] for c in cells}):
         for setting in sorted({c["setting"] for c in cells}):
             sub = [c for c in cells if c["attack"] == attack and c["setting"] == setting]
@@ -72,10 +73,8 @@ if budget or dose:
     c1, c2 = st.columns(2)
     if budget:
         rows = budget["rows"]
-        names = {r["model"]: ("Softmax victim" if "softmax" in r["model"] else "LGM victim") for r in rows}
-        c1.plotly_chart(curve_figure([{**r, "x": budget_levels(r["eps"])} for r in rows], "x", "model",
-                                     f"Targets flipped against the budget ({rows[0]['pairs']} pairs per point)",
-                                     "most grey levels any pixel may change (of 255)", names=names),
+        c1.plotly_chart(budget_figure(rows, f"Targets flipped against the budget ({rows[0]['pairs']} pairs per point)",
+                                      "most grey levels any pixel may change (of 255)"),
                         width="stretch", key="budget_curve")
         soft = sorted((r for r in rows if "softmax" in r["model"]), key=lambda r: r["eps"])
         lost = next((budget_levels(r["eps"]) for r in soft if r["clean_label_rate"] < 0.5), None)

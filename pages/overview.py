@@ -1,11 +1,12 @@
 """Overview: the attack and the defence in one screen."""
 
-import numpy as np
 import streamlit as st
 
-from core.attacks import attack_knobs, budget_levels, craft, default_eps
-from pages.common import demo, features, model, named, projection, sidebar
-from pages.plots import feature_figure, image_for_display, poison_markers
+from core.attacks import budget_levels, default_eps
+from core.lab import example_poison
+from core.report import head_label
+from pages.common import demo, model, named, sidebar
+from pages.plots import image_for_display, space_figure
 from pages.showcase import draw_showcase, no_showcase
 
 dataset, space, pair = sidebar()
@@ -24,15 +25,8 @@ st.markdown(
 
 @st.cache_data(show_spinner="Crafting an example poison...")
 def example(path: str, dataset: str, iters: int = 100) -> tuple:
-    """A poison crafted now with the default knobs: the fallback where no shipped example exists."""
-    m, _ = model(path)
-    d = demo(dataset)
-    ti = int(np.flatnonzero(d.y_test == 3)[0]) if dataset != "cifar10" else int(np.flatnonzero(d.y_test == 5)[0])
-    base_class = 8 if dataset != "cifar10" else 3
-    bi = int(np.flatnonzero(d.y_train == base_class)[0])
-    p = craft(m, "fc", d.x_train[bi:bi + 1], d.x_test[ti:ti + 1], np.array([base_class]), int(d.y_test[ti]),
-              **attack_knobs("fc", dataset, iters, record_every=iters))
-    return ti, bi, p
+    """A poison crafted now with the default settings: the fallback where no shipped example exists."""
+    return example_poison(model(path)[0], demo(dataset), iters)
 
 
 st.subheader("Seen in the shipped experiments")
@@ -41,15 +35,10 @@ if not draw_showcase(dataset, space):
     cols = st.columns(2)
     for col, head in zip(cols, ("softmax", "lgm")):
         ti, bi, p = example(pair[head], dataset)
-        proj = projection(pair[head], "raw" if space == "2-D" else "pca")
-        m, _ = model(pair[head])
-        pts = proj.transform(features(pair[head], "test"))
-        marks = proj.transform(np.stack([p.traj_features[0, 0], p.traj_features[-1, 0], p.target_feature]))
-        gauss = tuple(g.numpy() for g in m.head.gaussians()) if head == "lgm" else None
+        # the poison's start (its base) and end, against the target
         with col:
-            st.plotly_chart(feature_figure(pts, ds.y_test, ds.classes,
-                                           f"{'Softmax' if head == 'softmax' else 'LGM'} model ({space})", proj, gauss,
-                                           poison_markers(marks[2], marks[:1], marks[1:2])),
+            st.plotly_chart(space_figure(pair[head], f"{head_label(head)} model ({space})",
+                                         poisons=(p.target_feature, p.traj_features[0, :1], p.traj_features[-1, :1])),
                             width="stretch", key=f"ov_{head}")
     ti, bi, p = example(pair["softmax"], dataset)
     c1, c2, c3 = st.columns(3)

@@ -1,5 +1,6 @@
-"""Plot helpers every page draws with: the class-coloured feature scatter, poison markers, decision
-regions, the LGM likelihood shading, images for display."""
+"""Plot helpers every page draws with: the class-coloured feature scatter (and ``space_figure``, a
+shipped model's feature space), poison markers, decision regions, the LGM likelihood shading, images
+for display. Charts of measured results are in ``pages/figures.py``, and so are the colours."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ import streamlit as st
 
 from core.embeddings import ellipse
 from core.export import amplified_change as amplified, to_display as image_for_display  # noqa: F401 - pages' names
-from pages.common import features, model, projection
+from pages.common import demo, features, model, projection
+from pages.figures import COLOURS
 
-COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 # class c -> COLOURS[c] for numeric colour arrays (5x faster to build and send than a list of names)
 CLASS_SCALE = [v for c in range(len(COLOURS)) for v in ((c / len(COLOURS), COLOURS[c]),
                                                          ((c + 1) / len(COLOURS), COLOURS[c]))]
@@ -77,6 +77,31 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, classes: tuple, title
               "legend": {"itemsizing": "constant"}, "xaxis": {"title": {"text": x_name}},
               "yaxis": {"title": {"text": y_name}}}
     return go.Figure(data=data, layout=layout, _validate=False)
+
+
+def space_figure(path: str, title: str, method: str | None = None, poisons: tuple | None = None,
+                 extra: list | None = None, gaussians: bool = True, sigmas: tuple = (2,),
+                 background: go.Heatmap | None = None) -> go.Figure:
+    """A checkpoint's feature space as every page draws it: its stored test-sample features, mapped to
+    2-D with ``method`` (default: "raw" for d = 2 features, else "pca"), coloured by class, with the
+    Gaussians (``sigmas`` rings and centres) when it is an LGM model and ``gaussians`` is true.
+
+    ``poisons``: (target, bases, poisons) in the model's own feature space, drawn with ``poison_markers``;
+    ``extra``: traces already in the plot's coordinates (``projection(path, method)`` maps to them);
+    ``background`` goes under everything (``feature_figure``).
+    """
+    m, meta = model(path)
+    cfg = meta["config"]
+    method = method or ("raw" if cfg["feat_dim"] == 2 else "pca")
+    proj = projection(path, method)
+    ds = demo(cfg["dataset"])
+    gauss = tuple(x.numpy() for x in m.head.gaussians()) if gaussians and cfg["head"] == "lgm" else None
+    marks = list(extra or [])
+    if poisons is not None:
+        target_f, base_f, poison_f = (proj.transform(np.atleast_2d(a)) for a in poisons)
+        marks = poison_markers(target_f[0], base_f, poison_f) + marks
+    return feature_figure(proj.transform(features(path, "test")), ds.y_test, ds.classes, title, proj, gauss,
+                          marks or None, sigmas=sigmas, background=background)
 
 
 def regions_heatmap(head, grid) -> go.Heatmap:

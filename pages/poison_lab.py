@@ -3,19 +3,18 @@
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
-import torch
 
-from core.attacks import ATTACKS, attack_knobs, budget_levels, default_eps
+from core.attacks import ATTACKS, budget_levels, default_eps
 from core.defences import label as defence_label
-from core.export import contact_sheet, poisons_npz
-from core.lab import OWN_FILTER, run_lab_pair
-from core.models import to_input
+from core.export import amplified_change, contact_sheet, largest_change, poisons_npz
+from core.lab import guess_label, lab_runs, own_filter_result, run_lab_pair
 from core.pipeline import plan_trial
 from core.regions import covering_grid
+from core.report import head_label
 from core.uploads import UploadError, image_from_bytes
-from pages.common import bank, demo, features, judge, model, projection, sidebar, targets
+from pages.common import HEADS, bank, demo, features, judge, model, projection, sidebar, targets
 from pages.jobs_ui import heavy_job
-from pages.plots import feature_figure, image_for_display, poison_markers, regions_heatmap, selected_index
+from pages.plots import feature_figure, image_for_display, poison_markers, regions_heatmap, selected_index, space_figure
 from pages.showcase import draw_showcase, no_showcase
 
 MAX_POISONS, MAX_ITERS = 10, 1000  # one student must not starve the rest of the class
@@ -58,9 +57,7 @@ else:
         except UploadError as exc:
             st.error(f"Cannot use this upload: {exc}")
         else:
-            m, _ = model(pair["softmax"])
-            with torch.no_grad():
-                guess = int(m(to_input(img[None])).argmax())
+            guess = guess_label(model(pair["softmax"])[0], img)
             target_label = st.selectbox("What is it really?", range(len(ds.classes)), index=guess,
                                         format_func=lambda c: ds.classes[c],
                                         help="The softmax model's guess is preselected.")
@@ -94,16 +91,12 @@ with right:
     if level > clean_level:
         st.warning(f"Above the clean-label budget ({clean_level}/255): a person may see the target in these "
                    "poisons; the judges' verdict below says how many still look like the base.")
-    settings: dict = {"record_every": max(1, iters // 40), "eps": eps}
-    if attack == "fc-frogs":
-        c1, c2 = st.columns(2)
-        settings["beta0"] = c1.number_input("Proximity weight beta (Poison Frogs' scale, 0-255 pixels)", 0.0, 1e6,
-                                            0.25, format="%.3g")
-        settings["opacity"] = c2.slider("Watermark: blend this much of the target in first", 0.0, 1.0, 0.0)
-    if attack == "fc-adaptive":
-        settings["adaptive_weight"] = st.slider(
-            "Stealth weight", 0.0, 20.0, 1.0,
-            help="How hard the poison tries to look likely under the base class's Gaussian.")
+    settings: dict = {"record_every": max(1, iters // 40), "eps": eps, "iters": iters}
+    widgets = ATTACKS[attack].settings.widgets()  # the attack's own knobs, as its registry entry offers them
+    for col, w in zip(st.columns(len(widgets)) if widgets else [], widgets):
+        wide = w.hi - w.lo > 1000  # a weight over orders of magnitude: typed, not slid
+        settings[w.name] = (col.number_input(w.label, w.lo, w.hi, w.default, format="%.3g", help=w.help) if wide
+                            else col.slider(w.label, w.lo, w.hi, w.default, help=w.help))
     seed = st.number_input("Seed", 0, 2**31 - 1, 0)
 
 key = (dataset, space, tuple(sorted(pair.items())))  # what a result was made for
@@ -117,14 +110,9 @@ if pressed:
     except ValueError as exc:
         st.error(str(exc))
         st.stop()
-    runs = {}
-    for head in ("softmax", "lgm"):
-        # the defence-aware term needs a Gaussian head; the softmax model gets plain collision
-        head_attack = "fc" if attack == "fc-adaptive" and head == "softmax" else attack
-        runs[head] = (model(pair[head])[0], head_attack,
-                      attack_knobs(head_attack, dataset, iters, seed=int(seed),
-                                   **{k: v for k, v in settings.items() if k != "record_every"},
-                                   record_every=settings["record_every"]))
+    # an attack a head cannot take falls back (core.lab.lab_runs): the softmax model gets plain collision
+    runs = lab_runs({head: model(pair[head])[0] for head in HEADS}, attack, dataset, trial_seed=int(seed),
+                    **settings)
     made_for = {"key": key, "base_class": base_class}
     the_judge, outside = judge(dataset), target if target_index is None else None
     banks = {head: bank(pair[head]) for head in runs}
@@ -152,7 +140,7 @@ st.subheader("Verdict")
 rows = []
 for head, r in results.items():
     for name, v in r.victims.items():
-        victim = ("Softmax" if head == "softmax" else "LGM") + ("" if name == "none" else f" + {defence_label(name)}")
+        victim = head_label(head) + ("" if name == "none" else f" + {defence_label(name)}")
         rows.append({"victim (retrained on the poisoned data)": victim,
                      "target now called": ds.classes[v.outcome.pred_after],
                      "poisoned?": "yes" if v.success else "no",
@@ -161,22 +149,21 @@ for head, r in results.items():
 st.dataframe(rows, hide_index=True, width="stretch")
 for head, r in results.items():
     if r.verdict is not None:
-        st.caption(f"{'Softmax' if head == 'softmax' else 'LGM'} poisons judged clean-label (both the reference "
+        st.caption(f"{head_label(head)} poisons judged clean-label (both the reference "
                    f"network and the nearest training images say {ds.classes[base_class]}): "
                    f"{int(r.verdict.clean_label.sum())} of {len(r.verdict.clean_label)}.")
 
 for head, r in results.items():
-    st.subheader(f"{'Softmax' if head == 'softmax' else 'LGM'} model: {ATTACKS[r.attack].label}, "
+    st.subheader(f"{head_label(head)} model: {ATTACKS[r.attack].label}, "
                  f"{r.poisons.time_s:.1f} s")
     i = st.slider("Poison", 0, len(r.poisons.poisons) - 1, 0, key=f"which_{head}") if len(r.poisons.poisons) > 1 else 0
-    diff = r.poisons.poisons[i] - r.poisons.bases[i]
-    amp = 0.5 + diff / (2 * max(1e-6, float(np.abs(diff).max())))
     cs = st.columns(4)
     cs[0].image(image_for_display(r.poisons.bases[i]), width=110, caption=f"base ({ds.classes[base_class]})")
     cs[1].image(image_for_display(r.poisons.poisons[i]), width=110, caption="poison")
     cs[2].image(image_for_display(r.poisons.target[0]), width=110, caption="target")
-    cs[3].image(image_for_display(amp), width=110,
-                caption=f"change, amplified (largest {round(255 * float(np.abs(diff).max()))} of 255 per pixel)")
+    cs[3].image(amplified_change(r.poisons.poisons[i], r.poisons.bases[i]), width=110,
+                caption=f"change, amplified (largest {largest_change(r.poisons.poisons[i], r.poisons.bases[i])} "
+                        "of 255 per pixel)")
 
     d1, d2, _ = st.columns([1, 1, 2])
     d1.download_button("Poisons as a PNG sheet", contact_sheet(r.poisons.target[0], r.poisons.bases, r.poisons.poisons),
@@ -186,7 +173,6 @@ for head, r in results.items():
                        file_name=f"poisons_{head}.npz", mime="application/octet-stream", key=f"npz_{head}")
     c_path, c_hist = st.columns(2)
     proj = projection(pair[head], "raw" if space == "2-D" else "pca")
-    pts = proj.transform(features(pair[head], "test"))
     recorded = list(range(len(r.poisons.traj_iters)))  # the last record is the poison as saved (8-bit)
     step = c_path.select_slider("Crafting step", recorded, value=recorded[-1], key=f"step_{head}",
                                 format_func=lambda k: f"{int(r.poisons.traj_iters[k])}" + (
@@ -198,10 +184,9 @@ for head, r in results.items():
                         line={"color": "black"}, marker={"size": 4}),
              go.Scatter(x=tgt[:, 0], y=tgt[:, 1], mode="markers", name="target",
                         marker={"symbol": "diamond", "size": 16, "color": "black"})]
-    gauss = tuple(g.numpy() for g in model(pair[head])[0].head.gaussians()) if head == "lgm" else None
-    c_path.plotly_chart(feature_figure(pts, ds.y_test, ds.classes, f"after {r.poisons.traj_iters[step]} crafting steps", proj,
-                                       gauss, extra), width="stretch", key=f"path_{head}")
-    own = r.victims[OWN_FILTER[head]]
+    c_path.plotly_chart(space_figure(pair[head], f"after {r.poisons.traj_iters[step]} crafting steps", proj.method,
+                                     extra=extra), width="stretch", key=f"path_{head}")
+    own = own_filter_result(r, head)
     poison_scores = np.asarray(own.detection["poison_scores"])
     hist = go.Figure([go.Histogram(x=own.clean_scores, name="clean training images", opacity=0.6, nbinsx=40)])
     hist.add_trace(go.Scatter(x=poison_scores, y=np.zeros(len(poison_scores)), mode="markers", name="poisons",

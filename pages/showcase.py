@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
-from pages.common import DATASET_NAMES, article, demo, experiments_for, features, galleries, gallery, model, named, projection
-from pages.plots import amplified, feature_figure, image_for_display, poison_markers
+from core.report import head_label
+from pages.common import DATASET_NAMES, article, experiments_for, galleries, gallery, named
+from pages.plots import amplified, image_for_display, space_figure
 
 
 def no_showcase(dataset: str) -> str:
@@ -56,25 +56,17 @@ def draw_showcase(dataset: str, space: str) -> bool:
                   caption="what changed, amplified (grey: nothing)")
     sides = [("softmax", sc.softmax)] + ([("lgm", sc.lgm)] if sc.lgm is not None else [])
     cols = st.columns(2)
-    ds = demo(dataset)
     for col, (head, i) in zip(cols, sides):
         tr = g.trials[i]
-        model_name = tr["model"]
-        info = g.models[model_name]
-        proj = projection(info["path"], "raw" if info["feat_dim"] == 2 else "pca")
-        target_f, base_f, poison_f = (proj.transform(np.atleast_2d(a)) for a in g.features(i, model_name))
-        m, _ = model(info["path"])
-        gauss = tuple(x.numpy() for x in m.head.gaussians()) if head == "lgm" else None
+        info = g.models[tr["model"]]
         # high-d: class centres only; the Gaussians' rings, projected, are far wider than the tight
         # clusters and cover one another (Feature space draws them, with that explained)
-        fig = feature_figure(proj.transform(features(info["path"], "test")), ds.y_test, ds.classes,
-                             f"{'Softmax' if head == 'softmax' else 'LGM'} model: poisons crafted against it",
-                             proj, gauss, poison_markers(target_f[0], base_f, poison_f),
-                             sigmas=(2,) if info["feat_dim"] == 2 else ())
+        fig = space_figure(info["path"], f"{head_label(head)} model: poisons crafted against it",
+                           poisons=g.features(i, tr["model"]), sigmas=(2,) if info["feat_dim"] == 2 else ())
         col.plotly_chart(fig, width="stretch", key=f"showcase_{head}")
         none = tr["victims"]["none"]
         called = classes[none["pred_after"]]
-        text = (f"Retrained on the poisoned data, the {'softmax' if head == 'softmax' else 'LGM'} victim calls the "
+        text = (f"Retrained on the poisoned data, the {head_label(head, in_sentence=True)} victim calls the "
                 f"target {article(called)} **{called}**: {'**poisoned**' if none['success'] else 'not poisoned'}.")
         own = tr["victims"].get("lgm" if head == "lgm" else "centroid")
         if own and own["flagged"] is not None:

@@ -1,13 +1,13 @@
 """Guided tour: seven one-click steps through one shipped trial, for a class. Nothing is computed live."""
 
-import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
 from core.attacks import budget_levels
-from core.report import copies_needed, curve_figure, load_bench, load_results
-from pages.common import DATASET_NAMES, article, demo, features, model, named, projection, sidebar
-from pages.plots import amplified, feature_figure, image_for_display, poison_markers
+from core.report import copies_needed, load_bench, load_results, primary_cells
+from pages.common import DATASET_NAMES, article, named, sidebar
+from pages.figures import BLUE, budget_figure, curve_figure
+from pages.plots import amplified, image_for_display, space_figure
 from pages.showcase import no_showcase, pick_showcase
 
 dataset, space, pair = sidebar()
@@ -27,24 +27,15 @@ t_lgm = g.trials[sc.lgm] if sc.lgm is not None else None
 classes = g.classes
 T, B = classes[t_soft["target_label"]], classes[t_soft["base_class"]]
 target, bases, poisons = g.images(sc.softmax)
-ds = demo(g.dataset)
 levels = budget_levels(t_soft["eps"])
 fpr = g.config["fpr"]
-cell_rate = next((c for c in load_results().get(name, {}).get("cells", [])
+cell_rate = next((c for c in primary_cells(load_results().get(name, {}))
                   if (c["model"], c["attack"], c["defence"], c["setting"]) == ("lgm", "fc", "lgm", "transfer")), None)
 
 
 def _scatter(model_name: str, trial: int | None, title: str) -> go.Figure:
-    info = g.models[model_name]
-    proj = projection(info["path"], "raw" if info["feat_dim"] == 2 else "pca")
-    m, _ = model(info["path"])
-    gauss = tuple(x.numpy() for x in m.head.gaussians()) if info["head"] == "lgm" else None
-    marks = None
-    if trial is not None:
-        tf, bf, pf = (proj.transform(np.atleast_2d(a)) for a in g.features(trial, model_name))
-        marks = poison_markers(tf[0], bf, pf)
-    return feature_figure(proj.transform(features(info["path"], "test")), ds.y_test, ds.classes, title, proj, gauss,
-                          marks)
+    return space_figure(g.models[model_name]["path"], title,
+                        poisons=g.features(trial, model_name) if trial is not None else None)
 
 
 def _by_head(head: str) -> str:
@@ -109,10 +100,8 @@ def step_fooled() -> None:
     budget = load_bench("budget_mnist") if g.dataset == "mnist" else None
     if budget:
         rows = budget["rows"]
-        names = {r["model"]: ("Softmax victim" if "softmax" in r["model"] else "LGM victim") for r in rows}
-        fig = curve_figure([{**r, "x": budget_levels(r["eps"])} for r in rows], "x", "model",
-                           f"Success against the budget ({rows[0]['pairs']} target/base pairs per point)",
-                           "budget: most grey levels any pixel may change (of 255)", names=names)
+        fig = budget_figure(rows, f"Success against the budget ({rows[0]['pairs']} target/base pairs per point)",
+                            "budget: most grey levels any pixel may change (of 255)")
         clean = [r for r in rows if "softmax" in r["model"]]
         fig.add_trace(go.Scatter(x=[budget_levels(r["eps"]) for r in clean], y=[r["clean_label_rate"] for r in clean],
                                  mode="lines+markers", name="poisons still clean-label (Softmax)",
@@ -135,7 +124,7 @@ def step_alarm() -> None:
         q = v["clean_quantiles"]  # 1, 5, 25, 50, 75, 95, 99th percentiles
         fig = go.Figure(go.Box(y=["clean training images"], q1=[q[2]], median=[q[3]], q3=[q[4]], lowerfence=[q[0]],
                                upperfence=[q[6]], orientation="h", name="clean (1st-99th percentile)",
-                               marker_color="#1f77b4"))
+                               marker_color=BLUE))
         fig.add_trace(go.Scatter(x=v["scores"], y=["poisons"] * len(v["scores"]), mode="markers", name="poisons",
                                  marker={"symbol": "star", "size": 18, "color": "black",
                                          "line": {"width": 1, "color": "white"}}))

@@ -1,7 +1,8 @@
 """A real browser (Debian's Chromium through Playwright) opens every page and runs the poison-lab flow.
 
-Fails on any Streamlit exception box; saves screenshots under ``$POISONLAB_SCREENSHOTS`` (default: a
-temporary folder). Skipped where Chromium or Playwright is missing (``.ci/run`` installs both).
+Fails on any Streamlit exception or error box, a wrong page title, or a page whose charts are not
+drawn; saves screenshots under ``$POISONLAB_SCREENSHOTS`` (default: a temporary folder). Skipped where
+Chromium or Playwright is missing (``.ci/run`` installs both).
 """
 
 import os
@@ -21,6 +22,12 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is n
 pytestmark = [pytestmark, pytest.mark.slow]  # a real server and browser per test
 PAGES = {"overview": "Overview", "tour": "Guided tour", "feature_space": "Feature space", "poison_lab": "Poison lab",
          "gallery": "Poison gallery", "outcomes": "Attack outcomes", "defences": "Defences"}
+# what each page shows first for the default choices (MNIST, 2-D features): its charts, and words it must say
+FIRST_VIEW = {"overview": (2, "A real example, not a staged one"), "tour": (2, "Step 1 of 7"),
+              "feature_space": (2, "test accuracy"), "poison_lab": (2, "Until you craft: a shipped example"),
+              "gallery": (2, "trials match"), "outcomes": (2, "crafting iterations"),
+              "defences": (1, "Shipped experiment")}
+ERRORS = "[data-testid='stException'], [data-testid='stAlertContentError']"
 
 
 def _free_port() -> int:
@@ -74,8 +81,16 @@ def _settle(page) -> None:
     for _ in range(2):
         page.wait_for_function(BUSY, timeout=300_000)
         page.wait_for_timeout(1500)
-    assert page.locator("[data-testid='stException']").count() == 0, page.locator(
-        "[data-testid='stException']").first.inner_text()
+    assert page.locator(ERRORS).count() == 0, page.locator(ERRORS).first.inner_text()
+
+
+def _charts_drawn(page, at_least: int) -> None:
+    """At least ``at_least`` Plotly charts on the page, each with its plot drawn (an SVG trace or WebGL points)."""
+    page.wait_for_selector(".js-plotly-plot", timeout=120_000)
+    page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot').length >= {at_least}", timeout=120_000)
+    drawn = page.locator(".js-plotly-plot").evaluate_all(
+        "plots => plots.map(p => p.querySelectorAll('.main-svg g.trace, canvas').length > 0)")
+    assert len(drawn) >= at_least and all(drawn), drawn
 
 
 def _open(page, server: str, title: str) -> None:
@@ -92,8 +107,9 @@ def _open(page, server: str, title: str) -> None:
 def test_every_page_renders(server, browser, path):
     page = browser.new_page(viewport={"width": 1400, "height": 1600})
     _open(page, server, PAGES[path])
-    if path in ("overview", "feature_space", "gallery", "tour"):
-        page.wait_for_selector(".js-plotly-plot", timeout=120_000)
+    charts, words = FIRST_VIEW[path]
+    _charts_drawn(page, charts)
+    assert words in page.inner_text("[data-testid='stMain']"), (path, words)
     page.screenshot(path=str(_shots() / f"{path}.png"), full_page=True)
     page.close()
 
@@ -104,7 +120,11 @@ def test_poison_lab_flow_in_browser(server, browser):
     page.get_by_role("button", name="Craft poisons and retrain the victims").click()
     page.wait_for_selector("text=Verdict", timeout=300_000)
     _settle(page)
-    page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+    main = page.inner_text("[data-testid='stMain']")
+    for words in ("Softmax model: ", "LGM model: ", "poisons flagged", "judged clean-label"):
+        assert words in main, words
+    assert page.locator("[data-testid='stDataFrame']").count() >= 1  # the verdict table
+    _charts_drawn(page, 4)  # per model: the poison's path and the filter's scores (2-D: decision regions too)
     page.screenshot(path=str(_shots() / "poison_lab_result.png"), full_page=True)
     page.close()
 

@@ -1,11 +1,14 @@
-"""Every dashboard page renders with AppTest for every dataset and feature space; the main click paths run."""
+"""Every dashboard page renders with AppTest for every dataset and feature space and shows what a user
+must see (its title, its charts, the shipped numbers); the main click paths run."""
 
+import json
+from functools import cache
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pages.common import shipped
+from pages.common import DATASET_NAMES, shipped
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ["pages/overview.py", "pages/feature_space.py", "pages/poison_lab.py", "pages/gallery.py",
@@ -54,12 +57,153 @@ def test_shipped_pairs_exist():
     assert {("mnist", "2-D"), ("mnist", "high-d"), ("fashion-mnist", "2-D"), ("fashion-mnist", "high-d")} <= set(CHOICES)
 
 
+def _figures(at: AppTest) -> list[dict]:
+    """The page's Plotly charts as the browser gets them (figure JSON)."""
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def _title(fig: dict) -> str:
+    return fig["layout"].get("title", {}).get("text", "")
+
+
+def _chart_text(figs: list[dict]) -> list[str]:
+    """Every label printed on the charts (bar and text-trace labels)."""
+    out = []
+    for fig in figs:
+        for trace in fig["data"]:
+            text = trace.get("text")
+            out += [text] if isinstance(text, str) else list(text or [])
+    return out
+
+
+def _words(at: AppTest) -> str:
+    return " ".join(e.value for kind in (at.markdown, at.caption, at.info, at.subheader) for e in kind)
+
+
+@cache
+def _results() -> dict:
+    from core.report import load_results
+
+    return load_results()
+
+
+@cache
+def _has_showcase(dataset: str) -> bool:
+    """Whether some shipped trial on ``dataset`` poisoned the softmax victim with clean-label poisons."""
+    from core.gallery import load_gallery, shipped_galleries, showcase
+
+    galleries = (load_gallery(p) for p in shipped_galleries().values())
+    return any(showcase(g) is not None for g in galleries if g.dataset == dataset)
+
+
+def _shows_feature_spaces(figs: list[dict], titles: list[str]) -> None:
+    """One scatter of the test sample per model, titled as expected; the LGM one with its class centres."""
+    assert [_title(f) for f in figs] == titles
+    for fig in figs:
+        names = [t.get("name") for t in fig["data"]]
+        assert "samples" in names
+        assert ("class centre (LGM)" in names) == _title(fig).startswith("LGM")
+
+
+SHOWCASE_TITLES = ["Softmax model: poisons crafted against it", "LGM model: poisons crafted against it"]
+
+
+def _check_overview(at, figs, dataset, space):
+    if _has_showcase(dataset):
+        text = _words(at)
+        name = text.split("In the shipped experiment `")[1].split("`")[0]
+        cells = [c for c in _results()[name]["cells"] if (c["model"], c["attack"], c["defence"], c["setting"])
+                 == ("softmax", "fc", "none", "transfer")]
+        # the measured rate, as results.json has it
+        assert f"in **{sum(c['successes'] for c in cells)} of {sum(c['trials'] for c in cells)} trials**" in text
+        _shows_feature_spaces(figs, SHOWCASE_TITLES)
+    else:
+        assert any("one poison crafted now against each model" in i.value for i in at.info)
+        _shows_feature_spaces(figs, [f"Softmax model ({space})", f"LGM model ({space})"])
+    assert all("poisons" in [t.get("name") for t in f["data"]] for f in figs)  # the example's markers are drawn
+
+
+def _check_feature_space(at, figs, dataset, space):
+    from core.checkpoints import read_meta
+
+    how = "as computed" if space == "2-D" else "PCA map"
+    _shows_feature_spaces(figs, [f"{head} model, {DATASET_NAMES[dataset]} ({space} features, {how})"
+                                 for head in ("Softmax", "LGM")])
+    pair = shipped()[dataset][space]
+    for head in ("softmax", "lgm"):
+        accuracy = f"test accuracy {100 * read_meta(pair[head])['test_accuracy']:.2f}%"
+        assert any(c.value.startswith(accuracy) for c in at.caption), accuracy
+
+
+def _check_poison_lab(at, figs, dataset, space):
+    assert [h.value for h in at.subheader] == ["Until you craft: a shipped example"]
+    if _has_showcase(dataset):
+        assert "A real example, not a staged one" in _words(at)
+        _shows_feature_spaces(figs, SHOWCASE_TITLES)
+    else:
+        assert not figs and any("craft your own above" in i.value for i in at.info)
+
+
+def _check_gallery(at, figs, dataset, space):
+    from core.gallery import load_gallery, shipped_galleries
+
+    g = load_gallery(shipped_galleries()[at.selectbox(key="gallery_experiment").value])
+    assert any(c.value.startswith(f"{len(g.trials)} of {len(g.trials)} trials match") for c in at.caption)
+    assert f"**Trial {g.trials[0]['trial']}**" in _words(at)
+    assert len(figs) == len(g.models)
+    for fig in figs:
+        assert _title(fig).split(" model's features")[0] in ("Softmax", "LGM")
+        assert {"samples", "target", "base images", "poisons"} <= {t.get("name") for t in fig["data"]}
+
+
+def _check_outcomes(at, figs, dataset, space):
+    from core.report import fmt_rate, load_bench
+
+    name = at.selectbox(key="experiment").value
+    res = _results()[name]
+    cells = res["cells"]
+    table = at.dataframe[0].value
+    assert list(table["target flipped (95% CI)"]) == [fmt_rate(c["rate"], c["ci95"]) for c in cells]
+    ran = sum(c["trials"] for c in cells if c["defence"] == "none")
+    assert any(c.value.startswith(f"{ran} trials; {res['config']['iters']} crafting iterations") for c in at.caption)
+    combos = {(c["attack"], c["setting"]) for c in cells}
+    stem = dataset.replace("-", "_")
+    benches = sum(load_bench(f"{kind}_{stem}") is not None for kind in ("budget", "dose"))
+    assert len(figs) == 2 * len(combos) + benches
+    shown = _chart_text(figs)
+    for c in cells:  # every cell's count and every filter's catch, as results.json has them
+        assert f"{c['successes']} of {c['trials']}" in shown, c
+        if c["defence"] != "none":
+            assert f"{100 * c['poisons_flagged']:.0f}% (AUC {c['auc']:.2f})" in shown, c
+
+
+def _check_defences(at, figs, dataset, space):
+    caption = " ".join(c.value for c in at.caption)
+    name = caption.split("Shipped experiment `")[1].split("`")[0]
+    caught = {f"{100 * c['poisons_flagged']:.0f}% (AUC {c['auc']:.2f})" for c in _results()[name]["cells"]
+              if c["defence"] != "none"}
+    assert len(figs) == 1 and _title(figs[0]).endswith("of clean images thrown away")
+    assert _chart_text(figs) and set(_chart_text(figs)) <= caught
+
+
+PAGE_CHECKS = {"pages/overview.py": ("Poison Lab", _check_overview),
+               "pages/feature_space.py": ("Feature space", _check_feature_space),
+               "pages/poison_lab.py": ("Poison lab", _check_poison_lab),
+               "pages/gallery.py": ("Poison gallery", _check_gallery),
+               "pages/outcomes.py": ("Attack outcomes", _check_outcomes),
+               "pages/defences.py": ("Defences", _check_defences)}
+
+
 @pytest.mark.parametrize("dataset,space", CHOICES)
 @pytest.mark.parametrize("page", PAGES)
 def test_page_renders(page, dataset, space):
+    """The page's title, no error, and what it must show: its charts and the shipped numbers."""
     at = _app(page, dataset, space)
     assert not at.exception, [e.value for e in at.exception]
-    assert at.title, page
+    assert not at.error, [e.value for e in at.error]
+    title, check = PAGE_CHECKS[page]
+    assert [t.value for t in at.title] == [title]
+    check(at, _figures(at), dataset, space)
 
 
 def test_feature_space_click_shows_image():
@@ -76,7 +220,7 @@ def test_poison_lab_flow_matches_core():
     """The verdict table shows what core computes for the same choices and seed, victim by victim."""
     import numpy as np
 
-    from core.attacks import attack_knobs
+    from core.attacks import settings_for
     from core.checkpoints import load_checkpoint
     from core.data import load_demo
     from core.judge import load_judge
@@ -102,7 +246,7 @@ def test_poison_lab_flow_matches_core():
     plan = plan_trial(ds, 0, targets, n_poisons=2, n_clean=500, n_test=500, target_index=ti, base_class=1,
                       judge=judge)
     for head, name in (("softmax", "Softmax"), ("lgm", "LGM")):
-        r = run_lab(models[head], ds, plan, "fc", attack_knobs("fc", "mnist", 20, seed=0, record_every=1), judge=judge)
+        r = run_lab(models[head], ds, plan, "fc", settings_for("fc", "mnist", iters=20, seed=0, record_every=1), judge=judge)
         own = "Distance to class centre" if head == "softmax" else "LGM likelihood (the paper)"
         assert shown[name] == ("yes" if r.victims["none"].success else "no")
         assert shown[f"{name} + {own}"] == ("yes" if r.victims[list(r.victims)[1]].success else "no")
@@ -293,14 +437,20 @@ def test_click_reads_the_sample_index_not_the_trace_position():
 
 def test_every_tour_step_renders_and_explains_its_terms():
     at = _app("pages/tour.py", "mnist", "2-D")
-    seen, text = [], ""
+    assert [t.value for t in at.title] == ["Guided tour"]
+    seen, text, charts = [], "", []
     for _ in range(7):
         assert not at.exception, [e.value for e in at.exception]
+        assert not at.error, [e.value for e in at.error]
         seen.append(at.subheader[0].value)
+        charts.append([_title(f) for f in _figures(at)])
         text += " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
         if len(seen) < 7:
             at.button(key="tour_next").click().run()
     assert len(set(seen)) == 7 and at.button(key="tour_next").disabled
+    assert charts[0] == ["Softmax network", "LGM network"]  # the two feature spaces
+    assert charts[3] == ["Softmax network: poisons crafted against it"]
+    assert all(charts[i] for i in (4, 5, 6)), charts  # the budget curve, the alarm, the exact-copies curve
     for term in ("**features**", "**budget**", "**clean-label**", "**victim**", "**false-positive", "**AUC**",
                  "**transfer**"):
         assert term in text, term
@@ -322,15 +472,16 @@ def test_a_failing_lab_run_reaches_its_own_session_only(monkeypatch):
     at = _app("pages/poison_lab.py", "mnist", "high-d")
     at.slider[0].set_value(1)
     at.button[0].click().run()
-    _until_done(at)
+    # wait for the crash itself: the page shows a shipped example (a table) before any result
+    _until_done(at, drawn=lambda at: any("simulated crash" in e.value for e in at.error))
     assert any("simulated crash" in e.value for e in at.error) and not at.exception
     at.run()
     assert not at.error  # shown once, then forgotten: memory stays bounded
     monkeypatch.undo()
     at.slider[1].set_value(10)
     at.button[0].click().run()
-    _until_done(at)
-    assert not at.exception and len(at.dataframe) == 1  # the queue is still serving
+    _until_done(at, drawn=lambda at: any(s.value == "Verdict" for s in at.subheader))
+    assert not at.exception and any(s.value == "Verdict" for s in at.subheader)  # the queue is still serving
 
 
 @pytest.mark.slow

@@ -1,0 +1,120 @@
+"""The dashboard's charts of measured results: success rates, what the filters caught, dose and budget
+curves. Built from the rows ``core.report`` reads and summarises (core draws nothing); the feature-space
+scatter is in ``pages/plots.py``.
+
+The colours are defined here, once: the class palette every scatter uses, and the victims' colour code
+(softmax red, regularised softmax orange, LGM blue; the LGM filter blue, other filters grey).
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from core.report import head_label, model_name, victim_name
+
+# Plotly's default palette (D3's category10): class c is drawn in COLOURS[c]
+COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+BLUE, ORANGE, RED, GREY = COLOURS[0], COLOURS[1], COLOURS[3], COLOURS[7]
+SOFTMAX_COLOUR, REGULARISED_COLOUR, LGM_COLOUR = RED, ORANGE, BLUE
+
+SHARE_TICKS = [0, 0.25, 0.5, 0.75, 1]  # the bar charts leave room right of 100% for their labels: no tick there
+
+
+def rate_figure(rows: list[dict], title: str = ""):
+    """Success rate with 95% intervals, one series per model / defence / setting (/ attack when
+    several): lines against the number of poisons, or bars when every row has the same number (a
+    dozen series stacked on one x position would hide each other). The dashboard shows it too."""
+    from core.attacks import ATTACKS
+    from core.defences import label
+
+    attacks, settings = len({r["attack"] for r in rows}) > 1, len({r["setting"] for r in rows}) > 1
+    series: dict = {}
+    # each model's undefended victim first, then the same victim behind each filter
+    for r in sorted(rows, key=lambda r: (r["model"], r["defence"] != "none", r["defence"])):
+        name = model_name(r["model"]) + (f" + {label(r['defence'])}" if r["defence"] != "none" else ", no filter")
+        name = (f"{ATTACKS[r['attack']].label}: " if attacks else "") + name + (f", {r['setting']}" if settings else "")
+        series.setdefault(name, []).append(r)
+    fig = go.Figure()
+    if len({r["n_poisons"] for r in rows}) == 1:
+        # horizontal bars: long victim names stay readable, and "0 of 100" is printed, never an empty chart;
+        # the count sits right of the interval's whisker, which would otherwise strike through it
+        names, rs = list(series)[::-1], [v[0] for v in series.values()][::-1]
+        fig.add_trace(go.Bar(y=names, x=[r["rate"] for r in rs], error_x=_error_bars(rs), orientation="h",
+                             showlegend=False,
+                             marker_color=[SOFTMAX_COLOUR if r["defence"] == "none" else LGM_COLOUR for r in rs]))
+        fig.add_trace(go.Scatter(y=names, x=[r["ci95"][1] + 0.03 for r in rs], mode="text", showlegend=False,
+                                 text=[f"{r['successes']} of {r['trials']}" if "trials" in r else f"{100 * r['rate']:.0f}%"
+                                       for r in rs], textposition="middle right", cliponaxis=False, hoverinfo="skip"))
+        fig.update_layout(yaxis_title=None, xaxis_title=f"targets flipped, {rows[0]['n_poisons']} poisons per trial "
+                                                        "(whisker: 95% interval)",
+                          xaxis_range=[0, 1.25], xaxis_tickvals=SHARE_TICKS, xaxis_tickformat=".0%",
+                          height=max(260, 34 * len(rs) + 120), margin={"l": 10, "r": 60})
+    else:
+        for name, rs in series.items():
+            rs = sorted(rs, key=lambda r: r["n_poisons"])
+            fig.add_trace(go.Scatter(x=[r["n_poisons"] for r in rs], y=[r["rate"] for r in rs], name=name,
+                                     mode="lines+markers", error_y=_error_bars(rs)))
+        fig.update_layout(xaxis_title="number of poisons", yaxis_title="share of targets flipped",
+                          yaxis_range=[0, 1.1], height=420)
+    fig.update_layout(title=title)
+    return fig
+
+
+def detection_figure(rows: list[dict], title: str = ""):
+    """Share of poisons each filter caught at the experiment's false-positive rate, per model: the
+    filters' side of the story, which a chart of (rare) successes cannot show."""
+    from core.defences import label
+
+    rs = sorted((r for r in rows if r["defence"] != "none" and r.get("poisons_flagged") is not None),
+                key=lambda r: (r["model"], -r["poisons_flagged"]))[::-1]
+    fig = go.Figure(go.Bar(y=[f"{model_name(r['model'])} + {label(r['defence'])}" for r in rs],
+                           x=[r["poisons_flagged"] for r in rs],
+                           orientation="h", text=[f"{100 * r['poisons_flagged']:.0f}% (AUC {r['auc']:.2f})" for r in rs],
+                           textposition="outside", cliponaxis=False,
+                           marker_color=[LGM_COLOUR if r["defence"] == "lgm" else GREY for r in rs]))
+    fig.update_layout(title=title, xaxis_title="share of poisons caught", xaxis_range=[0, 1.3],
+                      xaxis_tickvals=SHARE_TICKS, xaxis_tickformat=".0%",
+                      height=max(260, 34 * len(rs) + 120), margin={"l": 10, "r": 110})
+    return fig
+
+
+def curve_figure(rows: list[dict], x: str, series: str, title: str, x_title: str, log_x: bool = False,
+                 names: dict | None = None):
+    """Success rate with 95% intervals against ``x`` (poison count, budget), one line per ``series``
+    value (a victim, a model): the dose-response and budget curves of the benchmarks."""
+    fig = go.Figure()
+    for value in dict.fromkeys(r[series] for r in rows):
+        rs = sorted((r for r in rows if r[series] == value), key=lambda r: r[x])
+        name = (names or {}).get(value, victim_name(value))
+        fig.add_trace(go.Scatter(x=[r[x] for r in rs], y=[r["rate"] for r in rs], mode="lines+markers", name=name,
+                                 error_y=_error_bars(rs), line={"color": _victim_colour(name)}))
+    ticks = sorted({r[x] for r in rows})
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title="share of targets flipped", height=400,
+                      yaxis_range=[-0.05, 1.1], xaxis_type="log" if log_x else "linear",
+                      xaxis={"tickvals": ticks if len(ticks) <= 12 else None},
+                      legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def budget_figure(rows: list[dict], title: str, x_title: str):
+    """A budget benchmark's rows (``bench/results/budget_*.json``) as ``curve_figure`` draws them: targets
+    flipped against the budget in grey levels, one line per victim ("Softmax victim", "LGM victim")."""
+    from core.attacks import budget_levels
+
+    names = {r["model"]: f"{head_label('softmax' if 'softmax' in r['model'] else 'lgm')} victim" for r in rows}
+    return curve_figure([{**r, "x": budget_levels(r["eps"])} for r in rows], "x", "model", title, x_title,
+                        names=names)
+
+
+def _victim_colour(name: str) -> str | None:
+    """The dashboard's colour code for victims: softmax red, regularised softmax orange, LGM blue."""
+    low = name.lower()
+    if "softmax" in low:
+        return REGULARISED_COLOUR if "decay" in low or "regular" in low else SOFTMAX_COLOUR
+    return LGM_COLOUR if "lgm" in low else None
+
+
+def _error_bars(rows: list[dict]) -> dict:
+    return {"type": "data", "symmetric": False, "array": [r["ci95"][1] - r["rate"] for r in rows],
+            "arrayminus": [r["rate"] - r["ci95"][0] for r in rows]}
