@@ -100,8 +100,9 @@ class AttackSettings(Settings):
     """What every attack takes: steps, the l_inf budget and how often the trajectory is recorded."""
 
     iters: int = knob(300, "crafting steps", 1, 100_000, art="max_iter")
-    eps: float | None = knob(None, "l_inf budget around the base, pixels in [0, 1] (default: the data set's "
-                             "clean-label budget; None: unconstrained)", 1e-4, 1.0, art="epsilon", optional=True)
+    eps: float | None = knob(None, "l_inf budget around the base, pixels in [0, 1] (unset: the data set's "
+                             "clean-label budget; a settings object built directly with None: unconstrained, "
+                             "where the solver allows it)", 1e-4, 1.0, art="epsilon", optional=True)
     record_every: int = knob(10, "record the poisons' features every this many steps", 1, 100_000)
 
 
@@ -133,6 +134,8 @@ class AdaptiveSettings(CollisionSettings):
 @dataclass(frozen=True)
 class FrogsSettings(AttackSettings):
     """``fc-frogs``: Poison Frogs' forward-backward splitting."""
+
+    iters: int = knob(1000, "crafting steps", 1, 100_000, art="max_iter")
 
     beta0: float = knob(0.25, "proximity weight beta on the paper's 0-255 pixel scale", 0.0, 1e12,
                         art="similarity_coeff",
@@ -483,6 +486,8 @@ class Attack:
         why = self.why_not(model.config.head)
         if why:
             raise ValueError(why)
+        if type(settings) is not self.settings:  # a parent class would run another attack under this name
+            raise ValueError(f"{self.label} takes {self.settings.__name__}, got {type(settings).__name__}")
         return self.solver(model, bases, target, base_labels, target_label, settings)
 
 

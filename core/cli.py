@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -237,6 +238,8 @@ def cmd_experiment(args: argparse.Namespace) -> dict:
 def cmd_export_benchmark(args: argparse.Namespace) -> dict:
     """One shipped trial's poisons in the poisoning benchmark's format (``core.export.write_benchmark``)."""
     folder = Path(args.experiment)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", args.trial) or ".." in args.trial:
+        raise ValueError(f"--trial must be a trial's file name in {folder / 'trials'}, got {args.trial!r}")
     record_path = folder / "trials" / f"{args.trial}.json"
     if not record_path.is_file() or not record_path.with_suffix(".npz").is_file():
         raise ValueError(f"{record_path}: no such trial with poisons (see {folder / 'trials'})")
@@ -296,8 +299,12 @@ def _attack_knobs() -> dict:
     out: dict = {}
     for attack in ATTACKS.values():
         for name, f in attack.settings.knobs().items():
-            if name != "seed":
-                out.setdefault(name, (f, attack.settings, {}))[2].setdefault(f.metadata["help"], []).append(attack.name)
+            if name == "seed":
+                continue
+            first, owner, helps, lo, hi = out.get(name, (f, attack.settings, {}, f.metadata["lo"], f.metadata["hi"]))
+            helps.setdefault(f.metadata["help"], []).append(attack.name)
+            lo, hi = min(lo, f.metadata["lo"]), max(hi, f.metadata["hi"])  # the widest: each attack checks its own
+            out[name] = (first, owner, helps, lo, hi)
     return out
 
 
@@ -384,8 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seeds the trial's draws, the attack's restarts and the victim")
         group = sp.add_argument_group("attack settings", "from the attack registry (core.attacks.ATTACKS); "
                                       "unset: the attack's default for the data set")
-        for name, (f, owner, helps) in _attack_knobs().items():
-            lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+        for name, (f, owner, helps, lo, hi) in _attack_knobs().items():
             art = f" (ART: {f.metadata['art']})" if f.metadata.get("art") else ""
             flags = [f"--{name.replace('_', '-')}", *_ALIASES.get(name, ())]
             text = "; ".join(f"{h} ({', '.join(users)})" for h, users in helps.items()) + art

@@ -139,12 +139,15 @@ class ExperimentConfig:
         raw = dict(raw)
         legacy = {k: raw.pop(k) for k in _LEGACY_KNOBS if k in raw}
         if legacy:  # the flat knobs of older configs go to every attack of the grid that has them
-            nested = {a: dict(v) for a, v in dict(raw.get("attack_settings") or {}).items()}
+            given = raw.get("attack_settings") or {}
+            if not isinstance(given, dict) or not all(isinstance(v, dict) for v in given.values()):
+                raise ValueError(f"{where}: attack_settings must be an object {{attack: {{setting: value}}}}")
+            nested = {a: dict(v) for a, v in given.items()}
             for attack in raw.get("attacks", cls.attacks):
                 if attack in ATTACKS:
                     mine = {k: v for k, v in legacy.items() if k in ATTACKS[attack].settings.knobs()}
                     if mine:
-                        nested[attack] = {**mine, **nested.get(attack, {})}
+                        nested[attack] = {**nested.get(attack, {}), **mine}  # a flat key given now wins
             raw["attack_settings"] = nested
         unknown = set(raw) - set(known)
         if unknown:
@@ -237,7 +240,9 @@ def experiment_trial(cfg: ExperimentConfig, targets: dict[str, np.ndarray], mode
                             **cfg.attack_settings.get(attack, {}))
     victim = Retraining(setting=setting, seed=trial, epochs=cfg.end2end_epochs)
     result = run_trial(model, ds, plan, attack, settings, defences=cfg.defences, fpr=cfg.fpr, victim=victim,
-                       controls=cfg.control_recipes(trial, setting), judge=judge,
+                       controls={n: r for n, r in cfg.control_recipes(trial, setting).items()
+                                 if r.why_not(model.head) is None},  # e.g. weight decay: softmax heads only
+                       judge=judge,
                        bank=_bank(cfg.models[model_name], cfg.demo, cfg.data_dir))
     record = {"model": model_name, "trial": trial, **result.record(), "eps": settings.eps,
               "seeds": {"trial_rng": [cfg.seed, trial], "attack": trial, "victim": trial}}

@@ -100,15 +100,31 @@ def write_benchmark(folder: str | Path, poisons: np.ndarray, base_label: int, ba
     return folder
 
 
-class _BenchmarkUnpickler(pickle.Unpickler):
-    """Only what the benchmark's files hold: PIL images, tuples, lists and ints. Any other class or
-    function named in the file is refused before it runs."""
+MAX_BENCHMARK_SIDE = 512  # pixels: CIFAR-10 and TinyImageNet images are 32 and 64 a side
 
-    _ALLOWED = {("PIL.Image", "Image")}  # PIL pickles an image as its class plus (mode, size, bytes)
+
+class _CheckedImage(Image.Image):
+    """PIL's image as an unpickled file may build it: the size is checked before any pixel memory
+    is allocated (a forged size would otherwise ask for gigabytes)."""
+
+    def __setstate__(self, state):  # noqa: D105 - pickle protocol
+        try:
+            _info, mode, size = state[0], state[1], state[2]
+            w, h = (int(v) for v in size)
+        except (TypeError, ValueError, IndexError):
+            raise pickle.UnpicklingError("a benchmark image's state is malformed") from None
+        if mode not in ("L", "RGB") or not (0 < w <= MAX_BENCHMARK_SIDE and 0 < h <= MAX_BENCHMARK_SIDE):
+            raise pickle.UnpicklingError(f"refusing a {mode} image of {w}x{h} in a benchmark file")
+        super().__setstate__(state)
+
+
+class _BenchmarkUnpickler(pickle.Unpickler):
+    """Only what the benchmark's files hold: PIL images (of a checked size), tuples, lists and ints.
+    Any other class or function named in the file is refused before it runs."""
 
     def find_class(self, module: str, name: str):  # noqa: D102 - pickle protocol
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
+        if (module, name) == ("PIL.Image", "Image"):  # PIL pickles an image as its class + (mode, size, bytes)
+            return _CheckedImage
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a benchmark file")
 
 
@@ -119,6 +135,15 @@ def read_benchmark(folder: str | Path) -> dict:
     out = {}
     for name in BENCHMARK_FILES:
         out[name] = _BenchmarkUnpickler(io.BytesIO((folder / name).read_bytes())).load()
+    ok = (isinstance(out["poisons.pickle"], list) and out["poisons.pickle"]
+          and all(isinstance(t, tuple) and len(t) == 2 and isinstance(t[0], Image.Image) and isinstance(t[1], int)
+                  for t in out["poisons.pickle"])
+          and isinstance(out["base_indices.pickle"], list) and all(isinstance(i, int) for i in out["base_indices.pickle"])
+          and isinstance(out["target.pickle"], tuple) and len(out["target.pickle"]) >= 2
+          and isinstance(out["target.pickle"][0], Image.Image) and isinstance(out["target.pickle"][1], int))
+    if not ok:
+        raise ValueError(f"{folder}: not the benchmark's layout (a list of (image, label), a list of indices, "
+                         "(image, label))")
     poisons = [np.asarray(img) for img, _ in out["poisons.pickle"]]
     return {"poisons": np.stack([p if p.ndim == 3 else p[..., None] for p in poisons]),
             "labels": [int(lab) for _, lab in out["poisons.pickle"]],

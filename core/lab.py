@@ -36,10 +36,14 @@ def lab_runs(models: dict[str, Classifier], attack: str, dataset: str, *, trial_
     """{name: (model, the attack it gets, its settings)} for a softmax-vs-LGM run: a model whose head
     cannot take ``attack`` gets the attack's fallback (the defence-aware term needs class
     Gaussians; the softmax model gets plain collision), with the values that attack has."""
+    asked = get_attack(attack)
+    unknown = set(values) - set(asked.settings.knobs())
+    if unknown:
+        raise ValueError(f"{asked.label} has no setting {', '.join(sorted(unknown))}")
     runs = {}
     for name, m in models.items():
-        entry = get_attack(attack).for_head(m.config.head)
-        known = entry.settings.knobs()
+        entry = asked.for_head(m.config.head)
+        known = entry.settings.knobs()  # the fallback keeps what it has of the asked attack's values
         mine = {k: v for k, v in values.items() if k in known}
         runs[name] = (m, entry.name, settings_for(entry.name, dataset, trial_seed=trial_seed, **mine))
     return runs

@@ -78,7 +78,9 @@ def readable(rows: list[dict]) -> list[dict]:
     and rates as "47% (30-64%)"."""
     out = []
     for r in rows:
-        row = {"victim": model_name(r["model"]), "filter": label(r["defence"]), "attack": ATTACKS[r["attack"]].label,
+        head = r.get("victim", "warm")
+        victim = model_name(r["model"]) + ("" if head == "warm" else f" ({head} head)")
+        row = {"victim": victim, "filter": label(r["defence"]), "attack": ATTACKS[r["attack"]].label,
                "poisons": r["n_poisons"], "setting": r["setting"],
                "pixel budget": "-" if r.get("eps") is None else f"{budget_levels(r['eps'])} of 255",
                "target flipped (95% CI)": fmt_rate(r["rate"], r["ci95"]),
@@ -103,7 +105,8 @@ def markdown_table(rows: list[dict]) -> str:
                if "auc" in r else "- | - | -")
         clean = "-" if r["clean_label_rate"] is None else f"{100 * r['clean_label_rate']:.0f}%"
         eps = "-" if r.get("eps") is None else f"{r['eps']:.3g}"
-        lines.append(f"| {r['model']} | {r['attack']} | {r['n_poisons']} | {eps} | {r['setting']} | {r['defence']} | "
+        model = r["model"] + ("" if r.get("victim", "warm") == "warm" else f" / {r['victim']}")
+        lines.append(f"| {model} | {r['attack']} | {r['n_poisons']} | {eps} | {r['setting']} | {r['defence']} | "
                      f"{fmt_rate(r['rate'], r['ci95'])} | {clean} | {r['clean_label_success']} | {r['trials']} | "
                      f"{100 * r['clean_acc_after']:.1f}% | {det} | {r['mean_l2']:.2f} | "
                      f"{r['mean_feature_distance']:.2f} |")

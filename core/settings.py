@@ -10,6 +10,8 @@ no caller repeats a default or a bound.
 from __future__ import annotations
 
 import math
+
+import numpy as np
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any, ClassVar, get_type_hints
 
@@ -51,6 +53,11 @@ class Settings:
                     raise ValueError(f"{f.name} must be set")
                 continue
             want = _base_type(hints[f.name])
+            if isinstance(value, (np.integer, np.floating, np.bool_)):  # numpy scalars: their Python value
+                value = value.item()
+                object.__setattr__(self, f.name, value)
+            if want is bool and not isinstance(value, bool):
+                raise ValueError(f"{f.name} must be true or false, got {value!r}")
             if want is float and isinstance(value, int) and not isinstance(value, bool):
                 object.__setattr__(self, f.name, float(value))
                 value = float(value)

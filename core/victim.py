@@ -174,13 +174,15 @@ class NearestMeanHead(torch.nn.Module):
     kind = "ncm"
     capabilities: frozenset = frozenset()
 
-    def __init__(self, means: torch.Tensor) -> None:
+    def __init__(self, means: torch.Tensor, present: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("means", means)
+        self.register_buffer("present", present)  # bool per class: a class with no example is never chosen
         self.n_classes, self.feat_dim = means.shape
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return -0.5 * torch.cdist(f, self.means).pow(2)
+        logits = -0.5 * torch.cdist(f, self.means).pow(2)
+        return logits.masked_fill(~self.present, float("-inf"))
 
 
 @dataclass(frozen=True)
@@ -190,12 +192,12 @@ class NoHeadSettings(Settings):
 
 def fit_nearest_mean(head: torch.nn.Module, data: HeadData, settings: NoHeadSettings,
                      seed: int = 0) -> torch.nn.Module:
-    """Class means of the retraining features (a class with no example gets a mean infinitely far
-    away: it is never predicted)."""
+    """Class means of the retraining features (a class with no example is never predicted)."""
     k = _n_classes(head)
-    means = torch.stack([data.feats[data.labels == c].mean(0) if bool((data.labels == c).any())
-                         else torch.full((data.feats.shape[1],), float("inf")) for c in range(k)])
-    return NearestMeanHead(means.float()).eval()
+    present = torch.tensor([bool((data.labels == c).any()) for c in range(k)])
+    means = torch.stack([data.feats[data.labels == c].mean(0) if present[c] else torch.zeros(data.feats.shape[1])
+                         for c in range(k)])
+    return NearestMeanHead(means.float(), present).eval()
 
 
 @dataclass(frozen=True)
@@ -208,15 +210,24 @@ class VictimHead:
     summary: str
     settings: type[Settings]
     fit: Callable[..., torch.nn.Module]
+    why_not: Callable[[torch.nn.Module, Settings], str | None] = lambda head, settings: None  # noqa: E731
 
     def needs_images(self, settings: Settings) -> bool:
         return bool(getattr(settings, "augment", False))
 
 
+def _warm_why_not(head: torch.nn.Module, settings: WarmHeadSettings) -> str | None:
+    """Weight decay acts on a linear layer's weights; the LGM head has means and variances only."""
+    if settings.weight_decay and not any(n.endswith("weight") for n, _ in head.named_parameters()):
+        return f"weight decay needs a head with weights (a softmax head), not the {head.kind} head"
+    return None
+
+
 VICTIM_HEADS: dict[str, VictimHead] = {v.name: v for v in (
     VictimHead("warm", "warm-started head, full-batch Adam",
                "the attacked model's own head, refitted from where it was on clean data plus poisons",
-               WarmHeadSettings, lambda head, data, s, seed: retrain_head(head, data.feats, data.labels, s, seed)),
+               WarmHeadSettings, lambda head, data, s, seed: retrain_head(head, data.feats, data.labels, s, seed),
+               _warm_why_not),
     VictimHead("linear", "new linear head, the benchmark's SGD recipe",
                "a freshly initialised linear softmax layer trained as the poisoning benchmark's transfer victim",
                LinearHeadSettings, fit_linear_head),
@@ -235,7 +246,7 @@ class Retraining:
     head: str = "warm"
     head_settings: Settings | None = None  # default: the head's own defaults
     seed: int = 0
-    epochs: int = 2  # end2end
+    epochs: int = 1  # end2end (the pipeline's default before the redesign)
     lr: float = 0.01  # end2end
 
     def __post_init__(self) -> None:
@@ -252,7 +263,14 @@ class Retraining:
             raise ValueError("epochs must be in 1..1000 and lr in (0, 10]")
 
     def refit_head(self, head: torch.nn.Module, data: HeadData) -> torch.nn.Module:
+        why = self.why_not(head)
+        if why:
+            raise ValueError(why)
         return VICTIM_HEADS[self.head].fit(head, data, self.head_settings, self.seed)
+
+    def why_not(self, head: torch.nn.Module) -> str | None:
+        """Why this victim cannot be retrained on a model with ``head``, or None."""
+        return VICTIM_HEADS[self.head].why_not(head, self.head_settings)
 
     @property
     def needs_images(self) -> bool:

@@ -199,8 +199,7 @@ def test_attack_settings_are_checked_against_the_registry():
 
 @pytest.mark.slow
 def test_control_victims_share_the_poisons_and_the_filters(tiny_checkpoints, tmp_path):
-    """Head controls: one crafting, several victims; each control has its own cells, the filters'
-    detection is the same for all, and the benchmark protocol keeps 250-per-class-style counts."""
+    """Head controls: one crafting, several victims; each control has its own cells and records."""
     cfg = ExperimentConfig(models=tiny_checkpoints, attacks=("fc",), n_poisons=(3,), trials=2, iters=5,
                            n_clean=100, n_test=50, demo=True, seed=1, defences=("none", "centroid"),
                            bases_from_clean=True,
@@ -208,6 +207,11 @@ def test_control_victims_share_the_poisons_and_the_filters(tiny_checkpoints, tmp
     summary = run_experiment(cfg, tmp_path, progress=False)
     rows = summary["cells"]
     assert {r["victim"] for r in rows} == {"warm", "ncm", "bench"}
+    for path in (tmp_path / "trials").glob("*.json"):
+        record = json.loads(path.read_text())
+        assert set(record["victims"]) == {"ncm", "bench"}
+        assert all(set(v) == {"none", "centroid"} for v in record["victims"].values())
+    assert "/ ncm" in (tmp_path / "results.md").read_text()  # the table tells the victims apart
     for model in tiny_checkpoints:
         mine = {(r["victim"], r["defence"]): r for r in rows if r["model"] == model}
         assert mine[("ncm", "centroid")]["poisons_flagged"] == mine[("warm", "centroid")]["poisons_flagged"]

@@ -99,3 +99,15 @@ def test_benchmark_export_round_trips_through_a_restricted_unpickler(tmp_path):
     (folder / "target.pickle").write_bytes(pickle.dumps((Evil(), 1)))
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
         read_benchmark(folder)
+    # a forged size would allocate gigabytes when the image is rebuilt: refused before that
+    import struct
+
+    real = pickle.dumps((Image.new("RGB", (8, 8)), 1), protocol=3)  # protocol 3: no frames to keep consistent
+    small, huge = b"K\x08K\x08\x86", b"J" + struct.pack("<i", 100000) + b"J" + struct.pack("<i", 100000) + b"\x86"
+    assert real.count(small) == 1
+    (folder / "target.pickle").write_bytes(real.replace(small, huge))
+    with pytest.raises(pickle.UnpicklingError, match="refusing a RGB image"):
+        read_benchmark(folder)
+    (folder / "target.pickle").write_bytes(pickle.dumps(["not", "a", "tuple"]))
+    with pytest.raises(ValueError, match="layout"):
+        read_benchmark(folder)

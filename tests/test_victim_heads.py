@@ -122,3 +122,33 @@ def test_every_victim_head_retrains_a_transfer_victim(tiny_lgm, mnist_demo):
                                   (mnist_demo.x_test[:100], mnist_demo.y_test[:100]),
                                   Retraining(head=name, head_settings=settings))
         assert 0.0 <= out.clean_acc_after <= 1.0 and len(out.probs_after) == 10, name
+
+
+def test_nearest_mean_never_predicts_a_class_without_examples():
+    """Many rows (torch.cdist's matrix path) and a class missing from the retraining set."""
+    from core.lgm import SoftmaxHead
+
+    feats, labels, _ = _blobs(n=30, k=3)
+    keep = labels != 2
+    head = fit_nearest_mean(SoftmaxHead(4, 3), HeadData(feats[keep], labels[keep]), NoHeadSettings())
+    with torch.no_grad():
+        logits = head(feats)
+    assert not torch.isnan(logits).any() and set(logits.argmax(1).tolist()) <= {0, 1}
+
+
+def test_weight_decay_is_refused_on_a_head_without_weights(tiny_lgm):
+    from core.victim import WarmHeadSettings
+
+    r = Retraining(head_settings=WarmHeadSettings(weight_decay=0.01))
+    assert "softmax" in r.why_not(tiny_lgm.head)
+    feats, labels, _ = _blobs(d=tiny_lgm.config.feat_dim, k=10, n=5)
+    with pytest.raises(ValueError, match="weight decay"):
+        r.refit_head(tiny_lgm.head, HeadData(feats, labels))
+
+
+def test_settings_take_numpy_scalars_and_refuse_a_string_for_a_bool():
+    from core.attacks import settings_for
+
+    assert settings_for("fc", "mnist", iters=np.int64(50)).iters == 50
+    with pytest.raises(ValueError, match="true or false"):
+        LinearHeadSettings(augment="false")
