@@ -7,7 +7,7 @@ import streamlit as st
 from core.attacks import ATTACKS, budget_levels, default_eps
 from core.defences import label as defence_label
 from core.export import amplified_change, contact_sheet, largest_change, poisons_npz
-from core.lab import guess_label, lab_runs, own_filter_result, run_lab_pair
+from core.lab import LAB_CLEAN, LAB_TEST, guess_label, lab_runs, own_filter_result, run_lab_pair
 from core.pipeline import plan_trial
 from core.regions import covering_grid
 from core.report import head_label
@@ -104,7 +104,7 @@ pressed = st.button("Craft poisons and retrain the victims", type="primary")
 work = None
 if pressed:
     try:
-        plan = plan_trial(ds, int(seed), targets(dataset, space), n_poisons=n_poisons, n_clean=500, n_test=500,
+        plan = plan_trial(ds, int(seed), targets(dataset, space), n_poisons=n_poisons, n_clean=LAB_CLEAN, n_test=LAB_TEST,
                           target_index=target_index, base_class=base_class,
                           external_label=target_label if target_index is None else None, judge=judge(dataset))
     except ValueError as exc:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.defences import label as defence_label
+from core.defences import own_filter
+
 from core.report import head_label
 from pages.common import DATASET_NAMES, article, experiments_for, galleries, gallery, named
 from pages.plots import amplified, image_for_display, space_figure
@@ -32,8 +35,6 @@ def pick_showcase(dataset: str, space: str):
 def draw_showcase(dataset: str, space: str) -> bool:
     """The classroom's opening example: a shipped clean-label poisoning of the softmax victim beside the
     same target and bases crafted against the LGM model, with the measured rate. False when none exists."""
-    from core.defences import label as defence_label
-
     picked = pick_showcase(dataset, space)
     if picked is None:
         return False
@@ -68,9 +69,9 @@ def draw_showcase(dataset: str, space: str) -> bool:
         called = classes[none["pred_after"]]
         text = (f"Retrained on the poisoned data, the {head_label(head, in_sentence=True)} victim calls the "
                 f"target {article(called)} **{called}**: {'**poisoned**' if none['success'] else 'not poisoned'}.")
-        own = tr["victims"].get("lgm" if head == "lgm" else "centroid")
+        own = tr["victims"].get(own_filter(head))
         if own and own["flagged"] is not None:
-            text += (f" Its filter ({defence_label('lgm' if head == 'lgm' else 'centroid')}) caught "
+            text += (f" Its filter ({defence_label(own_filter(head))}) caught "
                      f"{sum(own['flagged'])} of {len(own['flagged'])} poisons, throwing away {100 * g.config['fpr']:.0f}% of clean images.")
         col.markdown(text)
     return True
