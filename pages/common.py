@@ -23,6 +23,10 @@ import streamlit as st
 from core.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, verify_checkpoint
 from core.data import load_demo
 from core.embeddings import fit_projection, map_key, stored_features
+from core.gallery import load_gallery, shipped_galleries
+from core.judge import load_judge
+from core.pipeline import FeatureBank, correct_targets
+from core.report import experiment_models, load_results
 
 DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 
@@ -81,16 +85,12 @@ def demo(name: str):
 @st.cache_resource(show_spinner="Loading the clean-label judge...")
 def judge(name: str):
     """The data set's clean-label judge, voting over the embedded sample (shared by every browser)."""
-    from core.judge import load_judge
-
     return load_judge(demo(name))
 
 
 @st.cache_resource(show_spinner="Loading the poison gallery...")
 def gallery(name: str):
     """A shipped experiment's gallery (``core.gallery``), loaded once per server."""
-    from core.gallery import load_gallery, shipped_galleries
-
     return load_gallery(shipped_galleries()[name])
 
 
@@ -98,8 +98,6 @@ def gallery(name: str):
 def galleries(dataset: str, space: str | None = None) -> list[str]:
     """Shipped experiments with a gallery for ``dataset``: those in the feature ``space`` ("2-D" or
     "high-d") first when one is given, then the default experiment first."""
-    from core.gallery import shipped_galleries
-
     return space_first([n for n in shipped_galleries() if gallery(n).dataset == dataset], dataset, space)
 
 
@@ -113,8 +111,6 @@ def space_first(names: list[str], dataset: str, space: str | None) -> list[str]:
 @st.cache_data(show_spinner=False)
 def shipped_results() -> dict[str, dict]:
     """Every shipped experiment's ``results.json`` (``core.report.load_results``), read once per server."""
-    from core.report import load_results
-
     return load_results()
 
 
@@ -122,8 +118,6 @@ def shipped_results() -> dict[str, dict]:
 def experiments_for(dataset: str) -> dict[str, dict]:
     """The shipped experiments run on ``dataset``, {name: results} with each one's feature space
     ("2-D" when every model has d = 2, else "high-d") under ``"space"``; worked out once per server."""
-    from core.report import experiment_models
-
     out = {}
     for name, res in shipped_results().items():
         configs = experiment_models(res)
@@ -135,8 +129,6 @@ def experiments_for(dataset: str) -> dict[str, dict]:
 @st.cache_data(show_spinner=False)
 def targets(dataset: str, space: str) -> np.ndarray:
     """Test-sample indices both models of the chosen pair classify correctly: the fair targets."""
-    from core.pipeline import correct_targets
-
     pair = shipped()[dataset][space]
     return correct_targets([model(pair[h])[0] for h in HEADS], demo(dataset))
 
@@ -152,8 +144,6 @@ def features(path: str, split: str) -> np.ndarray:
 def bank(path: str):
     """The model's features of the whole embedded sample (``core.pipeline.FeatureBank``), shared by
     every browser, so a lab run passes only its poisons through the network."""
-    from core.pipeline import FeatureBank
-
     return FeatureBank(features(path, "train"), features(path, "test"))
 
 

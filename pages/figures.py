@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from core.attacks import ATTACKS, budget_levels
+from core.defences import label
 from core.report import head_label, model_name, victim_name
 
 # Plotly's default palette (D3's category10): class c is drawn in COLOURS[c]
@@ -25,9 +27,6 @@ def rate_figure(rows: list[dict], title: str = ""):
     """Success rate with 95% intervals, one series per model / defence / setting (/ attack when
     several): lines against the number of poisons, or bars when every row has the same number (a
     dozen series stacked on one x position would hide each other). The dashboard shows it too."""
-    from core.attacks import ATTACKS
-    from core.defences import label
-
     attacks, settings = len({r["attack"] for r in rows}) > 1, len({r["setting"] for r in rows}) > 1
     series: dict = {}
     # each model's undefended victim first, then the same victim behind each filter
@@ -64,8 +63,6 @@ def rate_figure(rows: list[dict], title: str = ""):
 def detection_figure(rows: list[dict], title: str = ""):
     """Share of poisons each filter caught at the experiment's false-positive rate, per model: the
     filters' side of the story, which a chart of (rare) successes cannot show."""
-    from core.defences import label
-
     rs = sorted((r for r in rows if r["defence"] != "none" and r.get("poisons_flagged") is not None),
                 key=lambda r: (r["model"], -r["poisons_flagged"]))[::-1]
     fig = go.Figure(go.Bar(y=[f"{model_name(r['model'])} + {label(r['defence'])}" for r in rs],
@@ -100,8 +97,6 @@ def curve_figure(rows: list[dict], x: str, series: str, title: str, x_title: str
 def budget_figure(rows: list[dict], title: str, x_title: str):
     """A budget benchmark's rows (``bench/results/budget_*.json``) as ``curve_figure`` draws them: targets
     flipped against the budget in grey levels, one line per victim ("Softmax victim", "LGM victim")."""
-    from core.attacks import budget_levels
-
     names = {r["model"]: f"{head_label('softmax' if 'softmax' in r['model'] else 'lgm')} victim" for r in rows}
     return curve_figure([{**r, "x": budget_levels(r["eps"])} for r in rows], "x", "model", title, x_title,
                         names=names)

@@ -10,6 +10,7 @@ import streamlit as st
 
 from core.embeddings import ellipse
 from core.export import amplified_change as amplified, to_display as image_for_display  # noqa: F401 - pages' names
+from core.regions import covering_grid, decision_regions, max_log_likelihood
 from pages.common import demo, features, model, projection
 from pages.figures import COLOURS
 
@@ -106,8 +107,6 @@ def space_figure(path: str, title: str, method: str | None = None, poisons: tupl
 
 def regions_heatmap(head, grid) -> go.Heatmap:
     """Which class ``head`` picks at each point of ``grid`` (``core.regions``), in the class colours."""
-    from core.regions import decision_regions
-
     return go.Heatmap(x=grid.xs, y=grid.ys, z=decision_regions(head, grid), zmin=-0.5, zmax=len(COLOURS) - 0.5,
                       colorscale=CLASS_SCALE, opacity=0.22, showscale=False, hoverinfo="skip")
 
@@ -115,8 +114,6 @@ def regions_heatmap(head, grid) -> go.Heatmap:
 @st.cache_data(show_spinner=False)
 def _likelihood_grid(path: str, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(xs, ys, log-likelihood) of a shipped LGM model over its test features' box, once per server."""
-    from core.regions import covering_grid, max_log_likelihood
-
     grid = covering_grid(projection(path, method).transform(features(path, "test")))
     return grid.xs, grid.ys, max_log_likelihood(model(path)[0].head, grid)
 
