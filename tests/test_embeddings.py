@@ -93,7 +93,10 @@ def map_dirs(tmp_path, monkeypatch):
     monkeypatch.setattr(embeddings, "SHIPPED_MAPS", shipped)
     monkeypatch.setattr(embeddings, "CACHE_DIR", cache)
     fits = []
-    monkeypatch.setattr(embeddings, "fit_umap", lambda feats, seed=0: fits.append(seed) or _FakeUmap(len(feats)))
+    fake = lambda feats, seed=0: fits.append(seed) or _FakeUmap(len(feats))  # noqa: E731
+    monkeypatch.setattr(embeddings, "fit_umap", fake)
+    from core import cli
+    monkeypatch.setattr(cli, "fit_umap", fake)  # the CLI imports it by name
     return shipped, cache, fits
 
 
