@@ -35,15 +35,10 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from threadpoolctl import threadpool_limits
 
 from .lgm import LGMHead, head_capabilities, heads_with
-from .settings import Settings, knob
+from .settings import NoSettings, Settings, knob
 
 
 NO_DEFENCE_LABEL = "no filter"
-
-
-@dataclass(frozen=True)
-class NoSettings(Settings):
-    """A defence without knobs."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
-from typing import Any, ClassVar, get_type_hints
+from typing import Any, get_type_hints
 
 
 def knob(default: Any, help: str, lo: float | None = None, hi: float | None = None, *,
@@ -41,8 +41,6 @@ class Widget:
 @dataclass(frozen=True)
 class Settings:
     """Base of every settings dataclass: range checks from the fields' ``knob`` metadata."""
-
-    kind: ClassVar[str] = "settings"
 
     def __post_init__(self) -> None:
         hints = get_type_hints(type(self))
@@ -95,6 +93,11 @@ class Settings:
 
     def replace(self, **changes) -> "Settings":
         return self.from_values({**self.to_dict(), **changes})
+
+
+@dataclass(frozen=True)
+class NoSettings(Settings):
+    """The settings of an entry with no knobs (a defence, a victim head)."""
 
 
 def _base_type(hint: Any) -> type:

@@ -25,7 +25,7 @@ import torch
 
 from .attacks import Poisons
 from .models import Classifier, extract_features, to_input
-from .settings import Settings, knob
+from .settings import NoSettings, Settings, knob
 from .lgm import SoftmaxHead
 from .train import TrainConfig, augment_batch, fit
 
@@ -185,9 +185,7 @@ class NearestMeanHead(torch.nn.Module):
         return logits.masked_fill(~self.present, float("-inf"))
 
 
-@dataclass(frozen=True)
-class NoHeadSettings(Settings):
-    """A head with nothing to tune."""
+NoHeadSettings = NoSettings  # a head with nothing to tune
 
 
 def fit_nearest_mean(head: torch.nn.Module, data: HeadData, settings: NoHeadSettings,
