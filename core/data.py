@@ -61,6 +61,8 @@ class Dataset:
     y_test: np.ndarray
     classes: tuple[str, ...]
     source: str
+    # after ``restrict``: the kept classes' ids in the full data set (label i here is class_ids[i] there)
+    class_ids: tuple[int, ...] | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -77,9 +79,10 @@ class Dataset:
         remap = np.full(len(self.classes), -1, dtype=np.int64)
         remap[ids] = np.arange(len(ids))
         keep_tr, keep_te = np.isin(self.y_train, ids), np.isin(self.y_test, ids)
+        full = tuple(self.class_ids[c] for c in ids) if self.class_ids is not None else tuple(ids)
         return Dataset(name=self.name, x_train=self.x_train[keep_tr], y_train=remap[self.y_train[keep_tr]],
                        x_test=self.x_test[keep_te], y_test=remap[self.y_test[keep_te]],
-                       classes=tuple(self.classes[c] for c in ids), source=self.source)
+                       classes=tuple(self.classes[c] for c in ids), source=self.source, class_ids=full)
 
 
 def class_split(name: str, seed: int = 0) -> tuple[tuple[int, ...], tuple[int, ...]]:

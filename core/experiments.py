@@ -29,19 +29,19 @@ from tqdm.auto import tqdm
 
 from .attacks import ATTACKS, settings_for
 from .checkpoints import load_checkpoint
-from .data import load_dataset, load_demo
+from .data import load_dataset, load_demo, stratified_sample
 from .defences import DEFENCES
 from .gallery import build_gallery
 from .judge import load_judge
 from .pipeline import FeatureBank, correct_targets, plan_trial, run_trial
 from .report import markdown_table, summarise
 from .settings import default_of
-from .victim import SETTINGS, VICTIM_HEADS, Retraining
+from .victim import SETTINGS, VICTIM_HEADS, HeadData, Retraining
 
 
 _OPTIONAL = {"eps": float, "data_dir": str}  # fields whose default is None, and the type they take
 # Knobs the experiment sets for every attack itself (the trial index seeds each trial's attack).
-_EXPERIMENT_KNOBS = ("iters", "eps", "record_every", "seed")
+_EXPERIMENT_KNOBS = ("eps", "record_every", "seed")  # iters: the experiment's, or one attack's own
 # Configs written before attack_settings held one flat key per knob; read as the same experiment.
 _LEGACY_KNOBS = ("restarts", "beta0", "opacity", "adaptive_weight")
 
@@ -66,10 +66,18 @@ def _canonical_attack_settings(attacks: tuple, raw: dict, where: str) -> dict:
         cls = ATTACKS[attack].settings
         cls.from_values({"eps": 0.1, **values}, f"{where}: attack_settings[{attack!r}]")  # validates
         knobs = cls.knobs()
-        kept = {k: v for k, v in sorted(values.items()) if v != default_of(knobs[k])}
+        # iters is kept even at the attack's default: given per attack, it overrides the experiment's
+        kept = {k: v for k, v in sorted(values.items()) if k == "iters" or v != default_of(knobs[k])}
         if kept:
             out[attack] = kept
     return out
+
+
+def _victim_spec(spec: object, where: str) -> tuple[str, object]:
+    if not isinstance(spec, dict) or spec.get("head") not in VICTIM_HEADS:
+        raise ValueError(f"{where} needs a head, one of {', '.join(VICTIM_HEADS)}")
+    rest = {k: v for k, v in spec.items() if k != "head"}
+    return spec["head"], VICTIM_HEADS[spec["head"]].settings.from_values(rest, where)
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,8 @@ class ExperimentConfig:
     iters: int = 300
     eps: float | None = None  # l_inf budget (None: attacks.default_eps of the data set)
     attack_settings: dict = field(default_factory=dict)  # {attack: {setting: value}}, beyond its defaults
+    # the experiment's own victim: {"head": VICTIM_HEADS key, setting: value} (default: the warm-started head)
+    victim: dict = field(default_factory=lambda: {"head": "warm"})
     # further transfer victims retrained on the same poisons: {name: {"head": VICTIM_HEADS key, setting: value}}
     victims: dict = field(default_factory=dict)
     bases_from_clean: bool = False  # the benchmark's protocol: the poisons take their bases' place
@@ -114,7 +124,23 @@ class ExperimentConfig:
             raise ValueError("n_poisons must be whole numbers in 1..1000")
         object.__setattr__(self, "attack_settings",
                            _canonical_attack_settings(tuple(self.attacks), self.attack_settings, "config"))
+        self.primary_recipe(0)  # validates the experiment's victim
         self.control_recipes(0)  # validates every victim's head and settings
+        if self.victim.get("head") != "warm" and "end2end" in self.settings:
+            raise ValueError("end2end fine-tunes the model's own head: the victim's head must be 'warm' there")
+
+    @property
+    def primary_name(self) -> str:
+        """The own victim's name in results: "warm" (the lab's victim), else its head's name."""
+        return "warm" if self.victim.get("head") == "warm" else str(self.victim["head"])
+
+    def primary_recipe(self, trial: int, setting: str = "transfer") -> Retraining:
+        """The experiment's own victim of trial ``trial`` (filtered by every defence)."""
+        head, head_settings = _victim_spec(self.victim, "victim")
+        if self.primary_name in self.victims:
+            raise ValueError(f"victims: {self.primary_name!r} names the experiment's own victim; choose another name")
+        return Retraining(setting=setting, head=head, head_settings=head_settings, seed=trial,
+                          epochs=self.end2end_epochs)
 
     def control_recipes(self, trial: int, setting: str = "transfer") -> dict[str, Retraining]:
         """The extra victims of trial ``trial`` (transfer only: they are heads on frozen features)."""
@@ -122,14 +148,11 @@ class ExperimentConfig:
             raise ValueError("victims must be an object {name: {\"head\": ..., setting: value}}")
         out = {}
         for name, spec in self.victims.items():
-            if not isinstance(spec, dict) or spec.get("head") not in VICTIM_HEADS:
-                raise ValueError(f"victims[{name!r}] needs a head, one of {', '.join(VICTIM_HEADS)}")
             if name in ("warm", "primary"):
                 raise ValueError(f"victims: {name!r} names the experiment's own victim; choose another name")
-            rest = {k: v for k, v in spec.items() if k != "head"}
-            head_settings = VICTIM_HEADS[spec["head"]].settings.from_values(rest, f"victims[{name!r}]")
+            head, head_settings = _victim_spec(spec, f"victims[{name!r}]")
             if setting == "transfer":
-                out[name] = Retraining(head=spec["head"], head_settings=head_settings, seed=trial)
+                out[name] = Retraining(head=head, head_settings=head_settings, seed=trial)
         return out
 
     @classmethod
@@ -158,7 +181,7 @@ class ExperimentConfig:
             default = f.default_factory() if f.default_factory is not MISSING else f.default
             want = _OPTIONAL.get(key) or type(default)
             value = tuple(value) if isinstance(value, list) else value
-            if key in ("attack_settings", "victims"):
+            if key in ("attack_settings", "victims", "victim"):
                 values[key] = value
                 continue
             if value is None and key in _OPTIONAL:
@@ -191,21 +214,35 @@ def _model(path: str):
 
 
 @lru_cache(maxsize=4)
-def _dataset(name: str, demo: bool, data_dir: str | None):
-    return load_demo(name) if demo else load_dataset(name, data_dir)
+def _dataset(name: str, demo: bool, data_dir: str | None, classes: tuple[int, ...] | None = None):
+    """The data set, restricted to ``classes`` (ids in the full set) for a new-classes model."""
+    ds = load_demo(name) if demo else load_dataset(name, data_dir)
+    return ds.restrict(classes) if classes is not None else ds
+
+
+def _victim_classes(path: str) -> tuple[int, ...] | None:
+    """The victim's classes of a model pretrained on a class split (``train-suite --split-seed``),
+    or None for a model trained on its whole data set."""
+    split = _model(path)[1].get("class_split")
+    return tuple(int(c) for c in split["victim_classes"]) if split else None
+
+
+def _model_data(path: str, demo: bool, data_dir: str | None):
+    """What a model's trials draw from: its data set, or the victim's classes of a split model."""
+    return _dataset(_model(path)[1]["config"]["dataset"], demo, data_dir, _victim_classes(path))
 
 
 @lru_cache(maxsize=8)
 def _bank(path: str, demo: bool, data_dir: str | None) -> FeatureBank:
     """A model's features of the whole data set, once per worker: every trial then looks its clean
     and test features up (computing them per trial cost more than the victims' retraining)."""
-    model, meta = _model(path)
-    return FeatureBank.compute(model, _dataset(meta["config"]["dataset"], demo, data_dir))
+    model, _ = _model(path)
+    return FeatureBank.compute(model, _model_data(path, demo, data_dir))
 
 
 @lru_cache(maxsize=4)
-def _judge(name: str, demo: bool, data_dir: str | None):
-    return load_judge(_dataset(name, demo, data_dir))
+def _judge(name: str, demo: bool, data_dir: str | None, classes: tuple[int, ...] | None = None):
+    return load_judge(_dataset(name, demo, data_dir, classes))
 
 
 def _trial_key(model: str, attack: str, k: int, setting: str, trial: int) -> str:
@@ -213,13 +250,42 @@ def _trial_key(model: str, attack: str, k: int, setting: str, trial: int) -> str
 
 
 def candidate_targets(cfg: ExperimentConfig) -> dict[str, np.ndarray]:
-    """Per data set: test indices that every model of the experiment on it classifies correctly."""
+    """Per data set: test indices that every model of the experiment on it classifies correctly.
+
+    A model pretrained on other classes has no head for the victim's classes; there a target must be
+    classified correctly by a clean victim: the experiment's own victim recipe fitted on a seeded,
+    stratified clean set of ``n_clean`` images (no poison) of the victim's classes."""
     by_dataset: dict[str, list] = {}
     for path in cfg.models.values():
         model, meta = _model(path)
-        by_dataset.setdefault(meta["config"]["dataset"], []).append(model)
-    return {name: correct_targets(models, _dataset(name, cfg.demo, cfg.data_dir))
-            for name, models in by_dataset.items()}
+        by_dataset.setdefault(meta["config"]["dataset"], []).append(path)
+    out = {}
+    for name, paths in by_dataset.items():
+        splits = {_victim_classes(p) for p in paths}
+        if len(splits) > 1:
+            raise ValueError(f"{name}: the models of one experiment must share the victim's classes (paired trials); "
+                             f"got {sorted(map(str, splits))}")
+        classes = splits.pop()
+        data = _dataset(name, cfg.demo, cfg.data_dir, classes)
+        if classes is None:
+            out[name] = correct_targets([_model(p)[0] for p in paths], data)
+            continue
+        recipe = cfg.primary_recipe(0)
+        clean = stratified_sample(data.y_train, min(cfg.n_clean, len(data.y_train)),
+                                  np.random.default_rng([cfg.seed, 10**6]))
+        ok = np.ones(len(data.y_test), bool)
+        for p in paths:
+            model, bank = _model(p)[0], _bank(p, cfg.demo, cfg.data_dir)
+            why = recipe.why_not(model.head, new_classes=True)
+            if why:
+                raise ValueError(f"{p}: {why}; set the experiment's victim, e.g. {{\"head\": \"linear\"}}")
+            head = recipe.refit_head(model.head, HeadData(torch.from_numpy(bank.train[clean]),
+                                                          torch.from_numpy(data.y_train[clean]),
+                                                          n_classes=len(data.classes)))
+            with torch.no_grad():
+                ok &= head(torch.from_numpy(bank.test)).argmax(1).numpy() == data.y_test
+        out[name] = np.flatnonzero(ok)
+    return out
 
 
 def experiment_trial(cfg: ExperimentConfig, targets: dict[str, np.ndarray], model_name: str, attack: str, k: int,
@@ -227,25 +293,28 @@ def experiment_trial(cfg: ExperimentConfig, targets: dict[str, np.ndarray], mode
     """One trial of the grid through the shared pipeline: (record, poisons as uint8 or None)."""
     if threads:
         torch.set_num_threads(threads)
-    model, meta = _model(cfg.models[model_name])
+    path = cfg.models[model_name]
+    model, meta = _model(path)
     entry = ATTACKS[attack]
     if not entry.applies_to(model.config.head):
         return {"skipped": entry.why_not(model.config.head)}, None
-    name = meta["config"]["dataset"]
-    ds = _dataset(name, cfg.demo, cfg.data_dir)
-    judge = _judge(name, cfg.demo, cfg.data_dir) if cfg.judge else None
+    name, classes = meta["config"]["dataset"], _victim_classes(path)
+    ds = _dataset(name, cfg.demo, cfg.data_dir, classes)
+    judge = _judge(name, cfg.demo, cfg.data_dir, classes) if cfg.judge else None
     plan = plan_trial(ds, (cfg.seed, trial), targets[name], n_poisons=k, n_clean=cfg.n_clean, n_test=cfg.n_test,
                       judge=judge, bases_from_clean=cfg.bases_from_clean)
-    settings = settings_for(attack, name, trial_seed=trial, iters=cfg.iters, eps=cfg.eps, record_every=cfg.iters,
-                            **cfg.attack_settings.get(attack, {}))
-    victim = Retraining(setting=setting, seed=trial, epochs=cfg.end2end_epochs)
-    result = run_trial(model, ds, plan, attack, settings, defences=cfg.defences, fpr=cfg.fpr, victim=victim,
+    knobs = {"iters": cfg.iters, **cfg.attack_settings.get(attack, {})}
+    settings = settings_for(attack, name, trial_seed=trial, eps=cfg.eps, record_every=knobs["iters"], **knobs)
+    new_classes = classes is not None
+    result = run_trial(model, ds, plan, attack, settings, defences=cfg.defences, fpr=cfg.fpr,
+                       victim=cfg.primary_recipe(trial, setting),
                        controls={n: r for n, r in cfg.control_recipes(trial, setting).items()
-                                 if r.why_not(model.head) is None},  # e.g. weight decay: softmax heads only
-                       judge=judge,
-                       bank=_bank(cfg.models[model_name], cfg.demo, cfg.data_dir))
-    record = {"model": model_name, "trial": trial, **result.record(), "eps": settings.eps,
-              "seeds": {"trial_rng": [cfg.seed, trial], "attack": trial, "victim": trial}}
+                                 if r.why_not(model.head, new_classes) is None},  # e.g. weight decay: softmax only
+                       judge=judge, bank=_bank(path, cfg.demo, cfg.data_dir), new_classes=new_classes)
+    record = {"model": model_name, "trial": trial, **result.record(), "victim_name": cfg.primary_name,
+              "eps": settings.eps, "seeds": {"trial_rng": [cfg.seed, trial], "attack": trial, "victim": trial}}
+    if new_classes:
+        record["victim_classes"] = list(ds.classes)
     return record, np.round(result.poisons.poisons * 255).astype(np.uint8)
 
 
@@ -263,8 +332,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True
     targets = candidate_targets(cfg)
     if any(len(t) == 0 for t in targets.values()):
         raise ValueError("no test image is classified correctly by every model")
-    jobs = [(m, a, k, s, t) for m in cfg.models for a in cfg.attacks for k in cfg.n_poisons
-            for s in cfg.settings for t in range(cfg.trials)]
+    # trial index outermost: a run stopped part-way leaves every cell with about as many trials
+    jobs = [(m, a, k, s, t) for t in range(cfg.trials) for m in cfg.models for a in cfg.attacks
+            for k in cfg.n_poisons for s in cfg.settings]
     pending = [j for j in jobs if not (out / "trials" / f"{_trial_key(*j)}.json").is_file()]
     threads = 1 if cfg.n_jobs != 1 else None
     # the backend is selected through parallel_config, not named in Parallel(): that is how joblib
@@ -281,9 +351,10 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True
                "wall_s_this_run": round(time.perf_counter() - t0, 1), "torch": torch.__version__}
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "results.md").write_text(markdown_table(rows))
-    datasets = {_model(path)[1]["config"]["dataset"] for path in cfg.models.values()}
+    datasets = {(_model(path)[1]["config"]["dataset"], _victim_classes(path)) for path in cfg.models.values()}
     if len(datasets) == 1:  # the dashboard's gallery pages through one data set's poisons
-        build_gallery(out, data=_dataset(datasets.pop(), cfg.demo, cfg.data_dir))
+        name, classes = datasets.pop()
+        build_gallery(out, data=_dataset(name, cfg.demo, cfg.data_dir, classes))
     return summary
 
 

@@ -60,6 +60,9 @@ def build_gallery(exp_dir: str | Path, data: Dataset | None = None, data_dir: st
     name = datasets.pop()
     if data is None:
         data = load_demo(name) if cfg.get("demo") else load_dataset(name, data_dir or cfg.get("data_dir"))
+        splits = {tuple(meta["class_split"]["victim_classes"]) for _, meta in models.values() if meta.get("class_split")}
+        if splits:  # indices of a new-classes experiment point into the victim's classes only
+            data = data.restrict(splits.pop())
     trials, targets, bases, poisons = [], [], [], []
     start = 0
     for path in sorted((exp_dir / "trials").glob("*.json")):

@@ -60,10 +60,15 @@ def _flat(images: np.ndarray) -> torch.Tensor:
 class Judge:
     """Reference classifier + pixel k-NN over ``x_ref`` (uint8 NHWC) with labels ``y_ref``."""
 
-    def __init__(self, reference: Classifier, x_ref: np.ndarray, y_ref: np.ndarray, k: int = KNN_K) -> None:
+    def __init__(self, reference: Classifier, x_ref: np.ndarray, y_ref: np.ndarray, k: int = KNN_K,
+                 class_ids: tuple[int, ...] | None = None) -> None:
+        """``class_ids``: the labels here are a subset of the reference network's classes (a data set
+        restricted to the victim's classes): label i is its class ``class_ids[i]``; any other class
+        it names counts as none of them (-1), so a poison it calls a bird is never a clean-label dog."""
         if len(x_ref) <= k:
             raise ValueError("the k-NN judge needs more reference images than k")
         self.reference, self.x_ref, self.y_ref, self.k = reference.eval(), x_ref, np.asarray(y_ref), k
+        self.class_ids = class_ids
 
     def knn_labels(self, images: np.ndarray, exclude: np.ndarray | None = None, chunk: int = 8192) -> np.ndarray:
         """Majority label of the k nearest reference images in pixel space (ties: the nearest's)."""
@@ -88,7 +93,12 @@ class Judge:
         return counts.argmax(1)
 
     def reference_labels(self, images: np.ndarray) -> np.ndarray:
-        return predict_logits(self.reference, images).argmax(1).numpy()
+        full = predict_logits(self.reference, images).argmax(1).numpy()
+        if self.class_ids is None:
+            return full
+        remap = np.full(int(self.reference.config.n_classes), -1, dtype=np.int64)
+        remap[list(self.class_ids)] = np.arange(len(self.class_ids))
+        return remap[full]
 
     def verdict(self, images: np.ndarray, claimed: np.ndarray | int, exclude: np.ndarray | None = None) -> Verdict:
         """Label ``images`` with both judges; clean-label where both say ``claimed``."""
@@ -101,4 +111,4 @@ class Judge:
 def load_judge(data: Dataset, folder: str | Path | None = None) -> Judge:
     """The shipped reference classifier for ``data``'s data set, voting with k-NN over its train split."""
     model, _ = load_checkpoint(judge_path(data.name, folder))
-    return Judge(model, data.x_train, data.y_train)
+    return Judge(model, data.x_train, data.y_train, class_ids=data.class_ids)

@@ -115,6 +115,30 @@ class LGMHead(nn.Module):
         dist = self.mahalanobis(f).gather(1, y[:, None]).squeeze(1)
         return -dist - self.half_log_det()[y] - 0.5 * self.feat_dim * math.log(2 * math.pi)
 
+    @classmethod
+    def fitted(cls, feats: torch.Tensor, labels: torch.Tensor, n_classes: int,
+               covariance: str = "diag") -> "LGMHead":
+        """Class Gaussians estimated from labelled features (means; per-dimension variances for
+        ``diag``), not learned: the LGM rule on classes the extractor never trained on (the
+        new-classes setting), for its victim head and its likelihood filter. A class with no
+        example gets a mean so far away that it is never chosen."""
+        feats, labels = torch.as_tensor(feats).float(), torch.as_tensor(labels).long()
+        head = cls(feats.shape[1], n_classes, covariance=covariance)
+        means = torch.full((n_classes, feats.shape[1]), 1e6)
+        log_var = torch.zeros(n_classes, feats.shape[1])
+        for c in range(n_classes):
+            f = feats[labels == c]
+            if len(f):
+                means[c] = f.mean(0)
+            if len(f) > 1 and covariance == "diag":
+                log_var[c] = f.var(0).clamp_min(1e-12).log()
+        half, centre = (LOGVAR_MAX - LOGVAR_MIN) / 2, (LOGVAR_MAX + LOGVAR_MIN) / 2
+        ratio = ((log_var - centre) / half).clamp(-1 + 1e-6, 1 - 1e-6)  # inverse of log_var()'s tanh
+        with torch.no_grad():
+            head.means.copy_(means)
+            head.logvar_raw.copy_(half * torch.atanh(ratio) if covariance == "diag" else torch.zeros_like(ratio))
+        return head.eval()
+
     def gaussians(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(means [K, d], variances [K, d]) detached, for drawing ellipses and for defences."""
         return self.means.detach().clone(), self.variances().detach().clone()

@@ -29,6 +29,7 @@ from .attacks import AttackSettings, Poisons, get_attack
 from .data import Dataset, stratified_sample
 from .defences import applies, get_defence, label, roc
 from .judge import Judge, Verdict
+from .lgm import LGMHead
 from .models import Classifier, extract_features, predict_logits
 from .victim import Outcome, Retraining, retrain_victim
 
@@ -191,7 +192,7 @@ def run_trial(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, se
               defences: tuple[str, ...] = ("none",), fpr: float = 0.05, victim: Retraining = Retraining(),
               controls: dict[str, Retraining] | None = None, judge: Judge | None = None,
               target: np.ndarray | None = None, bank: "FeatureBank | None" = None,
-              progress: Callable[[str], None] | None = None) -> TrialResult:
+              new_classes: bool = False, progress: Callable[[str], None] | None = None) -> TrialResult:
     """Craft against ``model``, judge, filter with each applicable defence, retrain a victim each
     (``victim``: the setting, the head's recipe, the seed). ``controls``: further victims retrained
     on the same poisons behind the same filters (other heads, other recipes: no re-crafting).
@@ -199,9 +200,19 @@ def run_trial(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, se
     ``target`` replaces the planned test image (an uploaded picture); its label stays the plan's.
     ``bank``: the model's features of both whole splits, when the caller runs many trials (the
     clean and test features are then looked up instead of recomputed: same numbers, less time).
+    ``new_classes``: ``data``'s classes are not the ones the model was trained on (the benchmark's
+    decisive condition, ``data.class_split``). Victims then start from a new head with the data's
+    classes (a warm-started head is refused), and the LGM likelihood filter uses class Gaussians
+    fitted on the pool it filters (means and per-dimension variances, poisons included, as every
+    pool statistic here), since the model's own Gaussians describe other classes.
     """
     say = progress or (lambda _msg: None)
     head = model.config.head
+    n_classes = len(data.classes) if new_classes else None
+    for name, recipe in {"victim": victim, **(controls or {})}.items():
+        why = recipe.why_not(model.head, new_classes)
+        if why:
+            raise ValueError(f"{name}: {why}")
     if target is None and plan.target_index < 0:
         raise ValueError("this plan's target is an outside image: pass it as target=")
     target_img = data.x_test[plan.target_index:plan.target_index + 1] if target is None else target
@@ -229,7 +240,9 @@ def run_trial(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, se
         if defence == "none":
             filtered[defence] = (np.ones(n_clean, bool), np.ones(k, bool), {}, None)
             continue
-        f = get_defence(defence).make(model.head).fit(pool, claimed, trusted=trusted, fpr=fpr)
+        spec = get_defence(defence)
+        gaussians = LGMHead.fitted(pool, claimed, len(data.classes)) if new_classes and spec.requires else model.head
+        f = spec.make(gaussians).fit(pool, claimed, trusted=trusted, fpr=fpr)
         s, flags = f.scores_, f.flags_
         det = {"auc": roc(s[:n_clean], s[n_clean:])["auc"], "threshold": f.threshold_,
                "poisons_flagged": float(flags[n_clean:].mean()), "clean_flagged": float(flags[:n_clean].mean()),
@@ -244,7 +257,7 @@ def run_trial(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, se
             outcome, net = retrain_victim(model, poisons, (x_clean[keep_clean], y_clean[keep_clean]),
                                           (x_test, y_test), recipe, keep=keep_poison,
                                           clean_feats=clean_feats[keep_clean] if recipe.setting == "transfer" else None,
-                                          test_feats=test_feats)
+                                          test_feats=test_feats, n_classes=n_classes)
             out[defence] = VictimResult(defence, outcome, int(keep_poison.sum()), det,
                                         None if s is None else s[:n_clean],
                                         net.head if recipe.setting == "transfer" else None)

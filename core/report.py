@@ -27,8 +27,8 @@ def fmt_rate(rate: float, ci: tuple[float, float] | list[float]) -> str:
 def summarise(records: list[dict]) -> list[dict]:
     """Per (model, victim, attack, k, setting, defence): success rate with its Wilson 95% interval,
     how clean-label the poisons were, and detection metrics for filters. ``victim`` is "warm" for
-    the experiment's own victim (the model's head, warm-started) and a control's name for the
-    further victims of ``ExperimentConfig.victims`` (same poisons, same filters, another head).
+    the experiment's own victim when it is the model's head, warm-started (else its head's name,
+    and ``primary`` is True on its rows) and a control's name for the further victims of ``ExperimentConfig.victims`` (same poisons, same filters, another head).
 
     ``clean_label_rate``: share of the cell's poisons both judges call the base class;
     ``clean_label_success``: trials that succeeded with every poison clean-label (and its rate).
@@ -37,20 +37,21 @@ def summarise(records: list[dict]) -> list[dict]:
     for r in records:
         if "skipped" in r:
             continue
-        victims = {"warm": r["defences"], **r.get("victims", {})}  # the experiment's own victim, then controls
+        own = r.get("victim_name", "warm")
+        victims = {own: r["defences"], **r.get("victims", {})}  # the experiment's own victim, then controls
         for victim, results in victims.items():
             for defence, d in results.items():
-                key = (r["model"], victim, r["attack"], r["n_poisons"], r["setting"], defence)
+                key = (r["model"], victim, r["attack"], r["n_poisons"], r["setting"], defence, victim == own)
                 cells.setdefault(key, []).append((r, {**r["defences"][defence], **d}))
     rows = []
-    for (model, victim, attack, k, setting, defence), items in sorted(cells.items(), key=lambda kv: (
-            kv[0][0], kv[0][1] != "warm", kv[0][1:])):
+    for (model, victim, attack, k, setting, defence, primary), items in sorted(cells.items(), key=lambda kv: (
+            kv[0][0], not kv[0][-1], kv[0][1:])):
         n = len(items)
         wins = sum(d["success"] for _, d in items)
         clean_wins = sum(d["success"] and r.get("clean_label", False) for r, d in items)
         judged = [r["judge"]["clean_label"] for r, _ in items if r.get("judge")]
-        row = {"model": model, "victim": victim, "attack": attack, "n_poisons": k, "setting": setting,
-               "defence": defence,
+        row = {"model": model, "victim": victim, "primary": primary, "attack": attack, "n_poisons": k,
+               "setting": setting, "defence": defence,
                "eps": items[0][0].get("eps"), "trials": n, "successes": wins, "rate": wins / n,
                "ci95": list(wilson_interval(wins, n)),
                "clean_label_rate": float(np.mean(np.concatenate(judged))) if judged else None,
@@ -70,7 +71,7 @@ def primary_cells(res: dict) -> list[dict]:
     """The cells of an experiment's own victim (its model's warm-started head), without the control
     victims' cells: what the outcome charts compare. Results written before controls existed have
     no ``victim`` key; all their cells are the experiment's own victim's."""
-    return [c for c in res.get("cells", []) if c.get("victim", "warm") == "warm"]
+    return [c for c in res.get("cells", []) if c.get("primary", c.get("victim", "warm") == "warm")]
 
 
 def readable(rows: list[dict]) -> list[dict]:

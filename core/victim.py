@@ -26,7 +26,7 @@ import torch
 from .attacks import Poisons
 from .models import Classifier, extract_features, to_input
 from .settings import NoSettings, Settings, knob
-from .lgm import SoftmaxHead
+from .lgm import LGMHead, SoftmaxHead
 from .train import TrainConfig, augment_batch, fit
 
 SETTINGS = ("transfer", "end2end")
@@ -106,6 +106,7 @@ class HeadData:
     labels: torch.Tensor
     images: np.ndarray | None = None  # float32 NHWC in [0, 1]
     extract: Callable[[torch.Tensor], torch.Tensor] | None = None
+    n_classes: int | None = None  # the victim's classes (default: the model head's)
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,8 @@ class LinearHeadSettings(Settings):
                          "each epoch (the benchmark's training transform; costs a forward pass per image per epoch)")
 
 
-def _n_classes(head: torch.nn.Module) -> int:
-    return int(head.n_classes)
+def _n_classes(head: torch.nn.Module, data: "HeadData | None" = None) -> int:
+    return int(data.n_classes if data is not None and data.n_classes is not None else head.n_classes)
 
 
 def _feat_dim(head: torch.nn.Module) -> int:
@@ -140,7 +141,7 @@ def fit_linear_head(head: torch.nn.Module, data: HeadData, settings: LinearHeadS
     s = settings
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        new = SoftmaxHead(_feat_dim(head), _n_classes(head))
+        new = SoftmaxHead(_feat_dim(head), _n_classes(head, data))
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(new.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
     n = len(data.labels)
@@ -191,11 +192,19 @@ NoHeadSettings = NoSettings  # a head with nothing to tune
 def fit_nearest_mean(head: torch.nn.Module, data: HeadData, settings: NoHeadSettings,
                      seed: int = 0) -> torch.nn.Module:
     """Class means of the retraining features (a class with no example is never predicted)."""
-    k = _n_classes(head)
+    k = _n_classes(head, data)
     present = torch.tensor([bool((data.labels == c).any()) for c in range(k)])
     means = torch.stack([data.feats[data.labels == c].mean(0) if present[c] else torch.zeros(data.feats.shape[1])
                          for c in range(k)])
     return NearestMeanHead(means.float(), present).eval()
+
+
+def fit_gaussians(head: torch.nn.Module, data: HeadData, settings: NoHeadSettings,
+                  seed: int = 0) -> torch.nn.Module:
+    """Class means and per-dimension variances of the retraining features: the LGM head's
+    decision rule and likelihood, estimated rather than learned (for an extractor that never saw
+    the victim's classes, where the model's own Gaussians describe other classes)."""
+    return LGMHead.fitted(data.feats, data.labels, _n_classes(head, data), covariance="diag")
 
 
 @dataclass(frozen=True)
@@ -209,6 +218,7 @@ class VictimHead:
     settings: type[Settings]
     fit: Callable[..., torch.nn.Module]
     why_not: Callable[[torch.nn.Module, Settings], str | None] = lambda head, settings: None  # noqa: E731
+    own_classes: bool = False  # starts from the model's trained head: needs the victim's classes to be the model's
 
     def needs_images(self, settings: Settings) -> bool:
         return bool(getattr(settings, "augment", False))
@@ -225,13 +235,16 @@ VICTIM_HEADS: dict[str, VictimHead] = {v.name: v for v in (
     VictimHead("warm", "warm-started head, full-batch Adam",
                "the attacked model's own head, refitted from where it was on clean data plus poisons",
                WarmHeadSettings, lambda head, data, s, seed: retrain_head(head, data.feats, data.labels, s, seed),
-               _warm_why_not),
+               _warm_why_not, own_classes=True),
     VictimHead("linear", "new linear head, the benchmark's SGD recipe",
                "a freshly initialised linear softmax layer trained as the poisoning benchmark's transfer victim",
                LinearHeadSettings, fit_linear_head),
     VictimHead("ncm", "nearest class mean",
                "each class's mean retraining feature; an image goes to the nearest mean", NoHeadSettings,
                fit_nearest_mean),
+    VictimHead("gaussian", "class Gaussians, fitted",
+               "each class's mean and per-dimension variance of the retraining features; an image goes to "
+               "the most likely class (the LGM rule, estimated)", NoHeadSettings, fit_gaussians),
 )}
 
 
@@ -266,8 +279,12 @@ class Retraining:
             raise ValueError(why)
         return VICTIM_HEADS[self.head].fit(head, data, self.head_settings, self.seed)
 
-    def why_not(self, head: torch.nn.Module) -> str | None:
-        """Why this victim cannot be retrained on a model with ``head``, or None."""
+    def why_not(self, head: torch.nn.Module, new_classes: bool = False) -> str | None:
+        """Why this victim cannot be retrained on a model with ``head``, or None. ``new_classes``:
+        the victim's classes are not the ones the model's head was trained on."""
+        if new_classes and VICTIM_HEADS[self.head].own_classes:
+            return (f"the {VICTIM_HEADS[self.head].label} starts from the model's own head, which was trained "
+                    "on other classes than the victim's")
         return VICTIM_HEADS[self.head].why_not(head, self.head_settings)
 
     @property
@@ -282,14 +299,15 @@ def _as_float_images(images: np.ndarray) -> np.ndarray:
 def retrain_victim(model: Classifier, poisons: Poisons, clean: tuple[np.ndarray, np.ndarray],
                    test: tuple[np.ndarray, np.ndarray], victim: Retraining = Retraining(), *,
                    keep: np.ndarray | None = None, clean_feats: torch.Tensor | None = None,
-                   test_feats: torch.Tensor | None = None) -> tuple[Outcome, Classifier]:
+                   test_feats: torch.Tensor | None = None, n_classes: int | None = None) -> tuple[Outcome, Classifier]:
     """Retrain a copy of ``model`` on ``clean`` (images, labels) plus poisons as ``victim`` says;
     returns (outcome on ``test``, the victim).
 
     ``keep`` (bool per poison) drops poisons a defence flagged before retraining; ``clean_feats``
     (transfer only) and ``test_feats`` are the clean and test images' features under ``model``, if
     the caller already has them: an experiment retrains one victim per defence on the same data, and
-    recomputing 1000 test features each time cost more than the retraining itself.
+    recomputing 1000 test features each time cost more than the retraining itself. ``n_classes``:
+    the victim's classes when they are not the model head's (the new-classes setting; transfer only).
     """
     (x_clean, y_clean), (x_test, y_test), setting, seed = clean, test, victim.setting, victim.seed
     p_imgs = poisons.poisons if keep is None else poisons.poisons[np.asarray(keep, bool)]
@@ -308,14 +326,16 @@ def retrain_victim(model: Classifier, poisons: Poisons, clean: tuple[np.ndarray,
         clean_f = extract_features(net, x_clean) if clean_feats is None else torch.as_tensor(clean_feats).float()
         feats = torch.cat([clean_f, extract_features(net, p_imgs)])
         labels = torch.as_tensor(np.concatenate([y_clean, p_labels]), dtype=torch.long)
-        data = HeadData(feats, labels)
+        data = HeadData(feats, labels, n_classes=n_classes)
         if victim.needs_images:
             net.eval()  # batch norm as the benchmark's frozen extractor: eval mode
             data = HeadData(feats, labels, np.concatenate([_as_float_images(x_clean), _as_float_images(p_imgs)]),
-                            lambda x: net.features(x))
+                            lambda x: net.features(x), n_classes=n_classes)
         net.head = victim.refit_head(net.head, data)
         test_after = test_before
     else:
+        if n_classes is not None and n_classes != _n_classes(net.head):
+            raise ValueError("end-to-end retraining keeps the model's head: its classes must be the victim's")
         images = np.concatenate([_as_float_images(x_clean), _as_float_images(p_imgs)])
         labels_np = np.concatenate([y_clean, p_labels]).astype(np.int64)
         torch.manual_seed(seed)

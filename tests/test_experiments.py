@@ -70,7 +70,7 @@ def test_tiny_experiment_end_to_end(tiny_checkpoints, tmp_path, mnist_demo):
     assert "lgm" not in {c["defence"] for c in cells if c["model"] == "softmax"}
     assert not [c for c in cells if c["model"] == "softmax" and c["attack"] == "fc-adaptive"]
     # the schema documented in README.md ("Experiment outputs")
-    cell_keys = {"model", "victim", "attack", "n_poisons", "setting", "defence", "eps", "trials", "successes", "rate", "ci95",
+    cell_keys = {"model", "victim", "primary", "attack", "n_poisons", "setting", "defence", "eps", "trials", "successes", "rate", "ci95",
                  "clean_label_rate", "clean_label_success", "clean_label_success_rate", "clean_label_success_ci95",
                  "clean_acc_after", "mean_l2", "mean_feature_distance"}
     for c in cells:
@@ -84,7 +84,7 @@ def test_tiny_experiment_end_to_end(tiny_checkpoints, tmp_path, mnist_demo):
     record = json.loads(next((tmp_path / "trials").glob("lgm__fc__*t0001.json")).read_text())
     assert set(record) == {"model", "attack", "n_poisons", "setting", "trial", "seeds", "target_index",
                            "target_label", "base_class", "base_indices", "craft_s", "iterations_run",
-                           "feature_distance", "l2", "linf", "eps", "judge", "clean_label", "defences"}
+                           "feature_distance", "l2", "linf", "eps", "judge", "clean_label", "defences", "victim_name"}
     assert record["seeds"] == {"trial_rng": [3, 1], "attack": 1, "victim": 1}  # every random choice is reproducible
     assert set(record["judge"]) == {"reference", "knn", "clean_label"} and len(record["judge"]["knn"]) == 2
     assert record["clean_label"] == all(record["judge"]["clean_label"])
@@ -190,7 +190,11 @@ def test_attack_settings_are_checked_against_the_registry():
     with pytest.raises(ValueError, match="not a setting"):
         ExperimentConfig(models=models, attacks=("cp",), attack_settings={"cp": {"beta0": 1.0}})
     with pytest.raises(ValueError, match="whole experiment"):
-        ExperimentConfig(models=models, attacks=("fc",), attack_settings={"fc": {"iters": 5}})
+        ExperimentConfig(models=models, attacks=("fc",), attack_settings={"fc": {"eps": 0.1}})
+    # an attack's own iters overrides the experiment's, and is kept even at the attack's default
+    assert ExperimentConfig(models=models, attacks=("fc", "bp"),
+                            attack_settings={"fc": {"iters": 120}, "bp": {"iters": 1000}}).attack_settings == {
+        "bp": {"iters": 1000}, "fc": {"iters": 120}}
     with pytest.raises(ValueError, match="unknown attack"):
         ExperimentConfig(models=models, attack_settings={"zz": {}})
     cfg = ExperimentConfig(models=models, attacks=("fc",), attack_settings={"fc": {"restarts": 1, "lr": 0.2}})
@@ -220,3 +224,54 @@ def test_control_victims_share_the_poisons_and_the_filters(tiny_checkpoints, tmp
         cfg.replace(victims={"x": {"head": "magic"}})
     with pytest.raises(ValueError, match="not a setting"):
         cfg.replace(victims={"x": {"head": "ncm", "lr": 0.1}})
+
+
+@pytest.fixture(scope="module")
+def split_checkpoints(tmp_path_factory, mnist_demo):
+    """Tiny models pretrained on one half of MNIST's classes (``data.class_split``), as
+    ``train-suite --split-seed 0`` writes them."""
+    from core.data import class_split
+
+    pretrain, victim = class_split("mnist", 0)
+    data = mnist_demo.restrict(pretrain)
+    folder = tmp_path_factory.mktemp("split")
+    paths = {}
+    for head in ("softmax", "lgm"):
+        torch.manual_seed(0)
+        m = Classifier(default_config("mnist", head, 8, arch="resnet", depth=1, width=16, n_classes=len(pretrain)))
+        fit(m, data.x_train, data.y_train, TrainConfig(epochs=1, batch_size=64), progress=False)
+        meta = {"class_split": {"seed": 0, "pretrain_classes": list(pretrain), "victim_classes": list(victim)}}
+        paths[head] = str(save_checkpoint(m, folder / f"mnist_split0_{head}.pt", meta))
+    return paths, victim
+
+
+@pytest.mark.slow
+def test_new_classes_experiment_draws_from_the_victims_classes(split_checkpoints, tmp_path, mnist_demo):
+    """A model pretrained on other classes: trials draw targets, bases and clean images from the
+    victim's classes only, victims get a new head with those classes, the warm-started head is
+    refused, and the LGM filter is fitted on the pool (its own Gaussians are other classes')."""
+    paths, victim_classes = split_checkpoints
+    cfg = ExperimentConfig(models=paths, attacks=("bp",), n_poisons=(3,), trials=2, iters=5, n_clean=100,
+                           n_test=50, demo=True, seed=0, defences=("none", "lgm", "centroid"),
+                           bases_from_clean=True, victim={"head": "linear", "epochs": 2},
+                           victims={"gaussian": {"head": "gaussian"}, "lab": {"head": "warm"}})
+    summary = run_experiment(cfg, tmp_path, progress=False)
+    names = tuple(mnist_demo.classes[c] for c in victim_classes)
+    victim_data = mnist_demo.restrict(victim_classes)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "trials").glob("*.json")]
+    assert len(records) == 4
+    for r in records:
+        assert r["victim_classes"] == list(names) and r["victim_name"] == "linear"
+        assert set(r["victims"]) == {"gaussian"}  # the warm head starts from other classes: skipped
+        assert victim_data.y_test[r["target_index"]] == r["target_label"] != r["base_class"]
+        assert set(victim_data.y_train[r["base_indices"]]) == {r["base_class"]}
+        assert 0 <= r["defences"]["none"]["pred_after"] < len(victim_classes)
+    primary = [c for c in summary["cells"] if c["primary"]]
+    assert {c["victim"] for c in primary} == {"linear"}
+    assert {c["defence"] for c in primary if c["model"] == "lgm"} == {"none", "lgm", "centroid"}
+    assert all(0.0 <= c["auc"] <= 1.0 for c in primary if c["defence"] == "lgm")
+    from core.report import primary_cells
+
+    assert primary_cells(summary) == primary
+    with pytest.raises(ValueError, match="other classes"):
+        run_experiment(cfg.replace(victim={"head": "warm"}, victims={}), tmp_path / "warm", progress=False)

@@ -62,3 +62,19 @@ def test_knn_leaves_out_the_excluded_images():
     white = np.full((1, 28, 28, 1), 255, np.uint8)
     assert judge.knn_labels(white)[0] == 1
     assert judge.knn_labels(white, exclude=np.arange(6))[0] == 0  # its look-alikes are gone
+
+
+def test_judge_of_a_restricted_data_set_speaks_its_labels(mnist_demo):
+    """On the victim's classes of a class split, the reference network's ten classes map onto the
+    kept ones; naming any other class is no label of this data set (never clean-label)."""
+    from core.judge import load_judge
+
+    data = mnist_demo.restrict((3, 7))
+    assert data.class_ids == (3, 7) and data.restrict((1,)).class_ids == (7,)
+    judge = load_judge(data)
+    sevens = data.x_test[data.y_test == 1][:20]
+    v = judge.verdict(sevens, 1)
+    assert v.rate > 0.8 and set(np.unique(v.reference)) <= {-1, 0, 1}
+    twos = mnist_demo.x_test[mnist_demo.y_test == 2][:20]
+    v = judge.verdict(twos, 0)
+    assert (v.reference[v.reference != 0] == -1).all() and v.rate < 0.2

@@ -152,3 +152,40 @@ def test_settings_take_numpy_scalars_and_refuse_a_string_for_a_bool():
     assert settings_for("fc", "mnist", iters=np.int64(50)).iters == 50
     with pytest.raises(ValueError, match="true or false"):
         LinearHeadSettings(augment="false")
+
+
+def test_fitted_gaussians_recover_the_classes_and_decide_by_likelihood():
+    """``LGMHead.fitted``: class means and per-dimension variances of labelled features; the
+    ``gaussian`` victim head and the new-classes likelihood filter both read them."""
+    from core.lgm import LGMHead
+    from core.victim import HeadData, VICTIM_HEADS
+
+    g = torch.Generator().manual_seed(0)
+    means = torch.tensor([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
+    scales = torch.tensor([[1.0, 0.3], [0.5, 2.0], [1.5, 1.0]])
+    labels = torch.arange(3).repeat_interleave(4000)
+    feats = means[labels] + scales[labels] * torch.randn(len(labels), 2, generator=g)
+    head = LGMHead.fitted(feats, labels, 4)  # class 3 has no example
+    assert torch.allclose(head.means[:3], means, atol=0.06)
+    assert torch.allclose(head.variances()[:3].sqrt(), scales, rtol=0.04)
+    pred = head(feats).argmax(1)
+    assert (pred == labels).float().mean() > 0.97 and not (pred == 3).any()
+    # the likelihood is the Gaussian's density: a point at the mean beats one 3 sd out, per class
+    ll = head.log_likelihood(torch.stack([means[1], means[1] + 3 * scales[1]]), torch.tensor([1, 1]))
+    expected = -0.5 * torch.tensor([0.0, 18.0]) - torch.log(scales[1]).sum() - np.log(2 * np.pi)
+    assert torch.allclose(ll, expected, atol=0.1)
+    victim = VICTIM_HEADS["gaussian"].fit(head, HeadData(feats, labels, n_classes=3), VICTIM_HEADS["gaussian"].settings(), 0)
+    assert victim.n_classes == 3 and (victim(feats).argmax(1) == pred).all()
+
+
+def test_a_new_head_takes_the_victims_classes_and_the_warm_head_refuses_new_classes():
+    from core.lgm import SoftmaxHead
+    from core.victim import HeadData, LinearHeadSettings, Retraining, fit_linear_head
+
+    old = SoftmaxHead(4, 5)
+    feats, labels = torch.randn(60, 4), torch.arange(3).repeat(20)
+    new = fit_linear_head(old, HeadData(feats, labels, n_classes=3), LinearHeadSettings(epochs=2), seed=0)
+    assert new(feats).shape == (60, 3)
+    assert "other classes" in Retraining(head="warm").why_not(old, new_classes=True)
+    assert Retraining(head="warm").why_not(old) is None
+    assert Retraining(head="linear").why_not(old, new_classes=True) is None

@@ -1,0 +1,95 @@
+"""Bullseye polytope's crafting cost: one benchmark-sized trial (25 poisons, 8/255, 1200 Adam
+steps, as the poisoning benchmark's ``craft_poisons_bp.py``) against the objective's own floor.
+
+    python bench/bench_bp.py [--checkpoint checkpoints/cifar10_softmax_d128.pt] [--trials 2]
+
+Each iteration of BP is one forward and one backward pass of the 25 poisons through the frozen
+network plus Adam and the projection; the floor is that forward and backward alone (input
+gradients only, no attack loop), timed in the same run between the crafts. Reports the wall time of
+each craft, its time per iteration, the floor's median and their ratio, and the load average
+before and after (the machine is often shared: read the numbers beside it). Also CP (convex
+weights, five projected steps on the simplex per iteration) at the same size. Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from core.attacks import get_attack, settings_for
+from core.checkpoints import load_checkpoint
+from core.data import load_dataset
+from core.models import to_input
+
+
+def floor_ms(model, x: torch.Tensor, repeats: int) -> float:
+    """Median ms of one forward + backward of ``x`` through ``model.features`` (input gradient)."""
+    frozen = model.eval()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    times = []
+    for _ in range(repeats):
+        xi = x.clone().requires_grad_(True)
+        t0 = time.perf_counter()
+        f = frozen.features(xi)
+        (g,) = torch.autograd.grad(f.pow(2).sum(), xi)
+        times.append(1000 * (time.perf_counter() - t0))
+    for p in frozen.parameters():
+        p.requires_grad_(True)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default="checkpoints/cifar10_softmax_d128.pt")
+    ap.add_argument("--poisons", type=int, default=25)
+    ap.add_argument("--iters", type=int, default=1200)
+    ap.add_argument("--trials", type=int, default=2, help="seeded target/base draws per attack")
+    ap.add_argument("--attacks", nargs="*", default=["bp", "cp"])
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, meta = load_checkpoint(args.checkpoint)
+    data = load_dataset(meta["config"]["dataset"])
+    out = {"checkpoint": args.checkpoint, "poisons": args.poisons, "iters": args.iters,
+           "threads": torch.get_num_threads(), "torch": torch.__version__, "load_before": os.getloadavg()[0],
+           "crafts": []}
+    for attack in args.attacks:
+        for trial in range(args.trials):
+            rng = np.random.default_rng([7, trial])
+            target = int(rng.integers(len(data.y_test)))
+            base_class = int(rng.choice([c for c in range(len(data.classes)) if c != data.y_test[target]]))
+            bases = rng.choice(np.flatnonzero(data.y_train == base_class), args.poisons, replace=False)
+            x = to_input(data.x_train[bases])
+            before = floor_ms(model, x, 30)
+            settings = settings_for(attack, data.name, trial_seed=trial, iters=args.iters, record_every=args.iters)
+            t0 = time.perf_counter()
+            p = get_attack(attack).craft(model, data.x_train[bases], data.x_test[target:target + 1],
+                                         np.full(args.poisons, base_class), int(data.y_test[target]), settings)
+            wall = time.perf_counter() - t0
+            after = floor_ms(model, x, 30)
+            per_iter = 1000 * wall / args.iters
+            fl = (before + after) / 2
+            out["crafts"].append({"attack": attack, "trial": trial, "wall_s": round(wall, 2),
+                                  "ms_per_iter": round(per_iter, 2), "floor_ms": round(fl, 2),
+                                  "ratio": round(per_iter / fl, 3),
+                                  "relative_residual": float(p.final_feature_distance.mean())})
+            print(json.dumps(out["crafts"][-1]), flush=True)
+    out["load_after"] = os.getloadavg()[0]
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
