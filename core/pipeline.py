@@ -244,7 +244,7 @@ def run_trial(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, se
         gaussians = LGMHead.fitted(pool, claimed, len(data.classes)) if new_classes and spec.requires else model.head
         f = spec.make(gaussians).fit(pool, claimed, trusted=trusted, fpr=fpr)
         s, flags = f.scores_, f.flags_
-        det = {"auc": roc(s[:n_clean], s[n_clean:])["auc"], "threshold": f.threshold_,
+        det = {"auc": roc(s[:n_clean], s[n_clean:])["auc"], "threshold": f.threshold_, "rule": f.rule_,
                "poisons_flagged": float(flags[n_clean:].mean()), "clean_flagged": float(flags[:n_clean].mean()),
                "poison_scores": s[n_clean:].tolist(),
                "clean_score_quantiles": np.quantile(s[:n_clean], [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]).tolist()}

@@ -113,8 +113,9 @@ def test_fit_sets_the_threshold_at_the_trusted_examples_fpr(pool, defence):
     """scikit-learn's shape: fit on the pool, threshold at 5% of the trusted (clean) part, flag above it."""
     feats, claimed, head = pool
     trusted = np.r_[np.ones(400, bool), np.zeros(3, bool)]
-    f = get_defence(defence).make(head).fit(feats, claimed, trusted=trusted, fpr=0.05)
-    assert f.threshold_ == threshold_at_fpr(f.scores_[trusted], 0.05)
+    rule = {"paper_rule": False} if "paper_rule" in DEFENCES[defence].estimator.settings_type.knobs() else {}
+    f = get_defence(defence).make(head, **rule).fit(feats, claimed, trusted=trusted, fpr=0.05)
+    assert f.rule_ == "fpr" and f.threshold_ == threshold_at_fpr(f.scores_[trusted], 0.05)
     assert np.array_equal(f.flags_, f.scores_ > f.threshold_) and np.array_equal(f.predict(), f.flags_)
     assert np.mean(f.flags_[trusted]) <= 0.05 and f.flags_[~trusted].all()
     with pytest.raises(ValueError, match="features must be"):
@@ -165,3 +166,55 @@ def test_compare_defences_reports_the_chi2_threshold_for_identity_lgm():
         assert c["clean_flagged"] == pytest.approx(c["nominal_fpr"], abs=0.01)  # the features follow the model
         assert c["poisons_flagged"] == 1.0
     assert "chi2" not in res["centroid"]
+
+
+# --- the baselines' own rules, each on a constructed case whose answer is known -------------------
+
+def test_deep_knn_removes_a_point_outvoted_by_its_neighbours_and_keeps_a_tie():
+    """Peri et al.'s plurality rule: flagged exactly when another label has more votes among the k
+    nearest neighbours than the point's own; a tie that includes its own label keeps it."""
+    feats = np.array([[0.0], [0.1], [0.2], [10.0], [10.1], [10.2], [10.15], [5.0], [4.0], [6.0], [4.1], [6.1]])
+    labels = np.array([0, 0, 0, 1, 1, 1, 0, 2, 0, 1, 0, 1])
+    f = get_defence("knn").make(None, k=4).fit(feats, labels)
+    # 10.15 (label 0) sits among four 1s: outvoted, removed. 5.0 (label 2): neighbours 4.0/6.0/4.1/6.1
+    # carry 0, 1, 0, 1 -> two labels tie at 2 votes, neither its own: outvoted, removed.
+    assert f.flags_[6] and f.flags_[7]
+    # 4.0 (label 0): neighbours 4.1 (0), 5.0 (2), 6.0 (1), 6.1 (1) -> own 1, other 2: removed;
+    # 0.0 (label 0): neighbours 0.1, 0.2 (0) and 4.0, 4.1 (0): kept
+    assert f.flags_[8] and not f.flags_[0]
+    tie = get_defence("knn").make(None, k=2).fit(np.array([[0.0], [1.0], [-1.0], [9.0]]), np.array([0, 0, 1, 1]))
+    assert not tie.flags_[0]  # neighbours 1.0 (own label) and -1.0 (other): a tie keeps it
+    assert f.scores_[6] == pytest.approx((4 - 0) / 4) and f.rule_ == "paper"
+
+
+def test_spectral_signatures_remove_one_and_a_half_eps_of_each_class():
+    """Tran et al.: per class, the ceil(1.5 eps n_c) largest projections on the top singular direction."""
+    rng = np.random.default_rng(0)
+    clean0 = rng.normal(0, 1, (100, 8))
+    shifted = rng.normal(0, 1, (10, 8)) + np.r_[8.0, np.zeros(7)]  # 10 of class 0 far along one direction
+    clean1 = rng.normal(20, 1, (50, 8))
+    feats = np.concatenate([clean0, shifted, clean1])
+    labels = np.r_[np.zeros(110, int), np.ones(50, int)]
+    f = get_defence("spectral").make(None, eps=0.1).fit(feats, labels)
+    assert f.flags_[:110].sum() == 17 and f.flags_[110:].sum() == 8  # ceil(16.5), ceil(7.5)
+    assert f.flags_[100:110].all()  # every shifted point is among its class's removed
+    assert get_defence("spectral").make(None, eps=0.0).fit(feats, labels).flags_.sum() == 0
+
+
+def test_activation_clustering_removes_a_small_separated_cluster_only():
+    """Chen et al. as ART analyses it: the smaller 2-means cluster of a class goes when it holds under
+    35% of the class and the silhouette exceeds 0.1; a class that is one blob loses nothing."""
+    rng = np.random.default_rng(0)
+    blob0 = rng.normal(0, 1, (90, 12))
+    planted = rng.normal(0, 0.3, (20, 12)) + 6.0  # 20 of class 0 in their own tight cluster
+    blob1 = rng.normal(-10, 1, (120, 12))  # class 1: one Gaussian, 2-means splits it about in half
+    feats = np.concatenate([blob0, planted, blob1])
+    labels = np.r_[np.zeros(110, int), np.ones(120, int)]
+    f = get_defence("ac").make(None).fit(feats, labels)
+    assert np.array_equal(np.flatnonzero(f.flags_), np.arange(90, 110))
+    assert f.scores_[90:110] == pytest.approx(np.full(20, 1 - 20 / 110))
+    # the same planted cluster at 40% of its class is not "small": kept
+    big = get_defence("ac").make(None).fit(np.concatenate([blob0[:30], planted]), np.zeros(50, int))
+    assert not big.flags_.any()
+    with pytest.raises(ValueError, match="paper's rule"):
+        f.predict(np.zeros(3))
