@@ -23,7 +23,7 @@ from .data import DATASETS, DataUnavailable, class_split, load_dataset, load_dem
 from .defences import DEFENCES
 from .embeddings import (MapError, features_path, fit_umap, map_key, map_path, read_features, save_features, save_map,
                          verify_map)
-from .experiments import ExperimentConfig, run_experiment
+from .experiments import ExperimentConfig, replay_experiment, run_experiment
 from .export import BENCHMARK_FILES, write_benchmark
 from .judge import JUDGE_SEED, judge_path, load_judge
 from .models import Classifier, default_config, extract_features, pick_device
@@ -235,6 +235,19 @@ def cmd_experiment(args: argparse.Namespace) -> dict:
             "wall_s_this_run": summary["wall_s_this_run"]}
 
 
+def cmd_replay(args: argparse.Namespace) -> dict:
+    """Other victims and filters on an experiment's stored poisons (``core.experiments.replay_experiment``)."""
+    try:
+        victims = json.loads(args.victims)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--victims must be a JSON object {{name: {{\"head\": ...}}}} ({exc})") from None
+    summary = replay_experiment(args.experiment, args.out, victims, defences=tuple(args.defences) if args.defences else None,
+                                attacks=tuple(args.attacks) if args.attacks else None, trials=args.trials,
+                                n_jobs=args.n_jobs, progress=not args.quiet)
+    return {"out": args.out, "n_trials": summary["n_trials"], "cells": len(summary["cells"]),
+            "wall_s_this_run": summary["wall_s_this_run"]}
+
+
 def cmd_export_benchmark(args: argparse.Namespace) -> dict:
     """One shipped trial's poisons in the poisoning benchmark's format (``core.export.write_benchmark``)."""
     folder = Path(args.experiment)
@@ -422,6 +435,19 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--trials", type=_bounded(int, 1, 100_000), help="override the config's trials per cell")
     x.add_argument("--quiet", action="store_true")
     x.set_defaults(func=cmd_experiment)
+
+    rp = sub.add_parser("replay", help="retrain other victims (head controls, augmentation, filter rules) on the "
+                        "poisons an experiment already crafted, without crafting again")
+    rp.add_argument("--experiment", required=True, help="an experiment folder")
+    rp.add_argument("--out", required=True)
+    rp.add_argument("--victims", required=True,
+                    help='JSON {name: {"head": ..., knob: value}}; the first is filtered by every defence')
+    rp.add_argument("--defences", nargs="+", choices=("none",) + tuple(DEFENCES), help="default: the experiment's")
+    rp.add_argument("--attacks", nargs="+", choices=tuple(ATTACKS), help="only these attacks' trials")
+    rp.add_argument("--trials", type=_bounded(int, 1, 100_000), help="only trials with an index below this")
+    rp.add_argument("--n-jobs", type=_bounded(int, 1, 512), default=1)
+    rp.add_argument("--quiet", action="store_true")
+    rp.set_defaults(func=cmd_replay)
 
     xb = sub.add_parser("export-benchmark", help="write one experiment trial's poisons in the poisoning benchmark's "
                         "format (poisons.pickle, base_indices.pickle, target.pickle)")

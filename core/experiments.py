@@ -33,8 +33,10 @@ from .data import load_dataset, load_demo, stratified_sample
 from .defences import DEFENCES
 from .gallery import build_gallery
 from .judge import load_judge
-from .pipeline import FeatureBank, correct_targets, plan_trial, run_trial
-from .report import markdown_table, summarise
+from .attacks import Poisons
+from .models import extract_features
+from .pipeline import FeatureBank, correct_targets, evaluate_poisons, plan_trial, run_trial
+from .report import load_trials, markdown_table, summarise
 from .settings import default_of
 from .victim import SETTINGS, VICTIM_HEADS, HeadData, Retraining
 
@@ -388,3 +390,89 @@ def _run_and_store(cfg: ExperimentConfig, targets: dict, job: tuple, out: Path, 
     tmp.write_text(json.dumps(record) + "\n")
     tmp.replace(path)  # atomic, and written last: a trial counts as done only with its poisons beside it
     return path.name
+
+
+def replay_experiment(exp_dir: str | Path, out: str | Path, victims: dict[str, dict], *,
+                      defences: tuple[str, ...] | None = None, attacks: tuple[str, ...] | None = None,
+                      trials: int | None = None, n_jobs: int = 1, progress: bool = True) -> dict:
+    """Retrain other victims, behind other filters, on the poisons an experiment already crafted:
+    transfer victims retrain heads only, so a head control or a filter rule needs no new crafting.
+
+    ``victims``: {name: {"head": ..., knob: value}}; the first is the replay's own victim (every
+    filter), the rest are its controls. Each trial's plan is drawn again from the experiment's seed
+    and checked against the stored record (same target and bases, or an error), so the clean set
+    is the one the poisons were crafted for. Writes ``OUT/config.json``, ``OUT/trials/*.json``
+    (records as an experiment's, with ``replay_of``) and ``OUT/results.json`` / ``results.md``;
+    resumable like an experiment."""
+    exp_dir, out = Path(exp_dir), Path(out)
+    cfg = ExperimentConfig.from_file(exp_dir / "config.json")
+    if not victims or not isinstance(victims, dict):
+        raise ValueError("a replay needs at least one victim: {name: {\"head\": ...}}")
+    recipes = {n: _victim_spec(spec, f"victims[{n!r}]") for n, spec in victims.items()}
+    defences = tuple(defences or cfg.defences)
+    bad = [d for d in defences if d != "none" and d not in DEFENCES]
+    if bad:
+        raise ValueError(f"unknown defence: {bad}")
+    meta = {"replay_of": str(exp_dir), "victims": victims, "defences": list(defences)}
+    old = out / "config.json"
+    if old.is_file() and json.loads(old.read_text()) != json.loads(json.dumps(meta)):
+        raise ValueError(f"{out} holds a different replay; use a new --out folder")
+    (out / "trials").mkdir(parents=True, exist_ok=True)
+    old.write_text(json.dumps(meta, indent=2) + "\n")
+    records = [r for r in load_trials(exp_dir) if (attacks is None or r["attack"] in attacks)
+               and (trials is None or r["trial"] < trials)]
+    jobs = [r for r in records if not (out / "trials" / f"{_trial_key(r['model'], r['attack'], r['n_poisons'], r['setting'], r['trial'])}.json").is_file()]
+    targets = candidate_targets(cfg) if jobs else {}
+    t0 = time.perf_counter()
+    with parallel_config(backend="loky", n_jobs=n_jobs):
+        results = Parallel(return_as="generator_unordered")(
+            delayed(_replay_one)(cfg, targets, exp_dir, out, r, recipes, defences, 1 if n_jobs != 1 else None)
+            for r in jobs)
+        for _ in tqdm(results, total=len(jobs), desc="replays", disable=not progress):
+            pass
+    done = load_trials(out)
+    rows = summarise(done)
+    summary = {"config": meta, "n_trials": len(done), "cells": rows, "wall_s_this_run": round(time.perf_counter() - t0, 1),
+               "torch": torch.__version__}
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "results.md").write_text(markdown_table(rows))
+    return summary
+
+
+def _replay_one(cfg: ExperimentConfig, targets: dict, exp_dir: Path, out: Path, rec: dict, recipes: dict,
+                defences: tuple[str, ...], threads: int | None) -> str:
+    if threads:
+        torch.set_num_threads(threads)
+    key = _trial_key(rec["model"], rec["attack"], rec["n_poisons"], rec["setting"], rec["trial"])
+    path = cfg.models[rec["model"]]
+    model, meta = _model(path)
+    name, classes = meta["config"]["dataset"], _victim_classes(path)
+    ds = _dataset(name, cfg.demo, cfg.data_dir, classes)
+    judge = _judge(name, cfg.demo, cfg.data_dir, classes) if cfg.judge else None
+    trial = rec["trial"]
+    plan = plan_trial(ds, (cfg.seed, trial), targets[name], n_poisons=rec["n_poisons"], n_clean=cfg.n_clean,
+                      n_test=cfg.n_test, judge=judge, bases_from_clean=cfg.bases_from_clean)
+    if plan.target_index != rec["target_index"] or plan.base_indices.tolist() != rec["base_indices"]:
+        raise ValueError(f"{key}: the plan drawn again differs from the stored one (data or code changed)")
+    with np.load(exp_dir / "trials" / f"{key}.npz") as z:
+        images = z["poisons"].astype(np.float32) / 255.0
+    target = ds.x_test[plan.target_index:plan.target_index + 1].astype(np.float32) / 255.0
+    feats = extract_features(model, images).numpy()
+    poisons = Poisons(poisons=images, bases=ds.x_train[plan.base_indices].astype(np.float32) / 255.0, target=target,
+                      base_labels=np.full(len(images), plan.base_class), target_label=plan.target_label,
+                      traj_iters=np.array([rec["iterations_run"]]), traj_features=feats[None],
+                      traj_objective=np.zeros((1, len(images)), np.float32),
+                      target_feature=extract_features(model, target).numpy()[0])
+    (first, (head, settings)), *rest = recipes.items()
+    new_classes = classes is not None
+    controls = {n: Retraining(head=h, head_settings=s, seed=trial) for n, (h, s) in rest}
+    result = evaluate_poisons(model, ds, plan, rec["attack"], poisons, defences=defences, fpr=cfg.fpr,
+                              victim=Retraining(head=head, head_settings=settings, seed=trial),
+                              controls={n: r for n, r in controls.items() if r.why_not(model.head, new_classes) is None},
+                              judge=judge, bank=_bank(path, cfg.demo, cfg.data_dir), new_classes=new_classes)
+    record = {"model": rec["model"], "trial": trial, **result.record(), "victim_name": first, "eps": rec.get("eps"),
+              "seeds": rec.get("seeds"), "replay_of": str(exp_dir), "craft_s": rec.get("craft_s")}
+    tmp = out / "trials" / f"{key}.tmp"
+    tmp.write_text(json.dumps(record) + "\n")
+    tmp.replace(out / "trials" / f"{key}.json")
+    return key

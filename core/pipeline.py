@@ -208,8 +208,7 @@ def run_trial(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, se
     """
     say = progress or (lambda _msg: None)
     head = model.config.head
-    n_classes = len(data.classes) if new_classes else None
-    for name, recipe in {"victim": victim, **(controls or {})}.items():
+    for name, recipe in {"victim": victim, **(controls or {})}.items():  # before crafting: fail fast
         why = recipe.why_not(model.head, new_classes)
         if why:
             raise ValueError(f"{name}: {why}")
@@ -220,6 +219,25 @@ def run_trial(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, se
     say(f"crafting {k} poison(s) against the {head} model")
     poisons = get_attack(attack).craft(model, data.x_train[plan.base_indices], target_img,
                                        np.full(k, plan.base_class), plan.target_label, settings)
+    return evaluate_poisons(model, data, plan, attack, poisons, defences=defences, fpr=fpr, victim=victim,
+                            controls=controls, judge=judge, bank=bank, new_classes=new_classes, progress=progress)
+
+
+def evaluate_poisons(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, poisons: Poisons, *,
+                     defences: tuple[str, ...] = ("none",), fpr: float = 0.05, victim: Retraining = Retraining(),
+                     controls: dict[str, Retraining] | None = None, judge: Judge | None = None,
+                     bank: "FeatureBank | None" = None, new_classes: bool = False,
+                     progress: Callable[[str], None] | None = None) -> TrialResult:
+    """Steps 3-5 of a trial on poisons already made (``run_trial`` after crafting; a replay of an
+    experiment's stored poisons against other victims or filters, without crafting again)."""
+    say = progress or (lambda _msg: None)
+    head = model.config.head
+    k = len(poisons.poisons)
+    n_classes = len(data.classes) if new_classes else None
+    for name, recipe in {"victim": victim, **(controls or {})}.items():
+        why = recipe.why_not(model.head, new_classes)
+        if why:
+            raise ValueError(f"{name}: {why}")
     verdict = judge.verdict(poisons.poisons, plan.base_class, exclude=plan.base_indices) if judge else None
     say("scoring the training pool with each filter")
     x_clean, y_clean = data.x_train[plan.clean_indices], data.y_train[plan.clean_indices]

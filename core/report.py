@@ -16,7 +16,7 @@ import numpy as np
 from .attacks import ATTACKS, budget_levels
 from .checkpoints import CHECKPOINT_DIR, CheckpointError, read_meta
 from .defences import label
-from .stats import wilson_interval
+from .stats import mcnemar_exact, wilson_interval
 
 
 def fmt_rate(rate: float, ci: tuple[float, float] | list[float]) -> str:
@@ -65,6 +65,37 @@ def summarise(records: list[dict]) -> list[dict]:
                         for m in ("auc", "poisons_flagged", "clean_flagged")})
         rows.append(row)
     return rows
+
+
+def load_trials(exp_dir: str | Path) -> list[dict]:
+    """Every finished trial record of an experiment folder (``DIR/trials/*.json``), skipped ones left out."""
+    records = [json.loads(p.read_text()) for p in sorted(Path(exp_dir, "trials").glob("*.json"))]
+    return [r for r in records if "skipped" not in r]
+
+
+def outcomes(records: list[dict], model: str, victim: str | None = None, defence: str = "none") -> dict:
+    """{(attack, n_poisons, setting, trial): success} of one victim behind one filter. ``victim``:
+    a control's name, or None for the experiment's own victim."""
+    out = {}
+    for r in records:
+        if r["model"] != model:
+            continue
+        own = r.get("victim_name", "warm")
+        results = r["defences"] if victim in (None, own) else r.get("victims", {}).get(victim)
+        if results is not None and defence in results:
+            out[(r["attack"], r["n_poisons"], r["setting"], r["trial"])] = bool(results[defence]["success"])
+    return out
+
+
+def paired(left: dict, right: dict, attack: str | None = None, n_poisons: int | None = None) -> dict:
+    """Two victims on the same trials (same targets, bases and seeds; each model's own poisons):
+    successes of each, the discordant pairs and the exact McNemar p-value. Only trials both have."""
+    keys = sorted(k for k in set(left) & set(right)
+                  if (attack is None or k[0] == attack) and (n_poisons is None or k[1] == n_poisons))
+    a, b = [left[k] for k in keys], [right[k] for k in keys]
+    return {"pairs": len(keys), "left": sum(a), "right": sum(b),
+            "only_left": sum(x and not y for x, y in zip(a, b)), "only_right": sum(y and not x for x, y in zip(a, b)),
+            "p": mcnemar_exact(a, b) if keys else 1.0}
 
 
 def primary_cells(res: dict) -> list[dict]:

@@ -220,6 +220,24 @@ def test_control_victims_share_the_poisons_and_the_filters(tiny_checkpoints, tmp
         mine = {(r["victim"], r["defence"]): r for r in rows if r["model"] == model}
         assert mine[("ncm", "centroid")]["poisons_flagged"] == mine[("warm", "centroid")]["poisons_flagged"]
         assert all(mine[(v, d)]["trials"] == 2 for v in ("warm", "ncm", "bench") for d in ("none", "centroid"))
+    # a replay on the stored poisons, without crafting, gives the same outcomes as the run itself
+    from core.experiments import replay_experiment
+    from core.report import load_trials, outcomes
+
+    replay = replay_experiment(tmp_path, tmp_path / "replay", {"ncm": {"head": "ncm"},
+                                                               "bench": {"head": "linear", "epochs": 2}},
+                               defences=("none", "centroid"), progress=False)
+    assert replay["n_trials"] == 4
+    ran, again = load_trials(tmp_path), load_trials(tmp_path / "replay")
+    for model in tiny_checkpoints:
+        for d in ("none", "centroid"):
+            assert outcomes(again, model, None, d) == outcomes(ran, model, "ncm", d)
+            assert outcomes(again, model, "bench", d) == outcomes(ran, model, "bench", d)
+    for a, b in zip(sorted(ran, key=lambda r: (r["model"], r["trial"])), sorted(again, key=lambda r: (r["model"], r["trial"]))):
+        assert a["defences"]["centroid"]["poison_scores"] == pytest.approx(b["defences"]["centroid"]["poison_scores"])
+        assert a["judge"] == b["judge"] and b["replay_of"] == str(tmp_path)
+    with pytest.raises(ValueError, match="different replay"):
+        replay_experiment(tmp_path, tmp_path / "replay", {"ncm": {"head": "ncm"}}, progress=False)
     with pytest.raises(ValueError, match="needs a head"):
         cfg.replace(victims={"x": {"head": "magic"}})
     with pytest.raises(ValueError, match="not a setting"):

@@ -37,3 +37,27 @@ def test_mcnemar_exact_is_the_binomial_test_of_discordant_pairs():
     assert mcnemar_exact([True, False], [True, False]) == 1.0  # concordant only: no evidence
     with pytest.raises(ValueError):
         mcnemar_exact([True], [True, False])
+
+
+def test_paired_outcomes_match_trials_and_give_mcnemars_p():
+    """Two victims compared on the trials both ran: successes, discordant pairs, exact McNemar."""
+    from scipy.stats import binomtest
+
+    from core.report import outcomes, paired
+
+    records = []
+    for t in range(12):
+        soft = t < 9  # softmax victim fooled in trials 0-8
+        lgm = t in (0, 11)  # LGM victim fooled in trials 0 and 11
+        records.append({"model": "softmax", "attack": "bp", "n_poisons": 25, "setting": "transfer", "trial": t,
+                        "victim_name": "linear", "defences": {"none": {"success": soft}},
+                        "victims": {"ncm": {"none": {"success": False}}}})
+        records.append({"model": "lgm", "attack": "bp", "n_poisons": 25, "setting": "transfer", "trial": t,
+                        "victim_name": "linear", "defences": {"none": {"success": lgm}}})
+    records.append({"model": "lgm", "attack": "bp", "n_poisons": 25, "setting": "transfer", "trial": 99,
+                    "victim_name": "linear", "defences": {"none": {"success": True}}})  # no softmax partner
+    res = paired(outcomes(records, "softmax"), outcomes(records, "lgm"))
+    assert (res["pairs"], res["left"], res["right"], res["only_left"], res["only_right"]) == (12, 9, 2, 8, 1)
+    assert res["p"] == pytest.approx(binomtest(8, 9, 0.5).pvalue)
+    assert paired(outcomes(records, "softmax", "ncm"), outcomes(records, "lgm"))["left"] == 0
+    assert paired(outcomes(records, "softmax"), outcomes(records, "lgm"), attack="cp")["pairs"] == 0
