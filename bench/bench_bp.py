@@ -81,7 +81,7 @@ def main() -> None:
             out["crafts"].append({"attack": attack, "trial": trial, "wall_s": round(wall, 2),
                                   "ms_per_iter": round(per_iter, 2), "floor_ms": round(fl, 2),
                                   "ratio": round(per_iter / fl, 3),
-                                  "relative_residual": float(p.final_feature_distance.mean())})
+                                  "mean_feature_distance": float(p.final_feature_distance.mean())})
             print(json.dumps(out["crafts"][-1]), flush=True)
     out["load_after"] = os.getloadavg()[0]
     text = json.dumps(out, indent=2)

@@ -38,6 +38,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch.fx.experimental.optimization import fuse
 
 from .lgm import head_capabilities, heads_with
 from .models import Classifier, to_images, to_input
@@ -166,6 +167,11 @@ def _frozen(model: Classifier) -> Classifier:
     frozen = copy.deepcopy(model).eval()
     for p in frozen.parameters():
         p.requires_grad_(False)
+    if frozen.config.arch == "resnet":
+        # batch norms folded into the convolutions (eval mode: an exact affine map) and weights in
+        # channels-last: one forward + backward of 25 CIFAR poisons through ResNet-20 takes 50 ms
+        # instead of 90 on the 2-core CPU (bench/bench_bp.py); gradients agree to 1e-5
+        frozen.extractor = fuse(frozen.extractor).to(memory_format=torch.channels_last)
     return frozen
 
 

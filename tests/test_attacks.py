@@ -244,3 +244,29 @@ def test_early_stop_returns_the_best_iterate_seen(tiny, mnist_demo, monkeypatch)
     assert full.params["iterations_run"] == 80
     assert np.allclose(full.traj_objective[n], early.traj_objective[-2], rtol=1e-6)
     assert np.all(full.traj_objective[-2] <= early.traj_objective[-2] + 1e-6)
+
+
+def test_the_crafting_copy_of_a_resnet_folds_its_batch_norms_and_computes_the_same_features():
+    """Speed step of the crafting scaffold (bench/bench_bp.py): batch norms folded into the
+    convolutions, weights channels-last; same features, the shared model untouched."""
+    import torch
+
+    from core.attacks import _frozen
+    from core.models import Classifier, default_config
+
+    torch.manual_seed(0)
+    model = Classifier(default_config("cifar10", "softmax", 8, depth=1)).eval()
+    with torch.no_grad():  # batch norms with non-trivial statistics, as after training
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    frozen = _frozen(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen.extractor.modules())
+    x = torch.rand(3, 3, 32, 32, requires_grad=True)
+    assert torch.allclose(frozen.features(x), model.features(x), atol=1e-5)
+    (g1,) = torch.autograd.grad(frozen.features(x).sum(), x)
+    (g2,) = torch.autograd.grad(model.features(x).sum(), x)
+    assert torch.allclose(g1, g2, atol=1e-5)
+    assert all(p.requires_grad for p in model.parameters()) and any(
+        isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
