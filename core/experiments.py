@@ -16,6 +16,7 @@ the dashboard's gallery (``core.gallery``). Summaries, tables and figures are in
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from functools import lru_cache
@@ -41,6 +42,8 @@ from .settings import default_of
 from .victim import SETTINGS, VICTIM_HEADS, HeadData, Retraining
 
 
+# features of whole data sets, by model and data (FeatureBank.cached); POISONLAB_CACHE_DIR moves it
+BANK_CACHE = Path(os.environ.get("POISONLAB_CACHE_DIR", Path.home() / ".cache" / "poisonlab"))
 _OPTIONAL = {"eps": float, "data_dir": str}  # fields whose default is None, and the type they take
 # Knobs the experiment sets for every attack itself (the trial index seeds each trial's attack).
 _EXPERIMENT_KNOBS = ("eps", "record_every", "seed")  # iters: the experiment's, or one attack's own
@@ -238,8 +241,11 @@ def _model_data(path: str, demo: bool, data_dir: str | None):
 def _bank(path: str, demo: bool, data_dir: str | None) -> FeatureBank:
     """A model's features of the whole data set, once per worker: every trial then looks its clean
     and test features up (computing them per trial cost more than the victims' retraining)."""
-    model, _ = _model(path)
-    return FeatureBank.compute(model, _model_data(path, demo, data_dir))
+    model, meta = _model(path)
+    data = _model_data(path, demo, data_dir)
+    if demo:
+        return FeatureBank.compute(model, data)
+    return FeatureBank.cached(model, data, BANK_CACHE, meta["sha256"])
 
 
 @lru_cache(maxsize=4)

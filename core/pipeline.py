@@ -19,7 +19,10 @@ The data packs are stored sorted by class, so nothing here ever takes "the first
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -129,6 +132,34 @@ class FeatureBank:
     @classmethod
     def compute(cls, model: Classifier, data: Dataset) -> "FeatureBank":
         return cls(extract_features(model, data.x_train).numpy(), extract_features(model, data.x_test).numpy())
+
+    @classmethod
+    def cached(cls, model: Classifier, data: Dataset, folder: str | Path, model_sha256: str) -> "FeatureBank":
+        """``compute``, kept in ``folder`` under a key of the model's weights and the data's images:
+        every worker of a grid, and every rerun, then reads the features instead of recomputing
+        60000 CIFAR forward passes (minutes per model on two cores). A file that does not match
+        the key's shapes is recomputed."""
+        digest = hashlib.sha256()
+        for part in (model_sha256.encode(), data.name.encode(), str(data.class_ids).encode(),
+                     data.y_train.tobytes(), data.y_test.tobytes(), data.x_train[::997].tobytes(),
+                     data.x_test[::997].tobytes(), str(data.x_train.shape).encode()):
+            digest.update(part)
+        path = Path(folder) / f"bank_{digest.hexdigest()[:32]}.npz"
+        d = int(model.config.feat_dim)
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    train, test = z["train"], z["test"]
+                if train.shape == (len(data.y_train), d) and test.shape == (len(data.y_test), d):
+                    return cls(train, test)
+            except (OSError, ValueError, KeyError):
+                pass  # unreadable: computed again below
+        bank = cls.compute(model, data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, train=bank.train, test=bank.test)
+        tmp.replace(path)
+        return bank
 
 
 @dataclass

@@ -106,3 +106,19 @@ def test_a_feature_bank_changes_nothing_but_the_time(tiny_lgm, mnist_demo):
     for name in ("none", "lgm"):
         a, b = (r.victims[name] for r in runs)
         assert a.outcome.to_dict() == b.outcome.to_dict() and a.detection == b.detection
+
+
+def test_feature_bank_cache_returns_the_computed_features_and_recomputes_a_bad_file(tmp_path, tiny_lgm, mnist_demo):
+    from core.pipeline import FeatureBank
+
+    data = mnist_demo.restrict((0, 1))
+    fresh = FeatureBank.compute(tiny_lgm, data)
+    first = FeatureBank.cached(tiny_lgm, data, tmp_path, "abc")
+    (path,) = tmp_path.glob("bank_*.npz")
+    again = FeatureBank.cached(tiny_lgm, data, tmp_path, "abc")
+    assert np.allclose(first.train, fresh.train) and np.array_equal(again.test, first.test)
+    assert len(list(tmp_path.glob("bank_*.npz"))) == 1
+    FeatureBank.cached(tiny_lgm, data, tmp_path, "other weights")  # another key: another file
+    assert len(list(tmp_path.glob("bank_*.npz"))) == 2
+    path.write_bytes(b"not an npz")
+    assert np.allclose(FeatureBank.cached(tiny_lgm, data, tmp_path, "abc").train, fresh.train)
