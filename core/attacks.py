@@ -29,7 +29,6 @@ one entry and its test.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -38,10 +37,9 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.fx.experimental.optimization import fuse
 
 from .lgm import head_capabilities, heads_with
-from .models import Classifier, to_images, to_input
+from .models import Classifier, frozen_copy, to_images, to_input
 from .settings import Settings, knob
 
 
@@ -161,18 +159,8 @@ class PolytopeSettings(AttackSettings):
 # --- the scaffold every solver shares ------------------------------------------------------------------
 
 def _frozen(model: Classifier) -> Classifier:
-    """A private eval-mode copy whose weights need no gradient, so the shared model is never touched
-    (not even its ``requires_grad`` flags). Speed: the first build measured ~10% faster input
-    gradients; bench/bench_craft.py's interleaved steps now measure no difference (BENCHMARKS.md)."""
-    frozen = copy.deepcopy(model).eval()
-    for p in frozen.parameters():
-        p.requires_grad_(False)
-    if frozen.config.arch == "resnet":
-        # batch norms folded into the convolutions (eval mode: an exact affine map) and weights in
-        # channels-last: one forward + backward of 25 CIFAR poisons through ResNet-20 takes 50 ms
-        # instead of 90 on the 2-core CPU (bench/bench_bp.py); gradients agree to 1e-5
-        frozen.extractor = fuse(frozen.extractor).to(memory_format=torch.channels_last)
-    return frozen
+    """The crafting copy: ``models.frozen_copy`` (the shared model is never touched)."""
+    return frozen_copy(model)
 
 
 def _as_batch(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:

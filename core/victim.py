@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .attacks import Poisons
-from .models import Classifier, extract_features, to_input
+from .models import Classifier, extract_features, frozen_copy, to_input
 from .settings import NoSettings, Settings, knob
 from .lgm import LGMHead, SoftmaxHead
 from .train import TrainConfig, augment_batch, fit
@@ -327,10 +327,10 @@ def retrain_victim(model: Classifier, poisons: Poisons, clean: tuple[np.ndarray,
         feats = torch.cat([clean_f, extract_features(net, p_imgs)])
         labels = torch.as_tensor(np.concatenate([y_clean, p_labels]), dtype=torch.long)
         data = HeadData(feats, labels, n_classes=n_classes)
-        if victim.needs_images:
-            net.eval()  # batch norm as the benchmark's frozen extractor: eval mode
+        if victim.needs_images:  # batch norm as the benchmark's frozen extractor: eval mode
+            extractor = frozen_copy(net)
             data = HeadData(feats, labels, np.concatenate([_as_float_images(x_clean), _as_float_images(p_imgs)]),
-                            lambda x: net.features(x), n_classes=n_classes)
+                            lambda x: extractor.features(x), n_classes=n_classes)
         net.head = victim.refit_head(net.head, data)
         test_after = test_before
     else:
