@@ -135,6 +135,9 @@ def test_convex_polytope_coefficients_on_simplex(tiny, mnist_demo):
     c = np.array(p.params["coefficients"])
     assert c.min() >= 0 and abs(c.sum() - 1) < 1e-5
     assert p.traj_objective[-1, 0] < p.traj_objective[0, 0]
+    assert not np.allclose(c, 0.25)  # the weights moved off uniform: CP optimises them
+    bp = polytope(tiny["softmax"], bases, target, bl, tl, mode="bullseye", iters=30, eps=0.3)
+    assert np.array_equal(bp.params["coefficients"], np.full(4, 0.25, np.float32))  # BP: the plain mean
 
 
 def test_save_load_roundtrip(tiny, mnist_demo, tmp_path):
