@@ -273,3 +273,39 @@ def test_the_crafting_copy_of_a_resnet_folds_its_batch_norms_and_computes_the_sa
     assert torch.allclose(g1, g2, atol=1e-5)
     assert all(p.requires_grad for p in model.parameters()) and any(
         isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_defence_aware_term_is_the_filters_own_score_and_its_gradient_moves_it(tiny, mnist_demo):
+    """The adaptive term is the LGM filter's statistic (minus log-likelihood up to a constant), and
+    its input gradient predicts the score's change (finite differences), so no gradient is masked."""
+    from core.defences import lgm_scores
+
+    import copy
+
+    model = copy.deepcopy(tiny["lgm"]).eval().double()  # double precision: a finite difference that means something
+    bases, _, bl, _ = _pair(mnist_demo, n=2)
+    x = torch.as_tensor(bases, dtype=torch.float64).permute(0, 3, 1, 2) / 255.0
+    y = torch.as_tensor(bl).long()
+
+    def term(z: torch.Tensor) -> torch.Tensor:
+        return model.head.mahalanobis(model.features(z)).gather(1, y[:, None]).squeeze(1)
+
+    with torch.no_grad():
+        f = model.features(x)
+    offset = lgm_scores(tiny["lgm"].head, f.float().numpy(), bl) - term(x).detach().numpy()
+    assert np.allclose(offset, offset[0], atol=1e-4)  # the filter's score = the attack's term + a constant
+    z = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(term(z).sum(), z)
+    direction = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    h = 1e-6  # small enough that no activation kink lies within the step
+    with torch.no_grad():
+        numeric = (term(x + h * direction) - term(x - h * direction)) / (2 * h)
+    analytic = (g * direction).flatten(1).sum(1)
+    assert torch.allclose(numeric, analytic, rtol=1e-4, atol=1e-6)
+
+
+def test_defence_aware_attack_at_weight_zero_is_plain_collision(tiny, mnist_demo):
+    bases, target, bl, tl = _pair(mnist_demo, n=2)
+    plain = craft(tiny["lgm"], "fc", bases, target, bl, tl, iters=15, eps=0.1, seed=4)
+    aware = craft(tiny["lgm"], "fc-adaptive", bases, target, bl, tl, iters=15, eps=0.1, seed=4, adaptive_weight=0.0)
+    assert np.array_equal(plain.poisons, aware.poisons)
