@@ -632,8 +632,7 @@ def run_once(n: int, args) -> dict:
         asyncio.run(classroom())
         wall = time.monotonic() - t0
         stop_load.set()
-        time.sleep(1.0)  # the stats thread writes every 0.5 s
-        stats = server.queue_stats()
+        stats = drained_stats(server, args.craft_timeout)
         cpu1, scpu1 = sum(me.cpu_times()[:2]), server.cpu_s()
     finally:
         stop_load.set()
@@ -713,6 +712,20 @@ def machine() -> dict:
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "streamlit": streamlit.__version__, "torch": torch_version,
             "memory_gb": round(__import__("psutil").virtual_memory().total / 2**30, 1)}
+
+
+def drained_stats(server, timeout: float, poll: float = 0.5) -> dict | None:
+    """The server's queue statistics once nothing is queued or running (or after ``timeout`` s):
+    read earlier, a craft still finishing looks lost and the accounting is wrong."""
+    deadline = time.monotonic() + timeout
+    time.sleep(2 * poll)  # the stats thread writes every 0.5 s: let it see the end of the run
+    stats = server.queue_stats()
+    while stats and (stats.get("queued") or stats.get("running")) and time.monotonic() < deadline:
+        time.sleep(poll)
+        stats = server.queue_stats()
+    if stats is not None:
+        stats["drained"] = not (stats.get("queued") or stats.get("running"))
+    return stats
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

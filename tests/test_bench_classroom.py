@@ -33,3 +33,23 @@ def test_two_students_write_the_schema(tmp_path):
     stats = run["server_queue_stats"]  # read from inside the server; None until a page has made the queue
     assert stats is None or (stats.get("submitted") == 0 and "error" not in stats), stats
     assert 0 < run["max_rss_mb"] < 8192
+
+
+def test_queue_accounting_waits_for_the_last_jobs():
+    """The craft accounting reads the server's queue only once it has drained (it used to read it
+    while the last crafts ran, and flagged crafts as lost that then completed)."""
+    from bench.bench_classroom import drained_stats
+
+    class FakeServer:
+        def __init__(self):
+            self.reads = 0
+
+        def queue_stats(self):
+            self.reads += 1
+            busy = self.reads < 4
+            return {"submitted": 6, "done": 5 if busy else 6, "queued": 0, "running": int(busy)}
+
+    stats = drained_stats(FakeServer(), timeout=5, poll=0.01)
+    assert stats["done"] == 6 and stats["drained"]
+    never = type("Stuck", (), {"queue_stats": lambda self: {"submitted": 1, "done": 0, "queued": 1, "running": 0}})()
+    assert drained_stats(never, timeout=0.05, poll=0.01)["drained"] is False
