@@ -103,9 +103,13 @@ def galleries(dataset: str, space: str | None = None) -> list[str]:
 
 def space_first(names: list[str], dataset: str, space: str | None) -> list[str]:
     """Experiment ``names`` ordered for a picker: those in the sidebar's feature ``space`` first (when
-    given), then ``default``, then by name; the space is the one ``experiments_for`` worked out."""
-    spaces = {n: r["space"] for n, r in experiments_for(dataset).items()}
-    return sorted(names, key=lambda n: (space is not None and spaces.get(n) != space, n != "default", n))
+    given), then ``default``, then those whose victim is the lab's own (the warm-started head) before
+    the benchmark-protocol grids, then by name; the space is the one ``experiments_for`` worked out."""
+    found = experiments_for(dataset)
+    spaces = {n: r["space"] for n, r in found.items()}
+    lab_victim = {n: r["config"].get("victim", {"head": "warm"}).get("head") == "warm" for n, r in found.items()}
+    return sorted(names, key=lambda n: (space is not None and spaces.get(n) != space, n != "default",
+                                        not lab_victim.get(n, True), n))
 
 
 @st.cache_data(show_spinner=False)
