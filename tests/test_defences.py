@@ -218,3 +218,17 @@ def test_activation_clustering_removes_a_small_separated_cluster_only():
     assert not big.flags_.any()
     with pytest.raises(ValueError, match="paper's rule"):
         f.predict(np.zeros(3))
+
+
+def test_likelihood_filter_on_classes_the_model_never_saw_uses_gaussians_fitted_on_the_pool():
+    """The new-classes setting's LGM filter: class means and per-dimension variances estimated from
+    the pool it filters (poisons included), scored as minus the diagonal Gaussian log-density."""
+    rng = np.random.default_rng(1)
+    feats = np.concatenate([rng.normal(0, [1.0, 3.0], (300, 2)), rng.normal(5, [2.0, 0.5], (300, 2))])
+    labels = np.repeat([0, 1], 300)
+    head = LGMHead.fitted(torch.as_tensor(feats), torch.as_tensor(labels), 2)
+    s = get_defence("lgm").make(head).fit(feats, labels).scores_
+    mu = np.stack([feats[labels == c].mean(0) for c in (0, 1)])
+    var = np.stack([feats[labels == c].var(0, ddof=1) for c in (0, 1)])
+    by_hand = 0.5 * ((feats - mu[labels]) ** 2 / var[labels]).sum(1) + 0.5 * np.log(2 * np.pi * var[labels]).sum(1)
+    assert np.allclose(s, by_hand, rtol=1e-4, atol=1e-4)
