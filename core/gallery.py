@@ -33,7 +33,10 @@ def _slim(key: str, rec: dict, start: int) -> dict:
     victims = {}
     for name, d in rec["defences"].items():
         flagged = None
-        if "poison_scores" in d:
+        if "poison_flags" in d:
+            flagged = [bool(f) for f in d["poison_flags"]]
+        elif "poison_scores" in d and d.get("rule", "fpr") == "fpr":
+            # records from before per-poison flags were stored: a threshold rule can be read again
             flagged = [bool(s > d["threshold"]) for s in d["poison_scores"]]
         victims[name] = {"success": bool(d["success"]), "pred_after": int(d["pred_after"]), "flagged": flagged,
                          "auc": d.get("auc"), "scores": d.get("poison_scores"), "threshold": d.get("threshold"),

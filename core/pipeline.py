@@ -295,7 +295,7 @@ def evaluate_poisons(model: Classifier, data: Dataset, plan: TrialPlan, attack: 
         s, flags = f.scores_, f.flags_
         det = {"auc": roc(s[:n_clean], s[n_clean:])["auc"], "threshold": f.threshold_, "rule": f.rule_,
                "poisons_flagged": float(flags[n_clean:].mean()), "clean_flagged": float(flags[:n_clean].mean()),
-               "poison_scores": s[n_clean:].tolist(),
+               "poison_scores": s[n_clean:].tolist(), "poison_flags": flags[n_clean:].tolist(),
                "clean_score_quantiles": np.quantile(s[:n_clean], [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]).tolist()}
         filtered[defence] = (~flags[:n_clean], ~flags[n_clean:], det, s)
 

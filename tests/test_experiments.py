@@ -93,7 +93,8 @@ def test_tiny_experiment_end_to_end(tiny_checkpoints, tmp_path, mnist_demo):
     assert set(record["defences"]["none"]) == {"success", "pred_after", "clean_acc_after", "poisons_kept"}
     assert set(record["defences"]["lgm"]) == {"success", "pred_after", "clean_acc_after", "poisons_kept", "auc",
                                               "threshold", "poisons_flagged", "clean_flagged", "poison_scores",
-                                              "clean_score_quantiles"}
+                                              "clean_score_quantiles", "rule", "poison_flags"}
+    assert record["defences"]["lgm"]["rule"] == "fpr" and record["defences"]["knn"]["rule"] == "paper"
     skipped = json.loads(next((tmp_path / "trials").glob("softmax__fc-adaptive__*t0000.json")).read_text())
     assert "skipped" in skipped
     assert markdown_table(cells).count("\n") == len(cells) + 2
