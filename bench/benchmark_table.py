@@ -64,15 +64,16 @@ def controls_table(name: str, records: list[dict], k: int) -> str:
     victims = sorted({v for r in records for v in r.get("victims", {})})
     own = records[0].get("victim_name", "warm") if records else "warm"
     lgm = outcomes(records, "lgm")
-    lines = [f"| {name}: victim | " + " | ".join(f"{a.upper()} flipped; vs LGM {own} (McNemar p)" for a in ATTACKS)
-             + " |", "|---|" + "---|" * len(ATTACKS)]
+    attacks = [a for a in ATTACKS if any(r["attack"] == a for r in records)]
+    lines = [f"| {name}: victim | " + " | ".join(f"{a.upper()} flipped; vs LGM {own} (McNemar p)" for a in attacks)
+             + " |", "|---|" + "---|" * len(attacks)]
     for model in ("softmax", "lgm"):
         for victim in [None] + victims:
             mine = outcomes(records, model, victim)
             if not mine:
                 continue
             cells = []
-            for a in ATTACKS:
+            for a in attacks:
                 c = paired(mine, lgm, a, k)
                 cells.append("-" if not c["pairs"] else f"{c['left']}/{c['pairs']} vs {c['right']}; p = {c['p']:.2g}")
             lines.append(f"| {model} / {victim or own} | " + " | ".join(cells) + " |")
@@ -83,6 +84,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grids", nargs="*", default=["checkpoints/experiments/benchmark_cifar10",
                                                    "checkpoints/experiments/newclasses_cifar10"])
+    ap.add_argument("--controls", nargs="*", default=["checkpoints/replays/cifar10_controls",
+                                                      "checkpoints/replays/fashion_mnist_controls",
+                                                      "checkpoints/replays/default_controls"],
+                    help="replays of the shipped 5-poison experiments with head controls")
     ap.add_argument("--poisons", type=int, default=25)
     ap.add_argument("--json", default=None, help="also write the paired counts here")
     args = ap.parse_args()
@@ -92,6 +97,9 @@ def main() -> None:
     print(main_table(grids, args.poisons))
     for name, records in grids.items():
         print(controls_table(name, records, args.poisons))
+    for folder in args.controls:
+        if Path(folder, "trials").is_dir():
+            print(controls_table(Path(folder).name, load_trials(folder), 5))
     if args.json:
         Path(args.json).write_text(json.dumps({n: len(r) for n, r in grids.items()}) + "\n")
 
