@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -261,8 +261,9 @@ def candidate_targets(cfg: ExperimentConfig) -> dict[str, np.ndarray]:
     """Per data set: test indices that every model of the experiment on it classifies correctly.
 
     A model pretrained on other classes has no head for the victim's classes; there a target must be
-    classified correctly by a clean victim: the experiment's own victim recipe fitted on a seeded,
-    stratified clean set of ``n_clean`` images (no poison) of the victim's classes."""
+    classified correctly by a clean victim: the experiment's own victim recipe (without
+    augmentation) fitted on a seeded, stratified clean set of ``n_clean`` images (no poison) of the
+    victim's classes."""
     by_dataset: dict[str, list] = {}
     for path in cfg.models.values():
         model, meta = _model(path)
@@ -279,6 +280,8 @@ def candidate_targets(cfg: ExperimentConfig) -> dict[str, np.ndarray]:
             out[name] = correct_targets([_model(p)[0] for p in paths], data)
             continue
         recipe = cfg.primary_recipe(0)
+        if getattr(recipe.head_settings, "augment", False):  # the reference victim reads features only
+            recipe = replace(recipe, head_settings=replace(recipe.head_settings, augment=False))
         clean = stratified_sample(data.y_train, min(cfg.n_clean, len(data.y_train)),
                                   np.random.default_rng([cfg.seed, 10**6]))
         ok = np.ones(len(data.y_test), bool)
@@ -402,7 +405,8 @@ def replay_experiment(exp_dir: str | Path, out: str | Path, victims: dict[str, d
                       defences: tuple[str, ...] | None = None, attacks: tuple[str, ...] | None = None,
                       trials: int | None = None, n_jobs: int = 1, progress: bool = True) -> dict:
     """Retrain other victims, behind other filters, on the poisons an experiment already crafted:
-    transfer victims retrain heads only, so a head control or a filter rule needs no new crafting.
+    transfer victims retrain heads only, so a head control or a filter rule needs no new crafting
+    (end-to-end trials are left out: their victim is the fine-tuned network, not a head).
 
     ``victims``: {name: {"head": ..., knob: value}}; the first is the replay's own victim (every
     filter), the rest are its controls. Each trial's plan is drawn again from the experiment's seed
@@ -426,7 +430,7 @@ def replay_experiment(exp_dir: str | Path, out: str | Path, victims: dict[str, d
     (out / "trials").mkdir(parents=True, exist_ok=True)
     old.write_text(json.dumps(meta, indent=2) + "\n")
     records = [r for r in load_trials(exp_dir) if (attacks is None or r["attack"] in attacks)
-               and (trials is None or r["trial"] < trials)]
+               and (trials is None or r["trial"] < trials) and r["setting"] == "transfer"]  # heads only
     jobs = [r for r in records if not (out / "trials" / f"{_trial_key(r['model'], r['attack'], r['n_poisons'], r['setting'], r['trial'])}.json").is_file()]
     targets = candidate_targets(cfg) if jobs else {}
     t0 = time.perf_counter()

@@ -115,33 +115,67 @@ class LGMHead(nn.Module):
         dist = self.mahalanobis(f).gather(1, y[:, None]).squeeze(1)
         return -dist - self.half_log_det()[y] - 0.5 * self.feat_dim * math.log(2 * math.pi)
 
-    @classmethod
-    def fitted(cls, feats: torch.Tensor, labels: torch.Tensor, n_classes: int,
-               covariance: str = "diag") -> "LGMHead":
-        """Class Gaussians estimated from labelled features (means; per-dimension variances for
-        ``diag``), not learned: the LGM rule on classes the extractor never trained on (the
-        new-classes setting), for its victim head and its likelihood filter. A class with no
-        example gets a mean so far away that it is never chosen."""
-        feats, labels = torch.as_tensor(feats).float(), torch.as_tensor(labels).long()
-        head = cls(feats.shape[1], n_classes, covariance=covariance)
-        means = torch.full((n_classes, feats.shape[1]), 1e6)
-        log_var = torch.zeros(n_classes, feats.shape[1])
-        for c in range(n_classes):
-            f = feats[labels == c]
-            if len(f):
-                means[c] = f.mean(0)
-            if len(f) > 1 and covariance == "diag":
-                log_var[c] = f.var(0).clamp_min(1e-12).log()
-        half, centre = (LOGVAR_MAX - LOGVAR_MIN) / 2, (LOGVAR_MAX + LOGVAR_MIN) / 2
-        ratio = ((log_var - centre) / half).clamp(-1 + 1e-6, 1 - 1e-6)  # inverse of log_var()'s tanh
-        with torch.no_grad():
-            head.means.copy_(means)
-            head.logvar_raw.copy_(half * torch.atanh(ratio) if covariance == "diag" else torch.zeros_like(ratio))
-        return head.eval()
-
     def gaussians(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(means [K, d], variances [K, d]) detached, for drawing ellipses and for defences."""
         return self.means.detach().clone(), self.variances().detach().clone()
+
+
+class FittedGaussians(nn.Module):
+    """Class Gaussians estimated from labelled features (means and per-dimension variances), not
+    learned: the LGM rule on classes an extractor never trained on (the new-classes setting), for
+    its victim head (``victim.VICTIM_HEADS["gaussian"]``) and its likelihood filter. Unlike a
+    trained diagonal LGM head, the variances are not bounded (features of unseen classes have
+    many dimensions with variance far below the head's e^-4 floor); a class with no example is
+    never chosen."""
+
+    kind = "gaussian"
+    capabilities: frozenset = frozenset({"gaussian"})
+    covariance = "diag"
+    VAR_FLOOR = 1e-8
+
+    def __init__(self, means: torch.Tensor, variances: torch.Tensor, present: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("means", means.float())
+        self.register_buffer("log_variances", variances.float().clamp_min(self.VAR_FLOOR).log())
+        self.register_buffer("present", present.bool())
+        self.n_classes, self.feat_dim = means.shape
+
+    @classmethod
+    def fit(cls, feats: torch.Tensor, labels: torch.Tensor, n_classes: int) -> "FittedGaussians":
+        feats, labels = torch.as_tensor(feats).double(), torch.as_tensor(labels).long()
+        d = feats.shape[1]
+        means, var = torch.zeros(n_classes, d, dtype=torch.float64), torch.ones(n_classes, d, dtype=torch.float64)
+        present = torch.zeros(n_classes, dtype=torch.bool)
+        for c in range(n_classes):
+            f = feats[labels == c]
+            if len(f):
+                means[c], present[c] = f.mean(0), True
+            if len(f) > 1:
+                var[c] = f.var(0)
+        return cls(means, var, present).eval()
+
+    def log_var(self) -> torch.Tensor:
+        return self.log_variances
+
+    def variances(self) -> torch.Tensor:
+        return self.log_variances.exp()
+
+    def mahalanobis(self, f: torch.Tensor) -> torch.Tensor:
+        """1/2 (f - mu_k)^T Lambda_k^-1 (f - mu_k) for every class, shape [N, K]."""
+        diff = f.unsqueeze(1) - self.means.unsqueeze(0)
+        return 0.5 * (diff.pow(2) * torch.exp(-self.log_variances).unsqueeze(0)).sum(dim=2)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        logits = -self.mahalanobis(f) - 0.5 * self.log_variances.sum(1).unsqueeze(0)
+        return logits.masked_fill(~self.present, float("-inf"))
+
+    def log_likelihood(self, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """log N(f; mu_y, Lambda_y) under the given (claimed) labels, shape [N]."""
+        dist = self.mahalanobis(f).gather(1, y[:, None]).squeeze(1)
+        return -dist - 0.5 * self.log_variances.sum(1)[y] - 0.5 * self.feat_dim * math.log(2 * math.pi)
+
+    def gaussians(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.means.clone(), self.variances().clone()
 
 
 HEAD_TYPES: dict[str, type[nn.Module]] = {"softmax": SoftmaxHead, "lgm": LGMHead}

@@ -20,7 +20,9 @@ The data packs are stored sorted by class, so nothing here ever takes "the first
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -32,7 +34,7 @@ from .attacks import AttackSettings, Poisons, get_attack
 from .data import Dataset, stratified_sample
 from .defences import applies, get_defence, label, roc
 from .judge import Judge, Verdict
-from .lgm import LGMHead
+from .lgm import FittedGaussians
 from .models import Classifier, extract_features, predict_logits
 from .victim import Outcome, Retraining, retrain_victim
 
@@ -122,6 +124,11 @@ def _judged_bases(data: Dataset, pool: np.ndarray, base_class: int, n: int, judg
     raise ValueError(f"fewer than {n} images of class {base_class} are labelled so by the judges")
 
 
+# part of the feature cache's key: bump it when the feature computation itself changes
+# (normalisation, the extractors' forward), so no cached bank from before is ever read
+FEATURES_VERSION = "1"
+
+
 @dataclass(frozen=True)
 class FeatureBank:
     """A model's penultimate features of a data set's whole train and test splits."""
@@ -140,7 +147,8 @@ class FeatureBank:
         60000 CIFAR forward passes (minutes per model on two cores). A file that does not match
         the key's shapes is recomputed."""
         digest = hashlib.sha256()
-        for part in (model_sha256.encode(), data.name.encode(), str(data.class_ids).encode(),
+        for part in (FEATURES_VERSION.encode(), model_sha256.encode(), json.dumps(model.config.to_dict(), sort_keys=True).encode(),
+                     data.name.encode(), str(data.class_ids).encode(),
                      data.y_train.tobytes(), data.y_test.tobytes(), data.x_train[::997].tobytes(),
                      data.x_test[::997].tobytes(), str(data.x_train.shape).encode()):
             digest.update(part)
@@ -152,7 +160,7 @@ class FeatureBank:
                     train, test = z["train"], z["test"]
                 if train.shape == (len(data.y_train), d) and test.shape == (len(data.y_test), d):
                     return cls(train, test)
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
                 pass  # unreadable: computed again below
         bank = cls.compute(model, data)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -290,7 +298,7 @@ def evaluate_poisons(model: Classifier, data: Dataset, plan: TrialPlan, attack: 
             filtered[defence] = (np.ones(n_clean, bool), np.ones(k, bool), {}, None)
             continue
         spec = get_defence(defence)
-        gaussians = LGMHead.fitted(pool, claimed, len(data.classes)) if new_classes and spec.requires else model.head
+        gaussians = FittedGaussians.fit(pool, claimed, len(data.classes)) if new_classes and spec.requires else model.head
         f = spec.make(gaussians).fit(pool, claimed, trusted=trusted, fpr=fpr)
         s, flags = f.scores_, f.flags_
         det = {"auc": roc(s[:n_clean], s[n_clean:])["auc"], "threshold": f.threshold_, "rule": f.rule_,

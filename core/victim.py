@@ -26,7 +26,7 @@ import torch
 from .attacks import Poisons
 from .models import Classifier, extract_features, frozen_copy, to_input
 from .settings import NoSettings, Settings, knob
-from .lgm import LGMHead, SoftmaxHead
+from .lgm import FittedGaussians, SoftmaxHead
 from .train import TrainConfig, augment_batch, fit
 
 SETTINGS = ("transfer", "end2end")
@@ -204,7 +204,7 @@ def fit_gaussians(head: torch.nn.Module, data: HeadData, settings: NoHeadSetting
     """Class means and per-dimension variances of the retraining features: the LGM head's
     decision rule and likelihood, estimated rather than learned (for an extractor that never saw
     the victim's classes, where the model's own Gaussians describe other classes)."""
-    return LGMHead.fitted(data.feats, data.labels, _n_classes(head, data), covariance="diag")
+    return FittedGaussians.fit(data.feats, data.labels, _n_classes(head, data))
 
 
 @dataclass(frozen=True)

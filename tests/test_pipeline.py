@@ -122,3 +122,5 @@ def test_feature_bank_cache_returns_the_computed_features_and_recomputes_a_bad_f
     assert len(list(tmp_path.glob("bank_*.npz"))) == 2
     path.write_bytes(b"not an npz")
     assert np.allclose(FeatureBank.cached(tiny_lgm, data, tmp_path, "abc").train, fresh.train)
+    path.write_bytes(path.read_bytes()[:100])  # a truncated file (an interrupted write elsewhere)
+    assert np.allclose(FeatureBank.cached(tiny_lgm, data, tmp_path, "abc").train, fresh.train)

@@ -155,17 +155,17 @@ def test_settings_take_numpy_scalars_and_refuse_a_string_for_a_bool():
 
 
 def test_fitted_gaussians_recover_the_classes_and_decide_by_likelihood():
-    """``LGMHead.fitted``: class means and per-dimension variances of labelled features; the
+    """``FittedGaussians.fit``: class means and per-dimension variances of labelled features; the
     ``gaussian`` victim head and the new-classes likelihood filter both read them."""
-    from core.lgm import LGMHead
+    from core.lgm import FittedGaussians
     from core.victim import HeadData, VICTIM_HEADS
 
     g = torch.Generator().manual_seed(0)
     means = torch.tensor([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
-    scales = torch.tensor([[1.0, 0.3], [0.5, 2.0], [1.5, 1.0]])
+    scales = torch.tensor([[1.0, 0.01], [0.5, 2.0], [1.5, 1.0]])  # 0.01: variance 1e-4, under a trained head's floor
     labels = torch.arange(3).repeat_interleave(4000)
     feats = means[labels] + scales[labels] * torch.randn(len(labels), 2, generator=g)
-    head = LGMHead.fitted(feats, labels, 4)  # class 3 has no example
+    head = FittedGaussians.fit(feats, labels, 4)  # class 3 has no example
     assert torch.allclose(head.means[:3], means, atol=0.06)
     assert torch.allclose(head.variances()[:3].sqrt(), scales, rtol=0.04)
     pred = head(feats).argmax(1)
