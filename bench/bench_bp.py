@@ -30,29 +30,20 @@ from core.data import load_dataset
 from core.models import frozen_copy, to_input
 
 
+def pass_ms(net, x: torch.Tensor, repeats: int) -> float:
+    """Median ms of one forward + backward of ``x`` through ``net.features`` (input gradient only)."""
+    times = []
+    for _ in range(repeats):
+        xi = x.clone().requires_grad_(True)
+        t0 = time.perf_counter()
+        (g,) = torch.autograd.grad(net.features(xi).pow(2).sum(), xi)
+        times.append(1000 * (time.perf_counter() - t0))
+    return statistics.median(times)
+
+
 def floor_ms(model, x: torch.Tensor, repeats: int) -> float:
-    """Median ms of one forward + backward of ``x`` through the network the attack runs
-    (``models.frozen_copy``: batch norms folded, channels-last), input gradient only."""
-    frozen = frozen_copy(model)
-    times = []
-    for _ in range(repeats):
-        xi = x.clone().requires_grad_(True)
-        t0 = time.perf_counter()
-        f = frozen.features(xi)
-        (g,) = torch.autograd.grad(f.pow(2).sum(), xi)
-        times.append(1000 * (time.perf_counter() - t0))
-    return statistics.median(times)
-
-
-def plain_ms(model, x: torch.Tensor, repeats: int) -> float:
-    """The same through the model as trained (batch norms separate): what the folding saves."""
-    times = []
-    for _ in range(repeats):
-        xi = x.clone().requires_grad_(True)
-        t0 = time.perf_counter()
-        (g,) = torch.autograd.grad(model.features(xi).pow(2).sum(), xi)
-        times.append(1000 * (time.perf_counter() - t0))
-    return statistics.median(times)
+    """The pass through the network the attack runs (``models.frozen_copy``: batch norms folded)."""
+    return pass_ms(frozen_copy(model), x, repeats)
 
 
 def main() -> None:
@@ -86,7 +77,7 @@ def main() -> None:
                                          np.full(args.poisons, base_class), int(data.y_test[target]), settings)
             wall = time.perf_counter() - t0
             after = floor_ms(model, x, 30)
-            plain = plain_ms(model, x, 30)
+            plain = pass_ms(model, x, 30)  # the model as trained: what the folding saves
             per_iter = 1000 * wall / args.iters
             fl = (before + after) / 2
             out["crafts"].append({"attack": attack, "trial": trial, "wall_s": round(wall, 2),

@@ -299,24 +299,30 @@ def candidate_targets(cfg: ExperimentConfig) -> dict[str, np.ndarray]:
     return out
 
 
+def _trial_setup(cfg: ExperimentConfig, targets: dict[str, np.ndarray], path: str, k: int, trial: int) -> tuple:
+    """What trial ``trial`` of a model draws on, the same for a run and for its replay: (data set
+    name, the data it draws from, the judge, the plan, whether the victim's classes are new)."""
+    name, classes = _model(path)[1]["config"]["dataset"], _victim_classes(path)
+    ds = _dataset(name, cfg.demo, cfg.data_dir, classes)
+    judge = _judge(name, cfg.demo, cfg.data_dir, classes) if cfg.judge else None
+    plan = plan_trial(ds, (cfg.seed, trial), targets[name], n_poisons=k, n_clean=cfg.n_clean, n_test=cfg.n_test,
+                      judge=judge, bases_from_clean=cfg.bases_from_clean)
+    return name, ds, judge, plan, classes is not None
+
+
 def experiment_trial(cfg: ExperimentConfig, targets: dict[str, np.ndarray], model_name: str, attack: str, k: int,
                      setting: str, trial: int, threads: int | None = None) -> tuple[dict, np.ndarray | None]:
     """One trial of the grid through the shared pipeline: (record, poisons as uint8 or None)."""
     if threads:
         torch.set_num_threads(threads)
     path = cfg.models[model_name]
-    model, meta = _model(path)
+    model = _model(path)[0]
     entry = ATTACKS[attack]
     if not entry.applies_to(model.config.head):
         return {"skipped": entry.why_not(model.config.head)}, None
-    name, classes = meta["config"]["dataset"], _victim_classes(path)
-    ds = _dataset(name, cfg.demo, cfg.data_dir, classes)
-    judge = _judge(name, cfg.demo, cfg.data_dir, classes) if cfg.judge else None
-    plan = plan_trial(ds, (cfg.seed, trial), targets[name], n_poisons=k, n_clean=cfg.n_clean, n_test=cfg.n_test,
-                      judge=judge, bases_from_clean=cfg.bases_from_clean)
+    name, ds, judge, plan, new_classes = _trial_setup(cfg, targets, path, k, trial)
     knobs = {"iters": cfg.iters, **cfg.attack_settings.get(attack, {})}
     settings = settings_for(attack, name, trial_seed=trial, eps=cfg.eps, record_every=knobs["iters"], **knobs)
-    new_classes = classes is not None
     result = run_trial(model, ds, plan, attack, settings, defences=cfg.defences, fpr=cfg.fpr,
                        victim=cfg.primary_recipe(trial, setting),
                        controls={n: r for n, r in cfg.control_recipes(trial, setting).items()
@@ -454,14 +460,9 @@ def _replay_one(cfg: ExperimentConfig, targets: dict, exp_dir: Path, out: Path, 
     if threads:
         torch.set_num_threads(threads)
     key = _trial_key(rec["model"], rec["attack"], rec["n_poisons"], rec["setting"], rec["trial"])
-    path = cfg.models[rec["model"]]
-    model, meta = _model(path)
-    name, classes = meta["config"]["dataset"], _victim_classes(path)
-    ds = _dataset(name, cfg.demo, cfg.data_dir, classes)
-    judge = _judge(name, cfg.demo, cfg.data_dir, classes) if cfg.judge else None
-    trial = rec["trial"]
-    plan = plan_trial(ds, (cfg.seed, trial), targets[name], n_poisons=rec["n_poisons"], n_clean=cfg.n_clean,
-                      n_test=cfg.n_test, judge=judge, bases_from_clean=cfg.bases_from_clean)
+    path, trial = cfg.models[rec["model"]], rec["trial"]
+    model = _model(path)[0]
+    _, ds, judge, plan, new_classes = _trial_setup(cfg, targets, path, rec["n_poisons"], trial)
     if plan.target_index != rec["target_index"] or plan.base_indices.tolist() != rec["base_indices"]:
         raise ValueError(f"{key}: the plan drawn again differs from the stored one (data or code changed)")
     with np.load(exp_dir / "trials" / f"{key}.npz") as z:
@@ -474,7 +475,6 @@ def _replay_one(cfg: ExperimentConfig, targets: dict, exp_dir: Path, out: Path, 
                       traj_objective=np.zeros((1, len(images)), np.float32),
                       target_feature=extract_features(model, target).numpy()[0])
     (first, (head, settings)), *rest = recipes.items()
-    new_classes = classes is not None
     controls = {n: Retraining(head=h, head_settings=s, seed=trial) for n, (h, s) in rest}
     result = evaluate_poisons(model, ds, plan, rec["attack"], poisons, defences=defences, fpr=cfg.fpr,
                               victim=Retraining(head=head, head_settings=settings, seed=trial),
