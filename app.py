@@ -16,6 +16,8 @@ PAGES = [
     st.Page("pages/gallery.py", title="Poison gallery", icon=":material/photo_library:"),
     st.Page("pages/outcomes.py", title="Attack outcomes", icon=":material/bar_chart:"),
     st.Page("pages/defences.py", title="Defences", icon=":material/shield:"),
+    st.Page("pages/red_team.py", title="Red-team round", icon=":material/sports_esports:"),
+    st.Page("pages/teacher.py", title="Teacher", icon=":material/admin_panel_settings:"),
 ]
 st.session_state["via_app"] = True  # pages check it: see pages/common.sidebar
 st.navigation(PAGES).run()

@@ -62,9 +62,11 @@ def contact_sheet(target: np.ndarray, bases: np.ndarray, poisons: np.ndarray, ce
     return out.getvalue()
 
 
-def poisons_npz(target: np.ndarray, bases: np.ndarray, poisons: np.ndarray, **meta: int | float | str) -> bytes:
-    """The images as uint8 NHWC arrays (``target``, ``bases``, ``poisons``) plus scalar metadata
-    (labels, budget, seed), loadable with ``np.load`` and no pickle."""
+def poisons_npz(target: np.ndarray, bases: np.ndarray, poisons: np.ndarray,
+                **meta: int | float | str | np.ndarray) -> bytes:
+    """The images as uint8 NHWC arrays (``target``, ``bases``, ``poisons``) plus metadata (labels,
+    the bases' and target's indices, the attack), loadable with ``np.load`` and no pickle; a
+    red-team round reads it back (``core.rounds.Submission.from_npz``)."""
     out = io.BytesIO()
     arrays = {k: np.asarray(v) for k, v in meta.items()}
     np.savez_compressed(out, target=_as_uint8(target), bases=_as_uint8(bases), poisons=_as_uint8(poisons), **arrays)

@@ -28,6 +28,7 @@ from .victim import Retraining
 
 # The lab's sizes: a class of students shares one server, so a run stays small.
 LAB_CLEAN, LAB_TEST = 500, 500
+LAB_MAX_POISONS, LAB_MAX_ITERS = 10, 1000  # one student must not starve the rest of the class
 POOL_CLEAN, POOL_POISONS = 500, 5
 
 

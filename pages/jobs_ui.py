@@ -20,6 +20,8 @@ def _session_alive(owner: str) -> bool:
     """False once a browser session has closed (its queued job is dropped, its running one stops)."""
     from streamlit.runtime import Runtime
 
+    if owner.startswith("submission:"):  # a red-team submission's scoring belongs to the round, not a tab
+        return True
     try:
         return Runtime.instance().is_active_session(owner)
     except RuntimeError:  # no server runtime (AppTest, bare mode): sessions never close under us

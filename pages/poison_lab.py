@@ -7,17 +7,17 @@ import streamlit as st
 from core.attacks import ATTACKS, budget_levels, default_eps
 from core.defences import label as defence_label
 from core.export import amplified_change, contact_sheet, largest_change, poisons_npz
-from core.lab import LAB_CLEAN, LAB_TEST, guess_label, lab_runs, own_filter_result, run_lab_pair
+from core.lab import LAB_CLEAN, LAB_MAX_ITERS, LAB_MAX_POISONS, LAB_TEST, guess_label, lab_runs, own_filter_result, run_lab_pair
 from core.pipeline import plan_trial
 from core.regions import covering_grid
 from core.report import head_label
 from core.uploads import UploadError, image_from_bytes
 from pages.common import HEADS, bank, demo, features, judge, model, projection, sidebar, targets
 from pages.jobs_ui import heavy_job
+from pages.rounds_ui import store as round_store
 from pages.plots import feature_figure, image_for_display, poison_markers, regions_heatmap, selected_index, space_figure
 from pages.showcase import draw_showcase, no_showcase
 
-MAX_POISONS, MAX_ITERS = 10, 1000  # one student must not starve the rest of the class
 
 dataset, space, pair = sidebar()
 ds = demo(dataset)
@@ -26,6 +26,10 @@ st.markdown("Pick a **target** (the test image the attacker wants misclassified)
             "(what it should be called). The lab crafts poisons that look like base-class training images, "
             "retrains a victim on clean data plus the poisons, and checks whether the LGM model's own "
             "likelihood filter would have caught them.")
+
+live_round = round_store().current()
+if live_round is not None and live_round.accepting():
+    st.info(f"A red-team round is open (round {live_round.id}): craft here, then submit on the **Red-team round** page.")
 
 # --- target -----------------------------------------------------------------------------------------
 how = st.radio("Choose the target", ["by class and index", "click it in the scatter", "upload an image"],
@@ -75,8 +79,8 @@ with right:
     attack = st.selectbox("Attack", list(ATTACKS), format_func=lambda a: ATTACKS[a].label,
                           help="; ".join(f"{a.label}: {a.summary}" for a in ATTACKS.values()))
     c1, c2, c3 = st.columns(3)
-    n_poisons = c1.slider("Poisons", 1, MAX_POISONS, 5)
-    iters = c2.slider("Crafting steps", 10, MAX_ITERS, 200, step=10)
+    n_poisons = c1.slider("Poisons", 1, LAB_MAX_POISONS, 5)
+    iters = c2.slider("Crafting steps", 10, LAB_MAX_ITERS, 200, step=10)
     fpr = c3.select_slider("Filter: clean images it may throw away", [0.01, 0.02, 0.05, 0.1], value=0.05,
                            format_func=lambda f: f"{100 * f:.0f}%",
                            help="The filter's false-positive rate: the share of clean training images it "
@@ -169,7 +173,9 @@ for head, r in results.items():
     d1.download_button("Poisons as a PNG sheet", contact_sheet(r.poisons.target[0], r.poisons.bases, r.poisons.poisons),
                        file_name=f"poisons_{head}.png", mime="image/png", key=f"png_{head}")
     d2.download_button("Poisons as .npz", poisons_npz(r.poisons.target[0], r.poisons.bases, r.poisons.poisons,
-                                                      target_label=r.poisons.target_label, base_class=base_class),
+                                                      target_label=r.poisons.target_label, base_class=base_class,
+                                                      base_indices=r.plan.base_indices, target_index=r.plan.target_index,
+                                                      attack=r.attack),
                        file_name=f"poisons_{head}.npz", mime="application/octet-stream", key=f"npz_{head}")
     c_path, c_hist = st.columns(2)
     proj = projection(pair[head], "raw" if space == "2-D" else "pca")
