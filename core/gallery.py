@@ -150,34 +150,55 @@ def load_gallery(exp_dir: str | Path) -> Gallery:
     return Gallery(header["dataset"], header["classes"], header["models"], header["config"], header["trials"], arrays)
 
 
+SHOWCASE_RULE = ("Shown: the first trial, by trial number, in which every poison is judged clean-label by both "
+                 "judges, the softmax victim (no filter) was poisoned and the LGM victim, attacked on the same target "
+                 "with the same bases and clean-label poisons, was not; where no trial has both, the first "
+                 "clean-label poisoning of the softmax victim. Among a data set's experiments in the chosen feature "
+                 "space, one with such a contrast comes first, then the higher clean-label success count.")
+
+
 @dataclass(frozen=True)
 class Showcase:
-    """The example the classroom opens on, and the measured rate it must be read against."""
+    """The example the classroom opens on (``SHOWCASE_RULE``), and the measured rate it must be read against."""
 
     softmax: int  # gallery index of the softmax trial
     lgm: int | None  # the same target and bases crafted against the LGM model
     successes: int  # softmax victims poisoned in this cell (no filter)
     clean_label_successes: int
     trials: int  # trials in this cell
+    attack: str = "fc"
+    contrast: bool = False  # the LGM victim of the same target was not poisoned, with clean-label poisons
+
+    def strength(self) -> tuple:
+        """How strong an opening example this is (larger first): a contrast, then clean-label successes."""
+        return (self.contrast, self.clean_label_successes)
 
 
-def showcase(gallery: Gallery, attack: str = "fc") -> Showcase | None:
-    """The first softmax trial (by trial number) whose poisons are all clean-label and whose unfiltered
-    victim was poisoned, paired with the LGM trial on the same target; None when no trial qualifies.
-
-    The rule is fixed and stated so the example is not cherry-picked in secret; the cell's counts
-    come with it.
-    """
+def showcase(gallery: Gallery, attacks: tuple[str, ...] = ("fc", "cp", "bp")) -> Showcase | None:
+    """The trial ``SHOWCASE_RULE`` picks in ``gallery`` (the attacks tried in that order: within one
+    attack, a contrast first, then the first clean-label success), paired with the LGM trial on the
+    same target; None when no trial qualifies. The rule is fixed and stated so the example is not
+    cherry-picked in secret; the cell's counts come with it."""
     softmax_name = next((n for n, m in gallery.models.items() if m["head"] == "softmax"), None)
     lgm_name = next((n for n, m in gallery.models.items() if m["head"] == "lgm"), None)
     if softmax_name is None:
         return None
-    cell = sorted(gallery.cell(softmax_name, attack), key=lambda i: gallery.trials[i]["trial"])
-    hits = [i for i in cell if gallery.trials[i]["victims"]["none"]["success"]]
-    clean_hits = [i for i in hits if gallery.trials[i]["clean_label"]]
-    if not clean_hits:
-        return None
-    first = clean_hits[0]
-    t = gallery.trials[first]
-    lgm = gallery.find(lgm_name, attack, t["trial"], t["setting"], t["n_poisons"]) if lgm_name else None
-    return Showcase(first, lgm, len(hits), len(clean_hits), len(cell))
+    found = []
+    for attack in attacks:
+        cell = sorted(gallery.cell(softmax_name, attack), key=lambda i: gallery.trials[i]["trial"])
+        hits = [i for i in cell if gallery.trials[i]["victims"]["none"]["success"]]
+        clean_hits = [i for i in hits if gallery.trials[i]["clean_label"]]
+        if not clean_hits:
+            continue
+
+        def partner(i: int) -> int | None:
+            t = gallery.trials[i]
+            return gallery.find(lgm_name, attack, t["trial"], t["setting"], t["n_poisons"]) if lgm_name else None
+
+        def resists(j: int | None) -> bool:
+            return j is not None and gallery.trials[j]["clean_label"] and not gallery.trials[j]["victims"]["none"]["success"]
+
+        contrast = [i for i in clean_hits if resists(partner(i))]
+        first = (contrast or clean_hits)[0]
+        found.append(Showcase(first, partner(first), len(hits), len(clean_hits), len(cell), attack, bool(contrast)))
+    return max(found, key=Showcase.strength, default=None)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -118,6 +119,14 @@ class LGMHead(nn.Module):
     def gaussians(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(means [K, d], variances [K, d]) detached, for drawing ellipses and for defences."""
         return self.means.detach().clone(), self.variances().detach().clone()
+
+    def threshold_sigmas(self, threshold: float) -> np.ndarray:
+        """Per class, the radius s (in standard deviations) of the ellipse on which an example claiming
+        that class scores exactly ``threshold`` (minus log-likelihood, the likelihood filter's score):
+        inside it the filter keeps an example, outside it flags it. 0 where the whole class is flagged."""
+        with torch.no_grad():
+            m = threshold - self.half_log_det() - 0.5 * self.feat_dim * math.log(2 * math.pi)
+        return np.sqrt(2.0 * np.clip(m.numpy().astype(np.float64), 0.0, None))
 
 
 class FittedGaussians(nn.Module):

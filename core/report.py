@@ -183,6 +183,26 @@ def victim_name(victim: str, suffix: str = "") -> str:
     return model_name(head) + (suffix if head in HEAD_NAMES else "") + (f",{rest}" if rest else "")
 
 
+def control_outcomes(experiment: str, record: dict, root: str | Path | None = None) -> dict[str, dict] | None:
+    """The same poisons against other victims (``poisonlab replay`` into ``replays/<experiment>_controls``,
+    ``bench/run_replays.sh``): {victim name: {"success", "pred_after", "clean_acc_after", "spec"}} (``spec``: the victim's
+    head and settings as the replay's config gives them) for one
+    trial ``record`` (model, attack, n_poisons, setting, trial), the replay's own victim included;
+    None when no replay of that trial is shipped."""
+    folder = Path(root) if root is not None else CHECKPOINT_DIR / "replays"
+    key = f"{record['model']}__{record['attack']}__k{record['n_poisons']}__{record['setting']}__t{int(record['trial']):04d}"
+    path = folder / f"{experiment}_controls" / "trials" / f"{key}.json"
+    if not path.is_file():
+        return None
+    rec = json.loads(path.read_text())
+    cfg = json.loads((path.parent.parent / "config.json").read_text())
+    specs = cfg.get("victims", {})
+    rows = {rec.get("victim_name", "victim"): rec["defences"]["none"], **{n: v["none"] for n, v in rec.get("victims", {}).items()}}
+    return {name: {"success": bool(v["success"]), "pred_after": int(v["pred_after"]),
+                   "clean_acc_after": float(v["clean_acc_after"]), "spec": specs.get(name, {"head": "warm"})}
+            for name, v in rows.items()}
+
+
 BENCH_RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 
 

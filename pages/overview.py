@@ -31,7 +31,7 @@ def example(path: str, dataset: str, iters: int = 100) -> tuple:
 
 st.subheader("Seen in the shipped experiments")
 if not draw_showcase(dataset, space):
-    st.info(f"{no_showcase(dataset)}, so here is one poison crafted now against each model (nothing retrained).")
+    st.info(f"{no_showcase(dataset, space)}, so here is one poison crafted now against each model (nothing retrained).")
     cols = st.columns(2)
     for col, head in zip(cols, ("softmax", "lgm")):
         ti, bi, p = example(pair[head], dataset)

@@ -37,10 +37,12 @@ AXIS_NAMES = {"raw": ("feature 1", "feature 2"), "pca": ("principal direction 1"
 
 def feature_figure(points: np.ndarray, labels: np.ndarray, classes: tuple, title: str, proj=None,
                    gaussians: tuple | None = None, extra: list | None = None, sigmas: tuple = (2,),
-                   background: go.Heatmap | None = None) -> go.Figure:
+                   background: go.Heatmap | None = None, filter_sigmas: np.ndarray | None = None) -> go.Figure:
     """Scatter of 2-D points coloured by class, the LGM means and their ``sigmas`` ellipses (one
     2-sigma ring per class by default: more rings hid the points), then ``extra`` traces on top;
-    ``background`` (decision regions, a likelihood map) goes under everything.
+    ``background`` (decision regions, a likelihood map) goes under everything. ``filter_sigmas``
+    (per class, raw 2-D features only): the likelihood filter's threshold, drawn as a dashed ring
+    per class in place of the sigma rings: a poison outside its claimed class's ring is flagged.
 
     Traces are plain dicts and the figure skips Plotly's validation (every page draws these on every
     run: validating ~1000 points cost 5x the rest). The traces are made here, so they are valid.
@@ -66,10 +68,14 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, classes: tuple, title
         centres = proj.transform(means)
         for c in range(len(means)):
             cov = proj.ellipse_cov(variances[c])
-            for sigma in sigmas if cov is not None else ():
+            rings = (filter_sigmas[c],) if filter_sigmas is not None else sigmas
+            for sigma in rings if cov is not None else ():
                 e = ellipse(centres[c], cov, sigma)
                 data.append({"type": "scatter", "x": e[:, 0], "y": e[:, 1], "mode": "lines", "hoverinfo": "skip",
-                             "line": {"color": COLOURS[c], "width": 1.5}, "showlegend": False})
+                             "line": {"color": COLOURS[c], "width": 2 if filter_sigmas is not None else 1.5,
+                                      "dash": "dash" if filter_sigmas is not None else "solid"},
+                             "name": "filter threshold: outside is flagged", "legendgroup": "threshold",
+                             "showlegend": filter_sigmas is not None and c == 0})
         data.append({"type": "scatter", "x": centres[:, 0], "y": centres[:, 1], "mode": "markers",
                      "name": "class centre (LGM)", "marker": {"symbol": "x", "size": 10, "color": "black"}})
     data += [plain(t) for t in extra or []]
@@ -82,14 +88,15 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, classes: tuple, title
 
 def space_figure(path: str, title: str, method: str | None = None, poisons: tuple | None = None,
                  extra: list | None = None, gaussians: bool = True, sigmas: tuple = (2,),
-                 background: go.Heatmap | None = None) -> go.Figure:
+                 background: go.Heatmap | None = None, threshold: float | None = None) -> go.Figure:
     """A checkpoint's feature space as every page draws it: its stored test-sample features, mapped to
     2-D with ``method`` (default: "raw" for d = 2 features, else "pca"), coloured by class, with the
     Gaussians (``sigmas`` rings and centres) when it is an LGM model and ``gaussians`` is true.
 
     ``poisons``: (target, bases, poisons) in the model's own feature space, drawn with ``poison_markers``;
     ``extra``: traces already in the plot's coordinates (``projection(path, method)`` maps to them);
-    ``background`` goes under everything (``feature_figure``).
+    ``background`` goes under everything (``feature_figure``). ``threshold``: the LGM likelihood
+    filter's threshold (minus log-likelihood) to draw as each class's ring, on raw 2-D features.
     """
     m, meta = model(path)
     cfg = meta["config"]
@@ -101,8 +108,10 @@ def space_figure(path: str, title: str, method: str | None = None, poisons: tupl
     if poisons is not None:
         target_f, base_f, poison_f = (proj.transform(np.atleast_2d(a)) for a in poisons)
         marks = poison_markers(target_f[0], base_f, poison_f) + marks
+    rings = (m.head.threshold_sigmas(threshold) if threshold is not None and gauss is not None and method == "raw"
+             else None)
     return feature_figure(proj.transform(features(path, "test")), ds.y_test, ds.classes, title, proj, gauss,
-                          marks or None, sigmas=sigmas, background=background)
+                          marks or None, sigmas=sigmas, background=background, filter_sigmas=rings)
 
 
 def regions_heatmap(head, grid) -> go.Heatmap:

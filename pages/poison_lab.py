@@ -135,7 +135,7 @@ lab = st.session_state.get("lab")
 if not lab or lab["key"] != key:  # nothing yet, or made for another data set / feature space / models
     st.subheader("Until you craft: a shipped example")
     if not draw_showcase(dataset, space):
-        st.info(f"{no_showcase(dataset)}: craft your own above.")
+        st.info(f"{no_showcase(dataset, space)}: craft your own above.")
     st.stop()
 results, base_class = lab["results"], lab["base_class"]
 
@@ -190,9 +190,13 @@ for head, r in results.items():
                         line={"color": "black"}, marker={"size": 4}),
              go.Scatter(x=tgt[:, 0], y=tgt[:, 1], mode="markers", name="target",
                         marker={"symbol": "diamond", "size": 16, "color": "black"})]
-    c_path.plotly_chart(space_figure(pair[head], f"after {r.poisons.traj_iters[step]} crafting steps", proj.method,
-                                     extra=extra), width="stretch", key=f"path_{head}")
     own = own_filter_result(r, head)
+    c_path.plotly_chart(space_figure(pair[head], f"after {r.poisons.traj_iters[step]} crafting steps", proj.method,
+                                     extra=extra, threshold=own.detection["threshold"] if own.defence == "lgm" else None),
+                        width="stretch", key=f"path_{head}")
+    if own.defence == "lgm" and space == "2-D":
+        c_path.caption("Dashed rings: the LGM filter's threshold. A poison outside the ring of the class it "
+                       "claims is flagged and thrown away before the victim is retrained.")
     poison_scores = np.asarray(own.detection["poison_scores"])
     hist = go.Figure([go.Histogram(x=own.clean_scores, name="clean training images", opacity=0.6, nbinsx=40)])
     hist.add_trace(go.Scatter(x=poison_scores, y=np.zeros(len(poison_scores)), mode="markers", name="poisons",

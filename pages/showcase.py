@@ -1,4 +1,5 @@
-"""The classroom's opening example, drawn from the shipped galleries by ``core.gallery.showcase``."""
+"""The classroom's opening example, drawn from the shipped galleries by ``core.gallery.showcase``
+(its rule: ``core.gallery.SHOWCASE_RULE``), with the controls that say why (``core.report.control_outcomes``)."""
 
 from __future__ import annotations
 
@@ -6,35 +7,63 @@ import streamlit as st
 
 from core.defences import label as defence_label
 from core.defences import own_filter
-
-from core.report import head_label
+from core.gallery import SHOWCASE_RULE
+from core.report import control_outcomes, head_label
+from core.victim import VICTIM_HEADS
 from pages.common import DATASET_NAMES, article, experiments_for, galleries, gallery, named
 from pages.plots import amplified, image_for_display, space_figure
 
+SPACE_WORDS = {"2-D": "2-D", "high-d": "high-d"}
 
-def no_showcase(dataset: str) -> str:
-    """Why there is no shipped example to show: no experiment at all, or none whose victim was poisoned."""
+
+def no_showcase(dataset: str, space: str | None = None) -> str:
+    """Why there is no shipped example to show in the chosen feature space: no experiment at all, none
+    whose victim was poisoned, or one only in the other feature space (switch the sidebar)."""
     if not experiments_for(dataset):
         return f"No experiment has been shipped for {DATASET_NAMES[dataset]} yet"
+    if space is not None and pick_showcase(dataset, None) is not None:
+        other = pick_showcase(dataset, None)[0]
+        other_space = experiments_for(dataset)[other]["space"]
+        return (f"No shipped {DATASET_NAMES[dataset]} trial with {space} models has poisoned a victim with "
+                f"clean-label poisons; the {other_space} models have one (switch the sidebar's feature space to see it)")
     return (f"No shipped {DATASET_NAMES[dataset]} trial has poisoned a victim with clean-label poisons yet "
             "(**Poison gallery** shows what the shipped trials did)")
 
 
-def pick_showcase(dataset: str, space: str):
-    """(experiment name, gallery, Showcase) for the selected data set, preferring an experiment in the
-    selected feature space and the ``default`` one; None when no shipped trial qualifies."""
+def pick_showcase(dataset: str, space: str | None):
+    """(experiment name, gallery, Showcase) for the data set, from experiments in the sidebar's feature
+    ``space`` only (None: any), the strongest by ``Showcase.strength``; None when no shipped trial
+    qualifies. The models drawn are then always the sidebar's kind."""
     from core.gallery import showcase
 
-    for name in galleries(dataset, space):
-        found = showcase(gallery(name))
-        if found is not None:
-            return name, gallery(name), found
-    return None
+    spaces = {n: r["space"] for n, r in experiments_for(dataset).items()}
+    found = [(name, gallery(name), sc) for name in galleries(dataset, space)
+             if space is None or spaces.get(name) == space
+             for sc in [showcase(gallery(name))] if sc is not None]
+    return max(found, key=lambda f: f[2].strength(), default=None)  # ties: the picker's order (default first)
+
+
+def recipe(spec: dict) -> str:
+    """How a victim was retrained, in words: its head's label and any setting that differs."""
+    head = VICTIM_HEADS[spec.get("head", "warm")]
+    extra = ", weight decay " + str(spec["weight_decay"]) if spec.get("weight_decay") else ""
+    return head.label + extra + (", crop + flip" if spec.get("augment") else "")
+
+
+def control_rows(name: str, trial: dict, classes) -> list[dict] | None:
+    """The same poisons against the shipped controls' victims (one row each), or None without a replay."""
+    controls = control_outcomes(name, trial)
+    if not controls:
+        return None
+    return [{"victim retrained on the same poisons": f"{head_label(trial['model_head'])} features: {recipe(v['spec'])}",
+             "target now called": classes[v["pred_after"]], "poisoned?": "yes" if v["success"] else "no",
+             "clean accuracy": f"{100 * v['clean_acc_after']:.1f}%"} for v in controls.values()]
 
 
 def draw_showcase(dataset: str, space: str) -> bool:
     """The classroom's opening example: a shipped clean-label poisoning of the softmax victim beside the
-    same target and bases crafted against the LGM model, with the measured rate. False when none exists."""
+    same target and bases crafted against the LGM model, the measured rate, the victim's recipe, the
+    controls and what the filter caught. False when none exists in the sidebar's feature space."""
     picked = pick_showcase(dataset, space)
     if picked is None:
         return False
@@ -42,11 +71,14 @@ def draw_showcase(dataset: str, space: str) -> bool:
     t = g.trials[sc.softmax]
     classes = g.classes
     dims = sorted({m["feat_dim"] for m in g.models.values()})
+    victim = recipe(g.config.get("victim") or {"head": "warm"})
+    attack = {"fc": "feature collision", "cp": "convex polytope", "bp": "bullseye polytope"}.get(sc.attack, sc.attack)
     st.markdown(f"**A real example, not a staged one.** In the shipped experiment `{name}` (models with "
-                f"{'/'.join(map(str, dims))} features) feature collision poisoned the softmax victim in "
+                f"{'/'.join(map(str, dims))} features) {attack} poisoned the softmax victim in "
                 f"**{sc.successes} of {sc.trials} trials** ({sc.clean_label_successes} with every poison judged "
-                f"clean-label). Shown: the first of those by trial number. The same target and bases were attacked "
-                f"through the LGM model too (right).")
+                f"clean-label). Each victim here was retrained with a **{victim}** on clean images plus the poisons. "
+                f"The same target and bases were attacked through the LGM model too (right).")
+    st.caption(SHOWCASE_RULE)
     target, bases, poisons = g.images(sc.softmax)
     cols = st.columns(4)
     cols[0].image(image_for_display(target), width=110, caption=f"target: {named(classes[t['target_label']])}")
@@ -60,18 +92,31 @@ def draw_showcase(dataset: str, space: str) -> bool:
     for col, (head, i) in zip(cols, sides):
         tr = g.trials[i]
         info = g.models[tr["model"]]
+        own = tr["victims"].get(own_filter(head))
+        threshold = own.get("threshold") if own and own_filter(head) == "lgm" else None
         # high-d: class centres only; the Gaussians' rings, projected, are far wider than the tight
-        # clusters and cover one another (Feature space draws them, with that explained)
+        # clusters and cover one another (Feature space draws them, with that explained). 2-D: the
+        # likelihood filter's threshold as each class's ring
         fig = space_figure(info["path"], f"{head_label(head)} model: poisons crafted against it",
-                           poisons=g.features(i, tr["model"]), sigmas=(2,) if info["feat_dim"] == 2 else ())
+                           poisons=g.features(i, tr["model"]), sigmas=(2,) if info["feat_dim"] == 2 else (),
+                           threshold=threshold if info["feat_dim"] == 2 else None)
         col.plotly_chart(fig, width="stretch", key=f"showcase_{head}")
         none = tr["victims"]["none"]
         called = classes[none["pred_after"]]
         text = (f"Retrained on the poisoned data, the {head_label(head, in_sentence=True)} victim calls the "
                 f"target {article(called)} **{called}**: {'**poisoned**' if none['success'] else 'not poisoned'}.")
-        own = tr["victims"].get(own_filter(head))
         if own and own["flagged"] is not None:
             text += (f" Its filter ({defence_label(own_filter(head))}) caught "
-                     f"{sum(own['flagged'])} of {len(own['flagged'])} poisons, throwing away {100 * g.config['fpr']:.0f}% of clean images.")
+                     f"{sum(own['flagged'])} of {len(own['flagged'])} poisons, throwing away {100 * g.config['fpr']:.0f}% "
+                     "of clean images.")
+        if threshold is not None and info["feat_dim"] == 2:
+            text += " Dashed rings: the filter's threshold; a poison outside its claimed class's ring is flagged."
         col.markdown(text)
+    rows = control_rows(name, {**t, "model_head": "softmax"}, classes)
+    if rows:
+        st.markdown("**Why: the same poisons against victims retrained other ways.** These poisons flip a "
+                    "warm-started head refitted without weight decay; a head trained properly (the poisoning "
+                    "benchmark's recipe, or weight decay) or a nearest-class-mean rule on the same softmax "
+                    "features may not be fooled at all:")
+        st.dataframe(rows, hide_index=True, width="stretch")
     return True

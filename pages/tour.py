@@ -4,22 +4,31 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.attacks import budget_levels
+from core.gallery import SHOWCASE_RULE
 from core.report import copies_needed, load_bench, load_results, primary_cells
 from pages.common import DATASET_NAMES, article, named, sidebar
 from pages.figures import BLUE, budget_figure, curve_figure
 from pages.plots import amplified, image_for_display, space_figure
-from pages.showcase import no_showcase, pick_showcase
+from pages.showcase import control_rows, no_showcase, pick_showcase, recipe
 
 dataset, space, pair = sidebar()
 st.title("Guided tour")
 
 picked = pick_showcase(dataset, space)
-if picked is None:
-    picked = pick_showcase("mnist", space)
-    st.info(f"{no_showcase(dataset)}, so the tour uses the shipped MNIST experiment (the sidebar's choice "
-            "applies to the other pages).")
-if picked is None:
-    st.error("The tour needs the shipped MNIST experiment (checkpoints/experiments/default with its gallery).")
+if picked is None:  # no example in the sidebar's models: offer the ones that have one, never draw others
+    elsewhere = [(d, s) for d in (dataset, "mnist") for s in ("high-d", "2-D") if pick_showcase(d, s) is not None]
+    if not elsewhere:
+        st.error("The tour needs a shipped experiment with a clean-label poisoning (e.g. checkpoints/experiments/"
+                 "default with its gallery).")
+        st.stop()
+    d, s = elsewhere[0]
+    st.info(f"{no_showcase(dataset, space)}. The tour walks through one that worked, on "
+            f"{DATASET_NAMES[d]} with {s} models.")
+
+    def _switch(d: str = d, s: str = s) -> None:
+        st.session_state["dataset"], st.session_state["space"] = d, s
+
+    st.button(f"Switch the sidebar to {DATASET_NAMES[d]}, {s} and start the tour", on_click=_switch, type="primary")
     st.stop()
 name, g, sc = picked
 t_soft = g.trials[sc.softmax]
@@ -29,8 +38,30 @@ T, B = classes[t_soft["target_label"]], classes[t_soft["base_class"]]
 target, bases, poisons = g.images(sc.softmax)
 levels = budget_levels(t_soft["eps"])
 fpr = g.config["fpr"]
+victim = recipe(g.config.get("victim") or {"head": "warm"})
 cell_rate = next((c for c in primary_cells(load_results().get(name, {}))
                   if (c["model"], c["attack"], c["defence"], c["setting"]) == ("lgm", "fc", "lgm", "transfer")), None)
+
+
+def predict(key: str, question: str, options: tuple[str, ...], answer: str) -> bool:
+    """Predict, then reveal: the class answers ``question`` first; True once they pressed Reveal (the
+    step then shows the shipped result, and whether the prediction was right)."""
+    revealed = st.session_state.setdefault("tour_revealed", set())
+    if key in revealed:
+        guess = st.session_state.get(f"_predict_{key}")
+        if guess is not None:
+            (st.success if guess == answer else st.warning)(
+                f"You predicted: {guess}. What happened: {answer}.")
+        return True
+    st.markdown(f"**Predict first.** {question}")
+    st.radio("Your prediction", options, index=None, key=f"_predict_{key}", horizontal=True,
+             label_visibility="collapsed")
+
+    def _reveal() -> None:
+        st.session_state["tour_revealed"].add(key)
+
+    st.button("Reveal the result", on_click=_reveal, key=f"reveal_{key}", type="primary")
+    return False
 
 
 def _scatter(model_name: str, trial: int | None, title: str) -> go.Figure:
@@ -91,12 +122,22 @@ def step_features() -> None:
 
 def step_fooled() -> None:
     called = classes[t_soft["victims"]["none"]["pred_after"]]
+    fooled = t_soft["victims"]["none"]["success"]
     st.markdown(f"A **victim** is a copy of the network whose last layer is retrained on {g.config['n_clean']} clean "
                 f"training images plus the {t_soft['n_poisons']} poisons (the **transfer** setting: the feature part "
-                f"stays as it was, as when people reuse a network someone else trained). Afterwards the softmax "
-                f"victim calls the target {article(called)} **{called}**.\n\n"
+                f"stays as it was, as when people reuse a network someone else trained). Here the last layer is "
+                f"retrained with a **{victim}**.")
+    if not predict("fooled", f"Retrained on the poisons, will the softmax victim call the {T} {article(B)} {B}?",
+                   ("yes, fooled", "no, not fooled"), "yes, fooled" if fooled else "no, not fooled"):
+        return
+    st.markdown(f"Afterwards the softmax victim calls the target {article(called)} **{called}**.\n\n"
                 f"**Honestly: this is rare at this budget.** It happened in **{sc.successes} of {sc.trials}** shipped "
-                f"trials. A bigger budget works more often, but then the poisons stop looking like {B}s:")
+                f"trials, and it depends on how the victim is retrained:")
+    rows = control_rows(name, {**t_soft, "model_head": "softmax"}, classes)
+    if rows:
+        st.dataframe(rows, hide_index=True, width="stretch")
+        st.caption("The same poisons, the same softmax features, other ways of retraining the last layer.")
+    st.markdown(f"A bigger budget works more often, but then the poisons stop looking like {B}s:")
     budget = load_bench("budget_mnist") if g.dataset == "mnist" else None
     if budget:
         rows = budget["rows"]
@@ -115,6 +156,12 @@ def step_alarm() -> None:
         st.warning("The shipped experiment has no LGM trial on this target.")
         return
     v = t_lgm["victims"].get("lgm")
+    caught = sum(v["flagged"]) if v and v["flagged"] else 0
+    n_lgm = len(v["flagged"]) if v and v["flagged"] else t_lgm["n_poisons"]
+    if not predict("alarm", f"The same target and bases, attacked through the LGM network. How many of its "
+                   f"{n_lgm} poisons will the LGM model's own filter catch?", ("none", "some", "all"),
+                   "none" if caught == 0 else ("all" if caught == n_lgm else "some")):
+        return
     st.markdown(f"The same target and bases, attacked through the **LGM** network. It gives every training image a "
                 f"score: how *unlikely* are its features under the Gaussian of the class it claims? A poison claims "
                 f"{B} but was pushed towards the {T}s, so it scores as very unlikely. The dashed line is set so "
@@ -142,6 +189,10 @@ def step_alarm() -> None:
 
 def step_measured() -> None:
     none = t_lgm["victims"]["none"] if t_lgm else None
+    if none is not None and not predict(
+            "lgm_victim", f"And with no filter at all: will the LGM victim, retrained on its poisons, call the {T} "
+            f"{article(B)} {B}?", ("yes, fooled", "no, not fooled"), "yes, fooled" if none["success"] else "no, not fooled"):
+        return
     if none is not None:
         called = classes[none["pred_after"]]
         st.markdown(f"Even with **no** filter, the LGM victim still called the target {article(called)} **{called}**. "
@@ -171,8 +222,8 @@ def feature_dims(gallery) -> str:
 
 STEPS = [("Two networks, one job", step_networks), ("The attacker's plan", step_goal),
          ("A poison: a small change", step_poison), ("Inside the network", step_features),
-         ("The softmax victim is fooled", step_fooled), ("The LGM network's alarm", step_alarm),
-         ("Why the LGM held, and what we measured", step_measured)]
+         ("Is the softmax victim fooled?", step_fooled), ("Will the LGM network raise the alarm?", step_alarm),
+         ("And the LGM victim? What we measured", step_measured)]
 
 
 def _go(delta: int) -> None:
@@ -188,4 +239,4 @@ c1.button("Back", on_click=_go, args=(-1,), disabled=step == 0, key="tour_back")
 c2.button("Next", on_click=_go, args=(1,), disabled=step == len(STEPS) - 1, type="primary", key="tour_next")
 st.caption(f"Every step shows trial {t_soft['trial']} of the shipped experiment `{name}` "
            f"(softmax and LGM, {feature_dims(g)}), "
-           "chosen by a fixed rule: the first trial whose clean-label poisons fooled the softmax victim.")
+           "chosen by a fixed rule. " + SHOWCASE_RULE)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+import tempfile
 import pickle
 import struct
 from pathlib import Path
@@ -11,9 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from core.data import load_demo
-from core.models import Classifier, default_config
-from core.train import TrainConfig, fit
+# red-team rounds go to a throwaway database, never the user's (core.rounds.default_db_path)
+os.environ.setdefault("POISONLAB_ROUNDS_DB", os.path.join(tempfile.mkdtemp(prefix="poisonlab-rounds-"), "rounds.sqlite"))
+
+from core.data import load_demo  # noqa: E402
+from core.models import Classifier, default_config  # noqa: E402
+from core.train import TrainConfig, fit  # noqa: E402
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:

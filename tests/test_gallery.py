@@ -23,6 +23,16 @@ def test_showcase_picks_first_clean_label_success_and_counts_the_cell():
     assert (sc.successes, sc.clean_label_successes, sc.trials) == (3, 2, 4)
 
 
+def test_showcase_prefers_a_contrast_with_the_lgm_victim():
+    """Trial 3 poisoned both victims; trial 5 poisoned the softmax victim only: trial 5 is shown."""
+    trials = [_trial("softmax", 3, True, True), _trial("softmax", 5, True, True),
+              _trial("lgm", 3, True, True), _trial("lgm", 5, False, True)]
+    sc = showcase(_gallery(trials))
+    assert (sc.softmax, sc.lgm, sc.contrast) == (1, 3, True)
+    no_contrast = showcase(_gallery(trials[:3]))
+    assert (no_contrast.softmax, no_contrast.contrast) == (0, False) and sc.strength() > no_contrast.strength()
+
+
 def test_no_showcase_without_a_clean_label_success():
     trials = [_trial("softmax", 0, True, False), _trial("softmax", 1, False, True), _trial("lgm", 0, False, True)]
     assert showcase(_gallery(trials)) is None

@@ -88,3 +88,25 @@ def test_likelihood_prefers_own_class():
     f = torch.tensor([[0.1, 0.0]])
     assert head.log_likelihood(f, torch.tensor([0])) > head.log_likelihood(f, torch.tensor([1]))
     assert head(f).argmax(1).item() == 0
+
+
+def test_threshold_rings_are_where_the_filter_score_equals_the_threshold():
+    """A point on class c's ring (threshold_sigmas) scores exactly the threshold under c: inside kept, outside flagged."""
+    import numpy as np
+
+    from core.defences import lgm_scores
+    from core.lgm import LGMHead
+
+    torch.manual_seed(0)
+    head = LGMHead(2, 3, covariance="diag")
+    with torch.no_grad():
+        head.means.normal_()
+    threshold = 3.0
+    s = head.threshold_sigmas(threshold)
+    means, variances = (x.numpy() for x in head.gaussians())
+    for c in range(3):
+        direction = np.array([0.6, 0.8])
+        on = means[c] + s[c] * np.sqrt(variances[c]) * direction
+        scores = lgm_scores(head, np.stack([on, means[c] + 0.9 * (on - means[c]), means[c] + 1.1 * (on - means[c])]),
+                            np.full(3, c))
+        assert scores[0] == pytest.approx(threshold, abs=1e-4) and scores[1] < threshold < scores[2]

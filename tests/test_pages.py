@@ -88,12 +88,14 @@ def _results() -> dict:
 
 
 @cache
-def _has_showcase(dataset: str) -> bool:
-    """Whether some shipped trial on ``dataset`` poisoned the softmax victim with clean-label poisons."""
+def _has_showcase(dataset: str, space: str) -> bool:
+    """Whether some shipped trial on ``dataset`` with models of the sidebar's ``space`` poisoned the
+    softmax victim with clean-label poisons (the showcase never draws models of the other space)."""
     from core.gallery import load_gallery, shipped_galleries, showcase
 
     galleries = (load_gallery(p) for p in shipped_galleries().values())
-    return any(showcase(g) is not None for g in galleries if g.dataset == dataset)
+    return any(showcase(g) is not None for g in galleries if g.dataset == dataset
+               and all(m["feat_dim"] == 2 for m in g.models.values()) == (space == "2-D"))
 
 
 def _shows_feature_spaces(figs: list[dict], titles: list[str]) -> None:
@@ -109,11 +111,14 @@ SHOWCASE_TITLES = ["Softmax model: poisons crafted against it", "LGM model: pois
 
 
 def _check_overview(at, figs, dataset, space):
-    if _has_showcase(dataset):
+    if _has_showcase(dataset, space):
+        from core.gallery import load_gallery, shipped_galleries, showcase
+
         text = _words(at)
         name = text.split("In the shipped experiment `")[1].split("`")[0]
+        attack = showcase(load_gallery(shipped_galleries()[name])).attack
         cells = [c for c in _results()[name]["cells"] if (c["model"], c["attack"], c["defence"], c["setting"])
-                 == ("softmax", "fc", "none", "transfer")]
+                 == ("softmax", attack, "none", "transfer")]
         # the measured rate, as results.json has it
         assert f"in **{sum(c['successes'] for c in cells)} of {sum(c['trials'] for c in cells)} trials**" in text
         _shows_feature_spaces(figs, SHOWCASE_TITLES)
@@ -137,7 +142,7 @@ def _check_feature_space(at, figs, dataset, space):
 
 def _check_poison_lab(at, figs, dataset, space):
     assert [h.value for h in at.subheader] == ["Until you craft: a shipped example"]
-    if _has_showcase(dataset):
+    if _has_showcase(dataset, space):
         assert "A real example, not a staged one" in _words(at)
         _shows_feature_spaces(figs, SHOWCASE_TITLES)
     else:
@@ -436,13 +441,21 @@ def test_click_reads_the_sample_index_not_the_trace_position():
 
 
 def test_every_tour_step_renders_and_explains_its_terms():
-    at = _app("pages/tour.py", "mnist", "2-D")
+    """Seven steps; the last three ask the class to predict, and show the shipped result only after Reveal
+    (saying whether the prediction was right)."""
+    at = _app("pages/tour.py", "mnist", "high-d")
     assert [t.value for t in at.title] == ["Guided tour"]
     seen, text, charts = [], "", []
-    for _ in range(7):
+    for i in range(7):
         assert not at.exception, [e.value for e in at.exception]
         assert not at.error, [e.value for e in at.error]
         seen.append(at.subheader[0].value)
+        if i >= 4:  # predict, then reveal
+            assert any("Predict first" in m.value for m in at.markdown) and not _figures(at)
+            guess = next(r for r in at.radio if r.key.startswith("_predict_"))
+            guess.set_value(guess.options[0]).run()
+            next(b for b in at.button if b.label == "Reveal the result").click().run()
+            assert any(m.value.startswith("You predicted: ") for m in (*at.success, *at.warning))
         charts.append([_title(f) for f in _figures(at)])
         text += " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
         if len(seen) < 7:
@@ -452,10 +465,21 @@ def test_every_tour_step_renders_and_explains_its_terms():
     assert charts[3] == ["Softmax network: poisons crafted against it"]
     assert all(charts[i] for i in (4, 5, 6)), charts  # the budget curve, the alarm, the exact-copies curve
     for term in ("**features**", "**budget**", "**clean-label**", "**victim**", "**false-positive", "**AUC**",
-                 "**transfer**"):
+                 "**transfer**", "warm-started head"):
         assert term in text, term
     at.button(key="tour_back").click().run()
     assert at.subheader[0].value == seen[5]
+
+
+def test_tour_never_draws_models_the_sidebar_does_not_name():
+    """MNIST 2-D has no clean-label poisoning shipped: the tour says so and offers to switch the sidebar
+    to models that have one, instead of drawing them under a 2-D sidebar."""
+    at = _app("pages/tour.py", "mnist", "2-D")
+    assert not at.exception and not _figures(at)
+    switch = next(b for b in at.button if b.label.startswith("Switch the sidebar to"))
+    switch.click().run()
+    assert at.session_state["space"] == "high-d" and at.subheader[0].value == "Two networks, one job"
+    assert at.sidebar.radio[0].value == "high-d" and len(_figures(at)) == 2
 
 
 @pytest.mark.slow
