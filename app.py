@@ -4,6 +4,8 @@ The sidebar's shared choices live in ``st.session_state`` (set in ``pages/common
 every page agrees on the dataset and feature space. Pages only arrange widgets over ``core``.
 """
 
+import os
+
 import streamlit as st
 
 st.set_page_config(page_title="Poison Lab", page_icon=":test_tube:", layout="wide")
@@ -19,5 +21,9 @@ PAGES = [
     st.Page("pages/red_team.py", title="Red-team round", icon=":material/sports_esports:"),
     st.Page("pages/teacher.py", title="Teacher", icon=":material/admin_panel_settings:"),
 ]
+if os.environ.get("POISONLAB_WARM_UP", "1") != "0":  # fill the shared caches once per server (pages/warm.py)
+    from pages.warm import start as warm_up
+
+    warm_up()
 st.session_state["via_app"] = True  # pages check it: see pages/common.sidebar
 st.navigation(PAGES).run()

@@ -18,10 +18,21 @@ every ``--interval`` seconds (jittered by +-1 s; never before its previous page 
   the victims" with the default settings (MNIST, 5 poisons, 200 steps), stays on the page (its
   status fragment polls once a second, as the browser does on the server's ``auto_rerun``) until the
   "Verdict" is drawn, then carries on like the others;
-- a loop over the pages from a random starting point: Guided tour + two "Next" clicks, Feature space
-  + a click on a point of the LGM chart (a plotly selection event), Poison gallery, Attack outcomes,
-  Defences, Overview; once, at a random point of the loop, the sidebar's Dataset is changed to the
-  other data set.
+- a loop over the pages from a random starting point: Guided tour + two "Next" clicks (where the
+  tour offers to switch the sidebar to models that have its example, the first click takes that
+  offer), Feature space + a click on a point of the LGM chart (a plotly selection event), Poison
+  gallery, Attack outcomes, Defences, Overview (and the Red-team round with ``--round``); once, at a
+  random point of the loop, the sidebar's Dataset is changed to the other data set.
+
+``--mix in-turn`` is the other classroom: every student visits every page in the menu's order from
+the Overview (Overview, Guided tour, Feature space, Poison lab, Poison gallery, Attack outcomes,
+Defences, and the Red-team round with ``--round``), acting ``--interval`` seconds after its last
+page settled (not on a clock). ``--round`` opens a red-team round (in a throwaway database) before
+the class arrives, so its page, leaderboard and store are part of the load.
+
+The server's warm-up (``pages/warm.py``, started by the first visitor) is waited for before the
+teacher's visits, as a teacher starts the server before the lesson; ``warm_up_s`` records how long it
+took, and the teacher's first visits (``warm_up``) are then the first visits after a data-set switch.
 
 A page settle is the time from sending a rerun_script (page switch, click, dataset change) until
 the server's ``script_finished`` for that run. No new actions start after ``--duration`` s; students
@@ -61,8 +72,10 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "classroom_load.json"
 CRAFT_LABEL = "Craft poisons and retrain the victims"
 LOOP = ["tour", "tour_next", "tour_next", "feature_space", "fs_click", "gallery", "outcomes", "defences", "overview"]
+IN_TURN = ["overview", "tour", "feature_space", "poison_lab", "gallery", "outcomes", "defences"]
 PAGE_URL = {"overview": "", "tour": "tour", "feature_space": "feature_space", "poison_lab": "poison_lab",
-            "gallery": "gallery", "outcomes": "outcomes", "defences": "defences"}
+            "gallery": "gallery", "outcomes": "outcomes", "defences": "defences", "red_team": "red_team"}
+SWITCH_PREFIX = "Switch the sidebar to"
 FINISHED_OK, FINISHED_COMPILE_ERROR, FINISHED_EARLY, FINISHED_FRAGMENT = 0, 1, 2, 3
 
 
@@ -85,9 +98,9 @@ def serve(port: int, stats_path: str, app_root: Path, options: list[str]) -> Non
         while True:
             time.sleep(0.5)
             factory = queue_factory()
-            if factory is None:  # no page has run yet
-                continue
             try:
+                if factory is None:  # no page with the queue has run yet: only the warm-up to report
+                    raise LookupError("no queue yet")
                 q = factory()  # the same cached queue the pages use
                 stats = q.stats()
                 # stats' max_wait_s counts jobs once they start; a job still waiting when its student gives
@@ -96,8 +109,14 @@ def serve(port: int, stats_path: str, app_root: Path, options: list[str]) -> Non
                 queued = [j.wait_s for j in list(getattr(q, "_pending", [])) if alive(j.owner)]
                 peak_queued = max([peak_queued, *queued])
                 stats["max_wait_incl_queued_s"] = max(stats.get("max_wait_s", 0.0), peak_queued)
+            except LookupError:
+                stats = {}
             except Exception as exc:  # noqa: BLE001 - reported, never fatal to the server
                 stats = {"error": f"{type(exc).__name__}: {exc}"}
+            warm = sys.modules.get("pages.warm")
+            if warm is not None and getattr(warm, "STATE", None):
+                stats["warm"] = {"done_s": warm.STATE.get("done_s"), "error": warm.STATE.get("error"),
+                                 "steps": len(warm.STATE.get("log", []))}
             core = sys.modules.get("core")
             stats["served_from"] = str(Path(getattr(core, "__file__", "") or "?").parent.parent)
             if options:  # as the server sees them
@@ -125,7 +144,7 @@ def serve(port: int, stats_path: str, app_root: Path, options: list[str]) -> Non
 class Server:
     """Our own dashboard process: started, sampled (RSS, CPU), terminated."""
 
-    def __init__(self, log_path: Path, app_root: Path, options: list[str]) -> None:
+    def __init__(self, log_path: Path, app_root: Path, options: list[str], env: dict | None = None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -135,7 +154,7 @@ class Server:
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", str(self.port),
                                       self.stats_path, "--app-root", str(app_root),
                                       *[f"--server-option={o}" for o in options]], cwd=app_root,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+                                     stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         self.rss_max = 0
         self.window_rss_max = 0
         self.rss_trace: list[tuple[float, float]] = []  # (s since the window began, RSS MB), every 15 s
@@ -225,6 +244,7 @@ class Student:
         self.exceptions: list[str] = []
         self.models = ""                         # the sidebar's "Models: ..." caption: which data set is shown
         self.settled = False                     # did the last rerun we sent finish (its widgets are all known)
+        self.settled_at: float | None = None     # when it did
 
     async def connect(self) -> None:
         from websockets.asyncio.client import connect
@@ -398,15 +418,17 @@ class Student:
             self.rec["settles"].append((label, self.settle_timeout))
             return None
         dt = time.monotonic() - t0
-        self.settled = True
+        self.settled, self.settled_at = True, time.monotonic()
         self.rec["settles"].append((label, dt))
         for e in self.exceptions:
             self.rec["exceptions"].append(f"{label}: {e}")
         return dt
 
     def find(self, etype: str, *, suffix: str = "", label: str = "") -> str | None:
+        """A widget's id by type and key suffix or label (a label ending in "to" matches its start)."""
         for ident, (t, lab, _) in self.widgets.items():
-            if t == etype and (not suffix or ident.endswith("-" + suffix)) and (not label or lab == label):
+            matches = not label or lab == label or (label == SWITCH_PREFIX and str(lab).startswith(label))
+            if t == etype and (not suffix or ident.endswith("-" + suffix)) and matches:
                 return ident
         return None
 
@@ -440,13 +462,18 @@ async def student(i: int, port: int, rec: dict, args, t_end: float, rng: random.
     try:
         await s.connect()
         await s.rerun("open", "")  # what the browser sends on connect: no page hash, the URL's path ("")
-        start = rng.randrange(len(LOOP))
-        cycle = LOOP[start:] + LOOP[:start]  # every student loops over the pages, from its own starting point
+        loop = LOOP + (["red_team"] if args.round else [])
+        start = rng.randrange(len(loop))
+        cycle = loop[start:] + loop[:start]  # every student loops over the pages, from its own starting point
+        if args.mix == "in-turn":  # every page in the menu's order, from the Overview
+            cycle = IN_TURN + (["red_team"] if args.round else [])
         prefix = ["poison_lab", "craft"] if crafter else []  # a crafter crafts once, first
         dataset_at = len(prefix) + rng.randrange(3, 10)
         step = 0
         while time.monotonic() < t_end:
-            wait = last + args.interval + rng.uniform(-1, 1) - time.monotonic()
+            # in turn: act --interval s after the last run settled; the loop: on a jittered clock
+            wait = (s.settled_at or last) + args.interval - time.monotonic() if args.mix == "in-turn" else \
+                last + args.interval + rng.uniform(-1, 1) - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
             if time.monotonic() >= t_end:
@@ -463,7 +490,13 @@ async def student(i: int, port: int, rec: dict, args, t_end: float, rng: random.
                     if await s.goto("tour") is None:
                         rec["skipped"] += 1
                         continue
-                await s.click("tour_next", s.find("button", suffix="tour_next"))
+                button = s.find("button", suffix="tour_next")
+                if button is None:  # the sidebar's models have no tour example: take the offer to switch
+                    switch = s.find("button", label=SWITCH_PREFIX)
+                    if switch is not None:
+                        await s.click("tour_switch", switch)
+                        continue
+                await s.click("tour_next", button)
             elif action == "fs_click":
                 if s.page_hash != s.pages.get("feature_space") or not s.settled:
                     if await s.goto("feature_space") is None:
@@ -542,7 +575,7 @@ def pct(values: list[float], q: float) -> float | None:
     return round(v[lo] + (v[hi] - v[lo]) * (k - lo), 3)
 
 
-async def warm_up(port: int, rec: dict, settle_timeout: float, server_cpu) -> tuple[dict, dict]:
+async def warm_up(port: int, rec: dict, settle_timeout: float, server_cpu, warm_state=None) -> tuple[dict, dict]:
     """The teacher opens every page on both data sets before the class arrives (shared caches fill),
     then goes through the students' actions once more on MNIST, alone on the server: what each costs
     the server in CPU seconds once warm (``server_cpu()`` before and after), whatever the machine's load."""
@@ -554,7 +587,18 @@ async def warm_up(port: int, rec: dict, settle_timeout: float, server_cpu) -> tu
     try:
         await s.connect()
         out["open"] = await s.rerun("open", "")
-        for dataset in ("MNIST", "CIFAR-10"):
+        t_warm = time.monotonic()
+        while warm_state is not None and time.monotonic() - t_warm < 900:  # the server's own warm-up, if it has one
+            state = warm_state()
+            if state is None and time.monotonic() - t_warm > 10:
+                break  # an app without a warm-up (an older revision)
+            if state is not None and state.get("done_s") is not None:
+                out["server_warm_up_s"] = state["done_s"]
+                if state.get("error"):
+                    rec["errors"].append(f"warm-up: {state['error']}")
+                break
+            await asyncio.sleep(0.5)
+        for dataset in ("MNIST", "Fashion-MNIST", "CIFAR-10"):
             if dataset != "MNIST":
                 out[f"dataset {dataset}"] = await s.set_widget("dataset", s.find("selectbox", suffix="_w_dataset"),
                                                                WidgetState(string_value=dataset))
@@ -594,7 +638,17 @@ def run_once(n: int, args) -> dict:
 
     log = Path(args.log_dir) / f"classroom_server_{n}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    server = Server(log, args.app_root, args.server_option)
+    env = {}
+    if args.round:  # a red-team round open before the class arrives, in a throwaway database
+        from core.rounds import RoundRules, RoundStore
+
+        db = Path(tempfile.mkdtemp(prefix="bench-rounds-")) / "rounds.sqlite"
+        env["POISONLAB_ROUNDS_DB"] = str(db)
+        RoundStore(db).open_round(RoundRules(dataset="mnist", space="2-D", model="lgm",
+                                             model_path="checkpoints/mnist_lgm_d2.pt", head_type="lgm",
+                                             victim_head="warm", defence="lgm", max_level=25, max_poisons=5,
+                                             minutes=120))
+    server = Server(log, args.app_root, args.server_option, env)
     loads: list[float] = []
     stop_load = threading.Event()
 
@@ -605,8 +659,9 @@ def run_once(n: int, args) -> dict:
     try:
         server.wait_ready(120)
         warm_rec = {"settles": [], "settle_timeouts": [], "fragment_settles": [], "errors": [], "exceptions": []}
-        warm, cost = asyncio.run(asyncio.wait_for(warm_up(server.port, warm_rec, args.settle_timeout, server.cpu_s),
-                                                  900)) if args.warm_up else (None, None)
+        warm_state = lambda: (server.queue_stats() or {}).get("warm")  # noqa: E731
+        warm, cost = asyncio.run(asyncio.wait_for(warm_up(server.port, warm_rec, args.settle_timeout, server.cpu_s,
+                                                          warm_state), 1800)) if args.warm_up else (None, None)
         rec = {"settles": [], "settle_timeouts": [], "fragment_settles": [], "errors": [], "exceptions": [],
                "crafts": [], "crafts_requested": 0, "crafts_completed": 0, "actions": 0, "skipped": 0}
         rng = random.Random(args.seed + n)
@@ -689,6 +744,8 @@ def run_once(n: int, args) -> dict:
         "duration_s": args.duration,
         "interval_s": args.interval,
         "craft_every": args.craft_every,
+        "mix": args.mix,
+        "round_open": args.round,
         "load_before": load_before,
         "load_during_mean": round(sum(loads) / len(loads), 2) if loads else None,
         "load_during_max": max(loads) if loads else None,
@@ -737,6 +794,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--settle-timeout", type=float, default=60.0)
     p.add_argument("--craft-timeout", type=float, default=600.0, help="how long a crafter waits for its verdict")
     p.add_argument("--no-warm-up", dest="warm_up", action="store_false")
+    p.add_argument("--mix", choices=["loop", "in-turn"], default="loop",
+                   help="loop: the pages from a random start on a jittered clock; in-turn: every page in the menu's "
+                        "order, acting --interval s after the last run settled")
+    p.add_argument("--round", action="store_true", help="open a red-team round first; its page joins the mix")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--log-dir", default="/tmp")
@@ -784,8 +845,9 @@ def measure(args, argv: list[str] | None) -> list[dict]:
         result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         result["command"] = "python bench/bench_classroom.py " + " ".join(argv if argv is not None else sys.argv[1:])
         result["server_options"] = args.server_option
-        same = (n, args.craft_every, args.server_option)
-        runs = [r for r in runs if (r.get("students"), r.get("craft_every", 5), r.get("server_options", [])) != same]
+        same = (n, args.craft_every, args.server_option, args.mix, args.round)
+        runs = [r for r in runs if (r.get("students"), r.get("craft_every", 5), r.get("server_options", []),
+                                    r.get("mix", "loop"), r.get("round_open", False)) != same]
         runs = sorted(runs + [result], key=lambda r: (r.get("server_options", []), -r.get("craft_every", 5),
                                                       r["students"]))
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,10 @@ one student starve the rest. So:
   its owner has gone (a closed tab): cancellation takes effect at the job's next report;
 - a job that raises is marked failed with its own message; the worker and the queue carry on;
 - finished jobs are dropped once their owner has collected them or after ``keep_s`` seconds, so
-  memory stays bounded by the number of sessions, not the number of crafts.
+  memory stays bounded by the number of sessions, not the number of crafts;
+- the worker threads run at a lower CPU priority (``niceness``; Linux: per thread, and the threads
+  a job starts inherit it), so that while crafts keep every core busy, the page runs of thirty
+  students still get the CPU first; a craft takes the cores the pages leave.
 
 Nothing here knows about Streamlit: the dashboard passes ``alive(owner)`` to tell which sessions
 still exist.
@@ -21,6 +24,7 @@ still exist.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from collections import deque
@@ -70,9 +74,11 @@ class Job:
 class JobQueue:
     """Bounded-concurrency FIFO of ``Job`` with one unfinished job per owner."""
 
-    def __init__(self, workers: int = 2, alive: Callable[[str], bool] | None = None, keep_s: float = 600.0) -> None:
+    def __init__(self, workers: int = 2, alive: Callable[[str], bool] | None = None, keep_s: float = 600.0,
+                 niceness: int = 0) -> None:
         if workers < 1:
             raise ValueError("a queue needs at least one worker")
+        self._niceness = int(niceness)
         self._alive = alive or (lambda owner: True)
         self._keep_s = keep_s
         self._pending: deque[Job] = deque()
@@ -175,7 +181,18 @@ class JobQueue:
             if job.status in FINISHED and (now - job.finished > self._keep_s or not self._alive(job.owner)):
                 del self._jobs[job_id]
 
+    def _lower_priority(self) -> None:
+        """This worker thread (and what it starts) at ``niceness``: Linux's nice value is per thread."""
+        if self._niceness <= 0 or not hasattr(os, "setpriority"):
+            return
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), self._niceness))
+        except OSError:  # not permitted or not supported: the job runs at the server's priority
+            pass
+
     def _run_next(self) -> None:
+        self._lower_priority()
         job = self._next()
         if job is None:  # its job was cancelled while queued
             return

@@ -51,6 +51,7 @@ from .victim import VICTIM_HEADS, Retraining
 
 NICKNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{1,19}$")
 MAX_SUBMISSION_BYTES = 4 * 1024 * 1024  # 10 CIFAR poisons are ~60 kB compressed: this is generous
+MAX_INFLATED_BYTES = 32 * 1024 * 1024  # 25 CIFAR images are 77 kB: anything near this is hostile
 MAX_ROUND_POISONS = 25
 ROUND_CLEAN, ROUND_TEST = 500, 500  # the lab's sizes: one class shares one server
 RANKING_RULE = ("Best first: the victim fooled with every poison clean-label and none caught; then fooled "
@@ -175,6 +176,11 @@ class Submission:
             raise RoundError(f"The file is {len(data) / 2**20:.1f} MB; a submission is at most "
                              f"{MAX_SUBMISSION_BYTES // 2**20} MB.")
         try:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:  # no zip bomb: the sizes before anything is inflated
+                inflated = sum(i.file_size for i in zf.infolist())
+            if inflated > MAX_INFLATED_BYTES:
+                raise RoundError(f"The file would unpack to {inflated / 2**20:.0f} MB; a submission holds at most "
+                                 f"{MAX_INFLATED_BYTES // 2**20} MB of images.")
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 missing = {"poisons", "base_indices", "base_class", "target_index"} - set(z.files)
                 if missing:
@@ -354,11 +360,11 @@ class RoundStore:
         self.path = Path(path) if path is not None else default_db_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")  # once: it stays with the file (readers never wait for a writer)
             db.executescript(_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
         db.row_factory = sqlite3.Row
         return db
 

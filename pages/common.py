@@ -1,7 +1,10 @@
 """What every page shares: cached models, data, features, maps and galleries, and the sidebar's choices.
 
-Models and maps are cached once per server (``st.cache_resource``) and shared by every browser;
-``core`` never changes them (attacks and victims work on copies). Plot helpers are in
+Models, data, features, maps and results are cached once per server (``st.cache_resource``) and
+shared by every browser, read-only by convention: ``core`` never changes them (attacks and victims
+work on copies) and no page does. (``st.cache_data`` would hand every call its own unpickled copy:
+under a class of thirty, copying the data sample and the features several times per page run cost
+more than drawing the page.) Plot helpers are in
 ``pages/plots.py``, the queue's widgets in ``pages/jobs_ui.py``, the Overview's example in
 ``pages/showcase.py``.
 
@@ -77,7 +80,7 @@ def model(path: str):
     return load_checkpoint(path)
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_resource(show_spinner=False)
 def demo(name: str):
     return load_demo(name)
 
@@ -94,7 +97,7 @@ def gallery(name: str):
     return load_gallery(shipped_galleries()[name])
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_resource(show_spinner=False)
 def galleries(dataset: str, space: str | None = None) -> list[str]:
     """Shipped experiments with a gallery for ``dataset``: those in the feature ``space`` ("2-D" or
     "high-d") first when one is given, then the default experiment first."""
@@ -112,13 +115,13 @@ def space_first(names: list[str], dataset: str, space: str | None) -> list[str]:
                                         not lab_victim.get(n, True), n))
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_resource(show_spinner=False)
 def shipped_results() -> dict[str, dict]:
     """Every shipped experiment's ``results.json`` (``core.report.load_results``), read once per server."""
     return load_results()
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_resource(show_spinner=False)
 def experiments_for(dataset: str) -> dict[str, dict]:
     """The shipped experiments run on ``dataset``, {name: results} with each one's feature space
     ("2-D" when every model has d = 2, else "high-d") under ``"space"``; worked out once per server."""
@@ -130,14 +133,14 @@ def experiments_for(dataset: str) -> dict[str, dict]:
     return out
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_resource(show_spinner=False)
 def targets(dataset: str, space: str) -> np.ndarray:
     """Test-sample indices both models of the chosen pair classify correctly: the fair targets."""
     pair = shipped()[dataset][space]
     return correct_targets([model(pair[h])[0] for h in HEADS], demo(dataset))
 
 
-@st.cache_data(show_spinner="Computing features...")
+@st.cache_resource(show_spinner="Computing features...")
 def features(path: str, split: str) -> np.ndarray:
     m, meta = model(path)
     ds = demo(meta["config"]["dataset"])
@@ -149,6 +152,15 @@ def bank(path: str):
     """The model's features of the whole embedded sample (``core.pipeline.FeatureBank``), shared by
     every browser, so a lab run passes only its poisons through the network."""
     return FeatureBank(features(path, "train"), features(path, "test"))
+
+
+@st.cache_resource(show_spinner="Crafting an example poison...")
+def example(path: str, dataset: str, iters: int = 100) -> tuple:
+    """A poison crafted now with the default settings (``core.lab.example_poison``): the Overview's
+    fallback where no shipped example exists; once per server (the warm-up makes it at start)."""
+    from core.lab import example_poison
+
+    return example_poison(model(path)[0], demo(dataset), iters)
 
 
 @st.cache_resource(show_spinner="Preparing the 2-D map (a UMAP map's first fit takes ~30 s, then it is cached)...")

@@ -7,7 +7,7 @@ from core.defences import label as defence_label
 from core.export import contact_sheet, poisons_npz
 from core.report import head_label
 from pages.common import DATASET_NAMES, article, galleries, gallery, named, sidebar
-from pages.plots import amplified, image_for_display, space_figure
+from pages.plots import space_figure, trial_pngs
 
 PER_PAGE = 6
 
@@ -73,21 +73,21 @@ def victims_line(t: dict) -> str:
 
 for i in shown[(page - 1) * PER_PAGE: page * PER_PAGE]:
     t = g.trials[i]
-    target, bases, poisons = g.images(i)
+    pngs = trial_pngs(name, i)
+    n_shown = len(pngs["poisons"])
     target_name = classes[t["target_label"]]
     st.markdown(f"**Trial {t['trial']}**: {ATTACKS[t['attack']].label} against the {head_label(heads[t['model']])} "
                 f"model; target {article(target_name)} **{target_name}**, poisons claim **{classes[t['base_class']]}**.  \n"
                 f"{victims_line(t)}")
-    cols = st.columns(2 + 2 * min(3, len(poisons)))
-    cols[0].image(image_for_display(target), caption=f"target: {classes[t['target_label']]}", width=84)
-    verdict = t["judge"].get("clean_label") or [None] * len(poisons)
-    for j in range(min(3, len(poisons))):
+    cols = st.columns(2 + 2 * n_shown)
+    cols[0].image(pngs["target"][0], caption=f"target: {classes[t['target_label']]}", width=84)
+    verdict = t["judge"].get("clean_label") or [None] * t["n_poisons"]
+    for j in range(n_shown):
         looks = "judges: looks like " + named(classes[t["base_class"]]) if verdict[j] else (
             "judges: NOT clean-label" if verdict[j] is False else "not judged")
-        cols[1 + 2 * j].image(image_for_display(bases[j]), caption=f"base {j + 1}", width=84)
-        cols[2 + 2 * j].image(image_for_display(poisons[j]), caption=f"poison {j + 1}: {looks}", width=84)
-    cols[-1].image(image_for_display(amplified(poisons[0], bases[0])), width=84,
-                   caption="poison 1 minus base 1, amplified")
+        cols[1 + 2 * j].image(pngs["bases"][j], caption=f"base {j + 1}", width=84)
+        cols[2 + 2 * j].image(pngs["poisons"][j], caption=f"poison {j + 1}: {looks}", width=84)
+    cols[-1].image(pngs["change"][0], width=84, caption="poison 1 minus base 1, amplified")
     st.divider()
 
 # --- one trial in both feature spaces ----------------------------------------------------------------------
@@ -98,11 +98,12 @@ pick = st.selectbox("Trial", shown[(page - 1) * PER_PAGE: page * PER_PAGE], key=
 t = g.trials[pick]
 p_target, p_bases, p_poisons = g.images(pick)
 d1, d2, _ = st.columns([1, 1, 2])
-d1.download_button("Poisons as a PNG sheet", contact_sheet(p_target, p_bases, p_poisons), key="gallery_png",
+# downloads are made when clicked (a callable), not on every run of the page
+d1.download_button("Poisons as a PNG sheet", lambda: contact_sheet(p_target, p_bases, p_poisons), key="gallery_png",
                    file_name=f"{name}_{t['key']}.png", mime="image/png")
 d2.download_button("Poisons as .npz (8-bit images)", key="gallery_npz", file_name=f"{name}_{t['key']}.npz",
-                   data=poisons_npz(p_target, p_bases, p_poisons, target_label=t["target_label"],
-                                    base_class=t["base_class"], eps=t["eps"] or 0.0),
+                   data=lambda: poisons_npz(p_target, p_bases, p_poisons, target_label=t["target_label"],
+                                            base_class=t["base_class"], eps=t["eps"] or 0.0),
                    mime="application/octet-stream")
 cols = st.columns(len(g.models))
 for col, (model_name, info) in zip(cols, g.models.items()):

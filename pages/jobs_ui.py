@@ -36,7 +36,8 @@ def job_queue():
 
     from core.jobs import JobQueue
 
-    return JobQueue(workers=max(1, os.cpu_count() or 1), alive=_session_alive)
+    # crafts at nice 10: the pages' runs go first when a class keeps every core busy (core.jobs)
+    return JobQueue(workers=max(1, os.cpu_count() or 1), alive=_session_alive, niceness=10)
 
 
 def heavy_job(label: str, start: bool, work) -> object | None:

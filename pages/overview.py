@@ -3,9 +3,8 @@
 import streamlit as st
 
 from core.attacks import budget_levels, default_eps
-from core.lab import example_poison
 from core.report import head_label
-from pages.common import demo, model, named, sidebar
+from pages.common import demo, example, named, sidebar
 from pages.plots import image_for_display, space_figure
 from pages.showcase import draw_showcase, no_showcase
 
@@ -21,12 +20,6 @@ st.markdown(
     "**The defence.** A network trained with the Large-Margin Gaussian Mixture (LGM) loss arranges each "
     "class as a Gaussian cloud, so it can ask: *how likely is this training image under the class it "
     "claims?* A poison claims B but was pulled towards T, so it looks unlikely under B.")
-
-
-@st.cache_data(show_spinner="Crafting an example poison...")
-def example(path: str, dataset: str, iters: int = 100) -> tuple:
-    """A poison crafted now with the default settings: the fallback where no shipped example exists."""
-    return example_poison(model(path)[0], demo(dataset), iters)
 
 
 st.subheader("Seen in the shipped experiments")

@@ -114,13 +114,34 @@ def space_figure(path: str, title: str, method: str | None = None, poisons: tupl
                           marks or None, sigmas=sigmas, background=background, filter_sigmas=rings)
 
 
+@st.cache_resource(show_spinner=False, max_entries=4096)
+def trial_pngs(experiment: str, index: int, n: int = 3) -> dict[str, list[bytes]]:
+    """A shipped trial's target, first ``n`` bases and poisons and the amplified change, PNG-encoded
+    once per server: the gallery shows dozens of them on every run, and encoding them each time was
+    a large share of a class's server time."""
+    import io
+
+    from PIL import Image
+
+    from pages.common import gallery
+
+    def png(img: np.ndarray) -> bytes:
+        out = io.BytesIO()
+        Image.fromarray(image_for_display(img)).save(out, format="PNG")
+        return out.getvalue()
+
+    target, bases, poisons = gallery(experiment).images(index)
+    return {"target": [png(target)], "bases": [png(b) for b in bases[:n]], "poisons": [png(p) for p in poisons[:n]],
+            "change": [png(amplified(poisons[0], bases[0]))]}
+
+
 def regions_heatmap(head, grid) -> go.Heatmap:
     """Which class ``head`` picks at each point of ``grid`` (``core.regions``), in the class colours."""
     return go.Heatmap(x=grid.xs, y=grid.ys, z=decision_regions(head, grid), zmin=-0.5, zmax=len(COLOURS) - 0.5,
                       colorscale=CLASS_SCALE, opacity=0.22, showscale=False, hoverinfo="skip")
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_resource(show_spinner=False)
 def _likelihood_grid(path: str, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(xs, ys, log-likelihood) of a shipped LGM model over its test features' box, once per server."""
     grid = covering_grid(projection(path, method).transform(features(path, "test")))

@@ -170,9 +170,10 @@ for head, r in results.items():
                         "of 255 per pixel)")
 
     d1, d2, _ = st.columns([1, 1, 2])
-    d1.download_button("Poisons as a PNG sheet", contact_sheet(r.poisons.target[0], r.poisons.bases, r.poisons.poisons),
+    d1.download_button("Poisons as a PNG sheet",
+                       lambda r=r: contact_sheet(r.poisons.target[0], r.poisons.bases, r.poisons.poisons),
                        file_name=f"poisons_{head}.png", mime="image/png", key=f"png_{head}")
-    d2.download_button("Poisons as .npz", poisons_npz(r.poisons.target[0], r.poisons.bases, r.poisons.poisons,
+    d2.download_button("Poisons as .npz", lambda r=r: poisons_npz(r.poisons.target[0], r.poisons.bases, r.poisons.poisons,
                                                       target_label=r.poisons.target_label, base_class=base_class,
                                                       base_indices=r.plan.base_indices, target_index=r.plan.target_index,
                                                       attack=r.attack),

@@ -2,6 +2,8 @@
 filter, end it, export the submissions as CSV. Protected by the passphrase the server was started
 with (``POISONLAB_TEACHER_PASSPHRASE``)."""
 
+import time
+
 import streamlit as st
 
 from core.attacks import budget_levels, default_eps
@@ -27,6 +29,7 @@ if not st.session_state.get("teacher"):
             if passphrase_ok(given):
                 st.session_state["teacher"] = True
                 st.rerun()
+            time.sleep(1.0)  # slows guessing down; the page stays as it was
             st.error("Wrong passphrase.")
     st.stop()
 

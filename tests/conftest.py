@@ -14,6 +14,7 @@ import pytest
 import torch
 
 # red-team rounds go to a throwaway database, never the user's (core.rounds.default_db_path)
+os.environ.setdefault("POISONLAB_WARM_UP", "0")  # AppTests fill only what they visit (tests/test_warm.py warms)
 os.environ.setdefault("POISONLAB_ROUNDS_DB", os.path.join(tempfile.mkdtemp(prefix="poisonlab-rounds-"), "rounds.sqlite"))
 
 from core.data import load_demo  # noqa: E402

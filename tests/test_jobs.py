@@ -121,3 +121,31 @@ def test_hundred_rapid_submissions_drain_and_memory_is_bounded():
     assert q.stats()["kept"] <= 1  # finished jobs are not kept forever
     for j in jobs:
         q.collect(j)
+
+
+def test_workers_run_jobs_at_a_lower_priority_and_their_threads_inherit_it():
+    """Linux: the worker thread's nice value is the queue's niceness, and so is a thread the job starts
+    (the lab's per-model threads), while the server's own threads keep theirs."""
+    import os
+    import sys
+    import threading
+
+    import pytest
+
+    from core.jobs import JobQueue
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("per-thread nice values are Linux's")
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def job(_job):
+        seen = [os.getpriority(os.PRIO_PROCESS, threading.get_native_id())]
+        t = threading.Thread(target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        t.start()
+        t.join()
+        return seen
+
+    q = JobQueue(workers=1, niceness=max(10, base))
+    j = q.submit("a", "nice", job)
+    assert q.wait(j, timeout=30) and j.result == [max(10, base)] * 2
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base

@@ -60,6 +60,12 @@ def test_submission_npz_round_trip_and_hostile_files(mnist_demo):
     np.savez(buf, poisons=np.zeros((1, 28, 28, 1), np.uint8))
     with pytest.raises(RoundError, match="missing"):
         Submission.from_npz(buf.getvalue())
+    buf = io.BytesIO()  # a zip bomb: 4 kB that would inflate to 100 MB is refused before it is inflated
+    np.savez_compressed(buf, poisons=np.zeros((100, 1000, 1000, 1), np.uint8), base_indices=np.arange(1),
+                        base_class=1, target_index=1)
+    assert len(buf.getvalue()) < 2**20
+    with pytest.raises(RoundError, match="unpack"):
+        Submission.from_npz(buf.getvalue())
     buf = io.BytesIO()  # an object array would need pickle: refused, never unpickled
     np.savez(buf, poisons=np.array([object()], dtype=object), base_indices=np.arange(1), base_class=1, target_index=1)
     with pytest.raises(RoundError):
