@@ -1,6 +1,7 @@
 """Red-team round, the student's side: join with a nickname, submit poisons from the Poison lab,
 see your own results and the class's leaderboard (rounds: ``core.rounds``; scoring: the queue)."""
 
+import pandas as pd
 import streamlit as st
 
 from core.defences import label as defence_label
@@ -28,7 +29,7 @@ elif not open_now:
     st.warning(f"Round {rnd.id}: time is up. The teacher will reveal the filter and end the round.")
 else:
     st.success(f"Round {rnd.id} is open: {rnd.seconds_left() / 60:.0f} min left.")
-st.markdown("  \n".join(rules_lines(rnd, rnd.revealed)))
+st.markdown("  \n".join(rules_lines(rnd, show_defence=False)))  # the reveal is drawn live, below
 if (r.dataset, r.space) != (dataset, space):
     st.warning(f"This round is on **{DATASET_NAMES.get(r.dataset, r.dataset)}, {r.space} features**: switch the "
                "sidebar to it before crafting in the Poison lab.")
@@ -82,7 +83,9 @@ if me is not None and open_now:
 
 @st.fragment(run_every=2.0)
 def live() -> None:
-    """Your submissions and the leaderboard, refreshed every 2 s without rerunning the page."""
+    """Your submissions and the leaderboard, refreshed every 2 s without rerunning the page (the
+    round is read again each time: the teacher's reveal shows up here)."""
+    rnd = s.round(round_id)
     pending = schedule_scoring(rnd)
     mine = s.submissions(rnd.id, me) if me is not None else []
     if mine:
@@ -101,7 +104,7 @@ def live() -> None:
     st.subheader("Leaderboard")
     rows = leaderboard_rows(rnd, ds.classes)
     if rows:
-        st.dataframe(rows, hide_index=True, width="stretch")
+        st.table(pd.DataFrame(rows), hide_index=True)  # plain text: readable on a projector
     else:
         st.info("No scored submission yet.")
     st.caption(RANKING_RULE)
@@ -121,4 +124,5 @@ def live() -> None:
         st.caption(f"{pending} submission(s) of the class waiting to be scored.")
 
 
+round_id = rnd.id
 live()

@@ -54,7 +54,7 @@ def rules_lines(rnd, show_defence: bool) -> list[str]:
     return [f"**Data set:** {DATASET_NAMES.get(r.dataset, r.dataset)}, {r.space} features",
             f"**Attacked model:** the {'LGM' if r.model == 'lgm' else 'softmax'} model; its victim is retrained "
             f"with a {victim_label(r.victim_head)}",
-            f"**Hidden filter:** {defence_label(r.defence) if show_defence else 'revealed at the end'}",
+            f"**Hidden filter:** {defence_label(r.defence) if show_defence else 'revealed at the end (below, when the teacher reveals it)'}",
             f"**Limits:** at most {r.max_poisons} poisons, pixels changed by at most {r.max_level} of 255"]
 
 

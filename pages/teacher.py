@@ -4,6 +4,7 @@ with (``POISONLAB_TEACHER_PASSPHRASE``)."""
 
 import time
 
+import pandas as pd
 import streamlit as st
 
 from core.attacks import budget_levels, default_eps
@@ -40,10 +41,13 @@ if rnd is None or rnd.ended is not None:
     st.markdown(f"The round uses the sidebar's data set and feature space: **{DATASET_NAMES[dataset]}, {space}**.")
     with st.form("open_round"):
         c1, c2, c3 = st.columns(3)
-        attacked = c1.selectbox("Attacked model", list(pair), format_func=lambda h: "LGM" if h == "lgm" else "softmax")
+        heads = list(pair)
+        attacked = c1.selectbox("Attacked model", heads, index=heads.index("lgm") if "lgm" in heads else 0,
+                                format_func=lambda h: "LGM" if h == "lgm" else "softmax")
         victim = c2.selectbox("Victim retrained with", list(VICTIM_HEADS), format_func=victim_label,
                               help="; ".join(f"{v.label}: {v.summary}" for v in VICTIM_HEADS.values()))
-        defence = c3.selectbox("Hidden filter", ["none", *DEFENCES], format_func=defence_label,
+        filters = ["none", *DEFENCES]
+        defence = c3.selectbox("Hidden filter", filters, index=filters.index("lgm"), format_func=defence_label,
                                help="Students do not see it until you reveal it. It must apply to the attacked "
                                     "model (the LGM likelihood needs the LGM model).")
         c4, c5, c6 = st.columns(3)
@@ -87,7 +91,7 @@ if rnd is not None:
     st.subheader("Leaderboard")
     rows = leaderboard_rows(rnd, demo(rnd.rules.dataset).classes)
     if rows:
-        st.dataframe(rows, hide_index=True, width="stretch")
+        st.table(pd.DataFrame(rows), hide_index=True)  # plain text: readable on a projector
     else:
         st.info("No scored submission yet.")
     st.caption(RANKING_RULE)

@@ -130,10 +130,10 @@ def step_fooled() -> None:
     if not predict("fooled", f"Retrained on the poisons, will the softmax victim call the {T} {article(B)} {B}?",
                    ("yes, fooled", "no, not fooled"), "yes, fooled" if fooled else "no, not fooled"):
         return
+    rows = control_rows(name, {**t_soft, "model_head": "softmax"}, classes)
     st.markdown(f"Afterwards the softmax victim calls the target {article(called)} **{called}**.\n\n"
                 f"**Honestly: this is rare at this budget.** It happened in **{sc.successes} of {sc.trials}** shipped "
-                f"trials, and it depends on how the victim is retrained:")
-    rows = control_rows(name, {**t_soft, "model_head": "softmax"}, classes)
+                "trials" + (", and it depends on how the victim is retrained:" if rows else "."))
     if rows:
         st.dataframe(rows, hide_index=True, width="stretch")
         st.caption("The same poisons, the same softmax features, other ways of retraining the last layer.")

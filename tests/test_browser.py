@@ -6,10 +6,12 @@ Chromium or Playwright is missing (``.ci/run`` installs both).
 """
 
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,12 +23,15 @@ playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 pytestmark = [pytestmark, pytest.mark.slow]  # a real server and browser per test
 PAGES = {"overview": "Overview", "tour": "Guided tour", "feature_space": "Feature space", "poison_lab": "Poison lab",
-         "gallery": "Poison gallery", "outcomes": "Attack outcomes", "defences": "Defences"}
+         "gallery": "Poison gallery", "outcomes": "Attack outcomes", "defences": "Defences",
+         "red_team": "Red-team round", "teacher": "Teacher"}
 # what each page shows first for the default choices (MNIST, 2-D features): its charts, and words it must say
-FIRST_VIEW = {"overview": (2, "A real example, not a staged one"), "tour": (2, "Step 1 of 7"),
-              "feature_space": (2, "test accuracy"), "poison_lab": (2, "Until you craft: a shipped example"),
+FIRST_VIEW = {"overview": (2, "crafted now against each model"), "tour": (0, "Switch the sidebar to"),
+              "red_team": (0, "Red-team round"), "teacher": (0, "Teacher's passphrase"),
+              "feature_space": (2, "test accuracy"), "poison_lab": (0, "Until you craft: a shipped example"),
               "gallery": (2, "trials match"), "outcomes": (2, "crafting iterations"),
               "defences": (1, "Shipped experiment")}
+PASSPHRASE = "browser test"
 ERRORS = "[data-testid='stException'], [data-testid='stAlertContentError']"
 
 
@@ -39,9 +44,12 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server():
     port = _free_port()
+    rounds = Path(tempfile.mkdtemp(prefix="poisonlab-browser-rounds-")) / "rounds.sqlite"
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
                              "true", "--server.port", str(port), "--server.address", "127.0.0.1"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "POISONLAB_TEACHER_PASSPHRASE": PASSPHRASE,
+                                 "POISONLAB_ROUNDS_DB": str(rounds)})
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -86,6 +94,8 @@ def _settle(page) -> None:
 
 def _charts_drawn(page, at_least: int) -> None:
     """At least ``at_least`` Plotly charts on the page, each with its plot drawn (an SVG trace or WebGL points)."""
+    if at_least == 0:
+        return
     page.wait_for_selector(".js-plotly-plot", timeout=120_000)
     page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot').length >= {at_least}", timeout=120_000)
     drawn = page.locator(".js-plotly-plot").evaluate_all(
@@ -147,16 +157,72 @@ def test_sidebar_choice_survives_navigation(server, browser):
 
 
 def test_guided_tour_in_browser(server, browser):
-    """Click through every step of the tour; each step's screenshot is saved for a teacher's look."""
+    """The tour offers to switch the 2-D sidebar to the models with its example; then every step, the
+    last three asking for a prediction before the shipped result; each step's screenshot is saved."""
     page = browser.new_page(viewport={"width": 1400, "height": 1400})
     _open(page, server, "Guided tour")
+    page.screenshot(path=str(_shots() / "tour_0_switch.png"), full_page=True)
+    page.get_by_role("button", name=re.compile("^Switch the sidebar to")).click()
+    _settle(page)
+    assert "high-d" in page.locator("[data-testid='stSidebar']").inner_text()
     for step in range(1, 8):
         assert f"Step {step} of 7" in page.inner_text("body")
+        if step >= 5:
+            assert "Predict first" in page.inner_text("[data-testid='stMain']")
+            page.locator("[data-testid='stMain'] [data-testid='stRadio'] [role='radiogroup'] label").first.click()
+            _settle(page)
+            page.get_by_role("button", name="Reveal the result").click()
+            _settle(page)
+            assert "You predicted" in page.inner_text("[data-testid='stMain']")
         page.screenshot(path=str(_shots() / f"tour_{step}.png"), full_page=True)
         if step < 7:
             page.get_by_role("button", name="Next").click()
             _settle(page)
     page.close()
+
+
+def test_red_team_round_with_two_browsers(server, browser):
+    """The teacher opens a round; two students, each in their own browser context, craft in the lab,
+    join and submit; the leaderboard shows both; the reveal names the hidden filter to the students."""
+    teacher = browser.new_context(viewport={"width": 1400, "height": 1600}).new_page()
+    _open(teacher, server, "Teacher")
+    teacher.get_by_label("Teacher's passphrase", exact=True).fill(PASSPHRASE)
+    teacher.get_by_role("button", name="Sign in").click()
+    _settle(teacher)
+    teacher.get_by_role("button", name="Open the round").click()
+    _settle(teacher)
+    assert re.search(r"Round \d+: open", teacher.inner_text("[data-testid='stMain']"))
+    students = {}
+    for nick in ("Ana", "Ben"):
+        page = browser.new_context(viewport={"width": 1400, "height": 2400}).new_page()
+        _open(page, server, "Poison lab")
+        page.get_by_role("button", name="Craft poisons and retrain the victims").click()
+        page.wait_for_selector("text=Verdict", timeout=300_000)
+        _settle(page)
+        page.get_by_role("link", name="Red-team round").click()
+        _settle(page)
+        page.get_by_label("Your nickname for this round", exact=True).fill(nick)
+        page.get_by_role("button", name="Join the round").click()
+        _settle(page)
+        page.get_by_role("button", name="Submit to the round").click()
+        _settle(page)
+        assert "being judged" in page.inner_text("[data-testid='stMain']")
+        students[nick] = page
+    for page in students.values():  # the leaderboard refreshes itself every 2 s
+        page.wait_for_function("document.querySelector('[data-testid=\"stTable\"]') && "
+                               "['Ana', 'Ben'].every(n => document.querySelector('[data-testid=\"stTable\"]')"
+                               ".innerText.includes(n))", timeout=240_000)
+    teacher.get_by_role("link", name="Teacher").click()  # a rerun in the signed-in session
+    _settle(teacher)
+    teacher.get_by_role("button", name="Reveal the hidden filter").click()
+    _settle(teacher)
+    students["Ana"].wait_for_selector("text=The hidden filter was", timeout=60_000)
+    for nick, page in students.items():
+        page.screenshot(path=str(_shots() / f"red_team_{nick}.png"), full_page=True)
+    teacher.screenshot(path=str(_shots() / "teacher.png"), full_page=True)
+    for page in (teacher, *students.values()):
+        assert page.locator(ERRORS).count() == 0
+        page.context.close()
 
 
 def test_server_restart_while_a_page_is_open(browser):

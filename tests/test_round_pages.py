@@ -118,7 +118,7 @@ def test_a_round_from_opening_to_reveal(rounds_db):
         time.sleep(0.5)
     assert not store().pending(), "the submissions were not scored"
     at = students["Ana"].run()
-    board = at.dataframe[-1].value
+    board = at.table[-1].value
     expected = sorted(store().leaderboard(1), key=lambda r: rank_key(r.score, r.submitted))
     assert list(board["nickname"]) == [r.nickname for r in expected] and set(board["nickname"]) == {"Ana", "Ben"}
     assert list(at.dataframe[0].value["number"]) == [1]  # Ana sees her own submission only (Ben's was number 2)
@@ -130,7 +130,7 @@ def test_a_round_from_opening_to_reveal(rounds_db):
     # a server restart: a fresh store object on the same file, a fresh browser session
     store.clear()
     again = _page("pages/red_team.py")
-    assert "Round 1" in _texts(again) and set(again.dataframe[-1].value["nickname"]) == {"Ana", "Ben"}
+    assert "Round 1" in _texts(again) and set(again.table[-1].value["nickname"]) == {"Ana", "Ben"}
     csv = store().export_csv(1)
     assert csv.count("\n") == 3 and ",lgm," in csv
     _button(teacher.run(), "End the round").click().run()
