@@ -25,6 +25,7 @@ round`` call it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import hmac
@@ -151,6 +152,21 @@ class Round:
 
 # --- submissions ------------------------------------------------------------------------------------------
 
+def _check_npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """Refuse an array whose header claims more than the cap (or is not a plain .npy)."""
+    with zf.open(info) as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            shape, _, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0(fh))
+        except (ValueError, TypeError) as exc:
+            raise RoundError(f"{info.filename} is not a plain array ({exc}).") from None
+    if dtype.hasobject:
+        raise RoundError("The file holds Python objects; a submission holds numbers only.")
+    if int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > MAX_INFLATED_BYTES:
+        raise RoundError(f"{info.filename} claims an array of shape {shape}: far larger than a submission.")
+
+
 @dataclass(frozen=True)
 class Submission:
     """Poisons as plain data: uint8 NHWC images, the training images they are made from (by index
@@ -178,9 +194,11 @@ class Submission:
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as zf:  # no zip bomb: the sizes before anything is inflated
                 inflated = sum(i.file_size for i in zf.infolist())
-            if inflated > MAX_INFLATED_BYTES:
-                raise RoundError(f"The file would unpack to {inflated / 2**20:.0f} MB; a submission holds at most "
-                                 f"{MAX_INFLATED_BYTES // 2**20} MB of images.")
+                if inflated > MAX_INFLATED_BYTES:
+                    raise RoundError(f"The file would unpack to {inflated / 2**20:.0f} MB; a submission holds at "
+                                     f"most {MAX_INFLATED_BYTES // 2**20} MB of images.")
+                for info in zf.infolist():  # numpy allocates what an array's header claims before reading it
+                    _check_npy_header(zf, info)
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 missing = {"poisons", "base_indices", "base_class", "target_index"} - set(z.files)
                 if missing:
@@ -189,16 +207,18 @@ class Submission:
                                      "the Poison lab.")
                 poisons, bases = z["poisons"], z["base_indices"]
                 base_class, target_index = z["base_class"], z["target_index"]
-                attack = str(z["attack"]) if "attack" in z.files else "unknown"
+                attack = str(z["attack"]) if "attack" in z.files and z["attack"].dtype.kind == "U" else "unknown"
         except RoundError:
             raise
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        except (OSError, ValueError, KeyError, EOFError, MemoryError, zipfile.BadZipFile) as exc:
             raise RoundError(f"Cannot read this file as a Poison lab .npz ({type(exc).__name__}).") from None
         if poisons.dtype != np.uint8 or poisons.ndim != 4:
             raise RoundError("The poisons must be 8-bit images (uint8, images x height x width x channels).")
-        if bases.ndim != 1 or not np.issubdtype(bases.dtype, np.integer) or base_class.ndim or target_index.ndim:
+        if (bases.ndim != 1 or base_class.ndim or target_index.ndim
+                or not all(np.issubdtype(a.dtype, np.integer) for a in (bases, base_class, target_index))):
             raise RoundError("base_indices must be a list of integers, base_class and target_index single integers.")
-        return cls(poisons, bases.astype(np.int64), int(base_class), int(target_index), attack[:40])
+        return cls(poisons, bases.astype(np.int64), int(base_class), int(target_index),
+                   attack if attack in ATTACKS else "unknown")
 
     @classmethod
     def from_lab(cls, plan: TrialPlan, poisons: Poisons, attack: str) -> "Submission":
@@ -363,10 +383,15 @@ class RoundStore:
             db.execute("PRAGMA journal_mode=WAL")  # once: it stays with the file (readers never wait for a writer)
             db.executescript(_SCHEMA)
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def _connect(self):
+        """One connection per call (threads never share one), closed afterwards."""
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.row_factory = sqlite3.Row
-        return db
+        try:
+            yield db
+        finally:
+            db.close()
 
     # rounds
     def open_round(self, rules: RoundRules, now: float | None = None) -> Round:
@@ -447,6 +472,9 @@ class RoundStore:
             raise RoundError("The submission is too large.")
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
+            if db.execute("SELECT ended FROM rounds WHERE id = ?", (round_id,)).fetchone()["ended"] is not None:
+                db.execute("ROLLBACK")
+                raise RoundError("This round no longer takes submissions (the teacher ended it).")
             if db.execute("SELECT 1 FROM submissions WHERE round_id = ? AND nickname = ? AND status = ?",
                           (round_id, nickname, PENDING)).fetchone():
                 db.execute("ROLLBACK")
@@ -516,7 +544,7 @@ class RoundStore:
             sc = s.score
             w.writerow([rnd.id, r.dataset, r.model, r.victim_head, r.defence, r.max_level, r.max_poisons, s.id,
                         _csv_safe(s.nickname), time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s.submitted)), s.status,
-                        s.attack, s.target_index, s.base_class, s.n_poisons, s.level,
+                        _csv_safe(s.attack), s.target_index, s.base_class, s.n_poisons, s.level,
                         "" if sc is None else sc.clean_label, "" if sc is None else sc.caught,
                         "" if sc is None else sc.fooled, "" if sc is None else f"{sc.clean_acc:.4f}",
                         _csv_safe(s.message or "")])
@@ -525,7 +553,7 @@ class RoundStore:
 
 def _csv_safe(text: str) -> str:
     """No spreadsheet formula injection from a nickname or message."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def known_attack(name: str) -> str:

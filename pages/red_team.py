@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from core.defences import label as defence_label
-from core.rounds import RANKING_RULE, RoundError, Submission, known_attack
+from core.rounds import RANKING_RULE, RoundError, Submission, check_submission, known_attack
 from pages.common import DATASET_NAMES, demo, named, sidebar, targets
 from pages.plots import image_for_display
 from pages.rounds_ui import leaderboard_rows, rules_lines, schedule_scoring, store, submission_of
@@ -35,12 +35,9 @@ if (r.dataset, r.space) != (dataset, space):
                "sidebar to it before crafting in the Poison lab.")
 
 # --- who you are ---------------------------------------------------------------------------------------------
-tokens = st.session_state.setdefault("round_tokens", {})
-token = tokens.get(rnd.id) or st.query_params.get("student")
+tokens = st.session_state.setdefault("round_tokens", {})  # this browser session's only (never in the URL)
+token = tokens.get(rnd.id)
 me = s.student(rnd.id, token)
-if me is not None:
-    tokens[rnd.id] = token
-    st.query_params["student"] = token  # a reload of this page keeps your nickname
 if me is None and open_now:
     with st.form("join"):
         nick = st.text_input("Your nickname for this round", max_chars=20,
@@ -48,7 +45,6 @@ if me is None and open_now:
         if st.form_submit_button("Join the round"):
             try:
                 tokens[rnd.id] = s.join(rnd.id, nick)
-                st.query_params["student"] = tokens[rnd.id]
                 st.rerun()
             except RoundError as exc:
                 st.error(str(exc))
@@ -67,6 +63,11 @@ if me is not None and open_now:
             st.caption("The uploaded file is what will be submitted.")
         except RoundError as exc:
             sub, why = None, str(exc)
+    if sub is not None:
+        try:  # the rules and the data first: nothing below reads an unchecked index
+            check_submission(r, ds, sub, targets(r.dataset, r.space))
+        except RoundError as exc:
+            sub, why = None, f"This submission breaks the round's rules: {exc}"
     if sub is None:
         st.info(why)
     else:
@@ -86,6 +87,9 @@ def live() -> None:
     """Your submissions and the leaderboard, refreshed every 2 s without rerunning the page (the
     round is read again each time: the teacher's reveal shows up here)."""
     rnd = s.round(round_id)
+    latest = s.current()
+    if latest is None or latest.id != round_id or rnd.accepting() != open_now:
+        st.rerun(scope="app")  # the teacher ended this round, its time ran out, or a new one opened
     pending = schedule_scoring(rnd)
     mine = s.submissions(rnd.id, me) if me is not None else []
     if mine:

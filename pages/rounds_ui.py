@@ -23,6 +23,8 @@ def store() -> RoundStore:
 def _score(submission_id: int, rnd) -> None:
     """The queued job: judge, filter, retrain; the result (or why it failed) goes to the store."""
     s = store()
+    if submission_id not in s.pending():  # scored meanwhile (queued twice between two polls)
+        return
     try:
         sub = s.payload(submission_id)
         rules = rnd.rules

@@ -38,7 +38,7 @@ def pick_showcase(dataset: str, space: str | None):
 
     spaces = {n: r["space"] for n, r in experiments_for(dataset).items()}
     found = [(name, gallery(name), sc) for name in galleries(dataset, space)
-             if space is None or spaces.get(name) == space
+             if name in spaces and (space is None or spaces[name] == space)
              for sc in [showcase(gallery(name))] if sc is not None]
     return max(found, key=lambda f: f[2].strength(), default=None)  # ties: the picker's order (default first)
 

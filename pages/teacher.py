@@ -86,7 +86,7 @@ if rnd is not None:
     if rnd.ended is None and c2.button("End the round"):
         s.end(rnd.id)
         st.rerun()
-    c3.download_button("Export submissions (CSV)", s.export_csv(rnd.id), file_name=f"round_{rnd.id}.csv",
+    c3.download_button("Export submissions (CSV)", lambda: s.export_csv(rnd.id), file_name=f"round_{rnd.id}.csv",
                        mime="text/csv")
     st.subheader("Leaderboard")
     rows = leaderboard_rows(rnd, demo(rnd.rules.dataset).classes)

@@ -45,20 +45,21 @@ cell_rate = next((c for c in primary_cells(load_results().get(name, {}))
 
 def predict(key: str, question: str, options: tuple[str, ...], answer: str) -> bool:
     """Predict, then reveal: the class answers ``question`` first; True once they pressed Reveal (the
-    step then shows the shipped result, and whether the prediction was right)."""
-    revealed = st.session_state.setdefault("tour_revealed", set())
+    step then shows the shipped result, and whether the prediction was right). Keyed by the trial
+    shown, so another data set's tour asks again."""
+    key = f"{name}:{sc.softmax}:{key}"
+    revealed = st.session_state.setdefault("tour_revealed", {})
     if key in revealed:
-        guess = st.session_state.get(f"_predict_{key}")
+        guess = revealed[key]
         if guess is not None:
-            (st.success if guess == answer else st.warning)(
-                f"You predicted: {guess}. What happened: {answer}.")
+            (st.success if guess == answer else st.warning)(f"You predicted: {guess}. What happened: {answer}.")
         return True
     st.markdown(f"**Predict first.** {question}")
     st.radio("Your prediction", options, index=None, key=f"_predict_{key}", horizontal=True,
              label_visibility="collapsed")
 
-    def _reveal() -> None:
-        st.session_state["tour_revealed"].add(key)
+    def _reveal() -> None:  # the guess is kept where no widget owns it (a widget's value goes with it)
+        st.session_state["tour_revealed"][key] = st.session_state.get(f"_predict_{key}")
 
     st.button("Reveal the result", on_click=_reveal, key=f"reveal_{key}", type="primary")
     return False

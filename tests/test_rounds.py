@@ -66,6 +66,23 @@ def test_submission_npz_round_trip_and_hostile_files(mnist_demo):
     assert len(buf.getvalue()) < 2**20
     with pytest.raises(RoundError, match="unpack"):
         Submission.from_npz(buf.getvalue())
+    buf = io.BytesIO()  # a header claiming a huge array in a tiny file: refused before numpy allocates it
+    with __import__("zipfile").ZipFile(buf, "w") as zf:
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                      "shape": (10**6, 1000, 1000, 1)})
+        zf.writestr("poisons.npy", header.getvalue())
+    with pytest.raises(RoundError, match="claims an array"):
+        Submission.from_npz(buf.getvalue())
+    buf = io.BytesIO()  # a class that is not an integer
+    np.savez(buf, poisons=np.zeros((1, 28, 28, 1), np.uint8), base_indices=np.arange(1), base_class=np.str_("abc"),
+             target_index=1)
+    with pytest.raises(RoundError, match="integers"):
+        Submission.from_npz(buf.getvalue())
+    buf = io.BytesIO()  # an attack name that is a spreadsheet formula becomes "unknown"
+    np.savez(buf, poisons=np.zeros((1, 28, 28, 1), np.uint8), base_indices=np.arange(1), base_class=1,
+             target_index=1, attack=np.str_("=HYPERLINK(1)"))
+    assert Submission.from_npz(buf.getvalue()).attack == "unknown"
     buf = io.BytesIO()  # an object array would need pickle: refused, never unpickled
     np.savez(buf, poisons=np.array([object()], dtype=object), base_indices=np.arange(1), base_class=1, target_index=1)
     with pytest.raises(RoundError):
