@@ -487,6 +487,13 @@ class RoundStore:
             db.execute("COMMIT")
         return int(cur.lastrowid)
 
+    def round_of(self, submission_id: int) -> Round:
+        with self._connect() as db:
+            row = db.execute("SELECT round_id FROM submissions WHERE id = ?", (submission_id,)).fetchone()
+        if row is None:
+            raise RoundError(f"There is no submission {submission_id}.")
+        return self.round(int(row["round_id"]))
+
     def payload(self, submission_id: int) -> Submission:
         with self._connect() as db:
             row = db.execute("SELECT payload FROM submissions WHERE id = ?", (submission_id,)).fetchone()

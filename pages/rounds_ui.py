@@ -20,14 +20,14 @@ def store() -> RoundStore:
     return RoundStore()
 
 
-def _score(submission_id: int, rnd) -> None:
+def _score(submission_id: int) -> None:
     """The queued job: judge, filter, retrain; the result (or why it failed) goes to the store."""
     s = store()
     if submission_id not in s.pending():  # scored meanwhile (queued twice between two polls)
         return
     try:
         sub = s.payload(submission_id)
-        rules = rnd.rules
+        rules = s.round_of(submission_id).rules
         score = score_submission(model(rules.model_path)[0], demo(rules.dataset), rules, sub,
                                  judge=judge(rules.dataset), bank=bank(rules.model_path))
     except Exception as exc:  # noqa: BLE001 - the student sees why; the queue carries on
@@ -37,13 +37,13 @@ def _score(submission_id: int, rnd) -> None:
 
 
 def schedule_scoring(rnd) -> int:
-    """Queue every pending submission of ``rnd`` not queued yet (after a server restart too: the
+    """Queue every pending submission not queued yet, of any round (after a server restart too: the
     queue allows one job per owner, so calling this on every page run queues each once). Returns
-    how many are pending."""
-    q, pending = job_queue(), store().pending(rnd.id)
-    for sid in pending:
-        q.submit(f"{SCORING}{sid}", "scoring", lambda job, sid=sid: _score(sid, rnd))
-    return len(pending)
+    how many of ``rnd``'s are pending."""
+    q, s = job_queue(), store()
+    for sid in s.pending():
+        q.submit(f"{SCORING}{sid}", "scoring", lambda job, sid=sid: _score(sid))
+    return len(s.pending(rnd.id))
 
 
 def victim_label(head: str) -> str:

@@ -31,7 +31,11 @@ def warm_all(progress: list[str] | None = None) -> list[str]:
 
     def step(what: str, fn, *args) -> None:
         t0 = time.perf_counter()
-        fn(*args)
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - one failing entry must not skip the rest; its page shows the error
+            done.append(f"{what} failed: {type(exc).__name__}: {exc}")
+            return
         done.append(f"{what} {time.perf_counter() - t0:.2f} s")
 
     step("shipped results", shipped_results)
