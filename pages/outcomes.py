@@ -12,6 +12,29 @@ from pages.common import DATASET_NAMES, experiments_for, sidebar, space_first
 from pages.figures import budget_figure, curve_figure, detection_figure, rate_figure
 from pages.jobs_ui import heavy_job
 
+@st.cache_resource(show_spinner=False)
+def experiment_figures(dataset: str, name: str) -> list:
+    """[(attack, setting, rates figure, caught figure)] of a shipped experiment, built once per server
+    (a class opening this page at once waited for thirty builds of the same charts)."""
+    res = experiments_for(dataset)[name]
+    cells, fpr = primary_cells(res), res["config"]["fpr"]
+    out = []
+    for attack in sorted({c["attack"] for c in cells}):
+        for setting in sorted({c["setting"] for c in cells}):
+            sub = [c for c in cells if c["attack"] == attack and c["setting"] == setting]
+            if sub:
+                out.append((attack, setting, rate_figure(sub, f"{ATTACKS[attack].label}, {setting} victim: targets flipped"),
+                            detection_figure(sub, f"Poisons caught, at {100 * fpr:.0f}% of clean images thrown away")))
+    return out
+
+
+@st.cache_resource(show_spinner=False)
+def bench_results(dataset: str) -> tuple:
+    """The data set's shipped budget and dose benchmarks (read once per server)."""
+    stem = dataset.replace("-", "_")
+    return load_bench(f"budget_{stem}"), load_bench(f"dose_{stem}")
+
+
 dataset, space, pair = sidebar()
 st.title("Attack outcomes")
 st.markdown("How often does an attack make the retrained victim misclassify its target? Each number is a share "
@@ -53,21 +76,13 @@ else:
     st.caption(f"{ran} trials; {cfg['iters']} crafting iterations; {cfg['n_clean']} clean retraining "
                f"images; filters at {100 * cfg['fpr']:.0f}% false positives on clean data. Reproduce with "
                f"`poisonlab experiment --config bench/configs/{name}.json --out DIR`.")
-    cells = primary_cells(res)
-    for attack in sorted({c["attack"] for c in cells}):
-        for setting in sorted({c["setting"] for c in cells}):
-            sub = [c for c in cells if c["attack"] == attack and c["setting"] == setting]
-            if sub:
-                left, right = st.columns(2)
-                left.plotly_chart(rate_figure(sub, f"{ATTACKS[attack].label}, {setting} victim: targets flipped"),
-                                  width="stretch", key=f"{name}_{attack}_{setting}")
-                right.plotly_chart(detection_figure(sub, f"Poisons caught, at {100 * cfg['fpr']:.0f}% of clean images "
-                                                         "thrown away"), width="stretch",
-                                   key=f"{name}_{attack}_{setting}_det")
-    st.dataframe(readable(cells), hide_index=True, width="stretch")
+    for attack, setting, rates, caught in experiment_figures(dataset, name):
+        left, right = st.columns(2)
+        left.plotly_chart(rates, width="stretch", key=f"{name}_{attack}_{setting}")
+        right.plotly_chart(caught, width="stretch", key=f"{name}_{attack}_{setting}_det")
+    st.dataframe(readable(primary_cells(res)), hide_index=True, width="stretch")
 
-stem = dataset.replace("-", "_")
-budget, dose = load_bench(f"budget_{stem}"), load_bench(f"dose_{stem}")
+budget, dose = bench_results(dataset)
 if budget or dose:
     st.subheader("How big a budget, how many poisons")
     c1, c2 = st.columns(2)
