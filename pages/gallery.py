@@ -7,7 +7,7 @@ from core.defences import label as defence_label
 from core.export import contact_sheet, poisons_npz
 from core.report import head_label
 from pages.common import DATASET_NAMES, article, galleries, gallery, named, sidebar
-from pages.plots import space_figure, trial_pngs
+from pages.plots import trial_pngs, trial_space_figure
 
 PER_PAGE = 6
 
@@ -108,8 +108,7 @@ d2.download_button("Poisons as .npz (8-bit images)", key="gallery_npz", file_nam
 cols = st.columns(len(g.models))
 for col, (model_name, info) in zip(cols, g.models.items()):
     own = " (the model attacked)" if model_name == t["model"] else " (not attacked: poisons transfer or not)"
-    fig = space_figure(info["path"], f"{head_label(info['head'])} model's features{own}",
-                       poisons=g.features(pick, model_name))
+    fig = trial_space_figure(name, pick, model_name, f"{head_label(info['head'])} model's features{own}")
     col.plotly_chart(fig, width="stretch", key=f"gallery_fig_{model_name}")
 st.caption("Each dot is an embedded test image of the data set. Dotted lines join each base (white circle) to its "
            "poison (black star); the gold diamond is the target. A poison that sits on the target while claiming "

@@ -135,6 +135,16 @@ def trial_pngs(experiment: str, index: int, n: int = 3) -> dict[str, list[bytes]
             "change": [png(amplified(poisons[0], bases[0]))]}
 
 
+@st.cache_resource(show_spinner=False, max_entries=512)
+def trial_space_figure(experiment: str, index: int, model_name: str, title: str) -> go.Figure:
+    """``space_figure`` of one shipped trial's poisons in one model's features, built once per server
+    (the gallery draws two on every run; the figures are never changed after they are built)."""
+    from pages.common import gallery
+
+    g = gallery(experiment)
+    return space_figure(g.models[model_name]["path"], title, poisons=g.features(index, model_name))
+
+
 def regions_heatmap(head, grid) -> go.Heatmap:
     """Which class ``head`` picks at each point of ``grid`` (``core.regions``), in the class colours."""
     return go.Heatmap(x=grid.xs, y=grid.ys, z=decision_regions(head, grid), zmin=-0.5, zmax=len(COLOURS) - 0.5,
