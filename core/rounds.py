@@ -487,19 +487,21 @@ class RoundStore:
             db.execute("COMMIT")
         return int(cur.lastrowid)
 
-    def round_of(self, submission_id: int) -> Round:
+    def _submission_field(self, submission_id: int, column: str):
+        """One column ("round_id", "payload") of a stored submission."""
+        if column not in ("round_id", "payload"):  # a name in the SQL text: only these two, never user input
+            raise ValueError(f"unknown column {column!r}")
         with self._connect() as db:
-            row = db.execute("SELECT round_id FROM submissions WHERE id = ?", (submission_id,)).fetchone()
+            row = db.execute(f"SELECT {column} FROM submissions WHERE id = ?", (submission_id,)).fetchone()
         if row is None:
             raise RoundError(f"There is no submission {submission_id}.")
-        return self.round(int(row["round_id"]))
+        return row[column]
+
+    def round_of(self, submission_id: int) -> Round:
+        return self.round(int(self._submission_field(submission_id, "round_id")))
 
     def payload(self, submission_id: int) -> Submission:
-        with self._connect() as db:
-            row = db.execute("SELECT payload FROM submissions WHERE id = ?", (submission_id,)).fetchone()
-        if row is None:
-            raise RoundError(f"There is no submission {submission_id}.")
-        return Submission.from_npz(bytes(row["payload"]))
+        return Submission.from_npz(bytes(self._submission_field(submission_id, "payload")))
 
     def pending(self, round_id: int | None = None) -> list[int]:
         """Submissions still to be scored (after a restart too: the page re-queues them)."""
