@@ -19,6 +19,12 @@ set can hold) without leaving the budget.
   distance of the poison's feature to its claimed (base) class Gaussian, trading collision for a
   likelihood the filter accepts.
 - ``cp`` / ``bp``: convex polytope (Zhu et al. 2019) and bullseye polytope (Aghakhani et al. 2021).
+- ``cm``: class-mean shift, bullseye aimed at where the base class's *mean* must go for a
+  prototype head (LGM, nearest class mean) to call the target the base class.
+
+The defence-aware attacks take a stealth term from ``STEALTH``, one per filter statistic (the
+likelihood, the distance to the class centroid, the distance to the poison's own base), so each
+filter can be attacked with its own rule (``stealth_for``).
 
 Each attack is one ``Attack`` entry of ``ATTACKS``: its solver, its settings dataclass (the knobs,
 validated, with the data set's defaults from ``settings_for``), what it needs of the model and the
@@ -92,6 +98,74 @@ class Poisons:
                        params=json.loads(str(z["params"])))
 
 
+# --- stealth terms: what a defence-aware attack keeps low, one per filter statistic -------------------
+
+@dataclass(frozen=True)
+class Stealth:
+    """A defence-aware loss term: per poison, how atypical its feature looks to one family of
+    filters, from what the attacker holds (the model, the poisons' features, their labels and the
+    clean bases' features ``fb``). The ladder (``core.report.ladder``) pairs each filter with the
+    term of its own statistic (Carlini and Wagner's adaptive-attack practice)."""
+
+    name: str
+    label: str
+    filters: tuple[str, ...]  # the defences (``core.defences.DEFENCES`` keys) whose statistic it mirrors
+    requires: frozenset
+    term: Callable[[Classifier, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _class_centroids(fb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each poison's claimed-class centroid, estimated by the mean feature of that class's bases."""
+    out = torch.empty_like(fb)
+    for c in labels.unique():
+        rows = labels == c
+        out[rows] = fb[rows].mean(0)
+    return out
+
+
+def _fitted_mahalanobis(f: torch.Tensor, fb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """1/2 (f - m)^T diag(v)^-1 (f - m) under each claimed class's diagonal Gaussian estimated from
+    that class's bases' features (variances floored at 1e-3 of their mean)."""
+    out = torch.empty(len(f), dtype=f.dtype, device=f.device)
+    for c in labels.unique():
+        rows = labels == c
+        mean, var = fb[rows].mean(0), fb[rows].var(0, unbiased=False)
+        var = var.clamp_min(1e-3 * float(var.mean().clamp_min(1e-12)))
+        out[rows] = 0.5 * ((f[rows] - mean).pow(2) / var).sum(1)
+    return out
+
+
+STEALTH: dict[str, Stealth] = {s.name: s for s in (
+    Stealth("likelihood", "the claimed class's Mahalanobis distance (the LGM likelihood filter's score)",
+            ("lgm",), frozenset({"gaussian"}),
+            lambda model, f, labels, fb: model.head.mahalanobis(f).gather(1, labels[:, None]).squeeze(1)),
+    Stealth("fitted-likelihood", "the claimed class's Mahalanobis distance under a diagonal Gaussian estimated "
+            "from the bases' features (the LGM filter where it fits Gaussians on the pool: a model pretrained on "
+            "other classes)", ("lgm",), frozenset(),
+            lambda model, f, labels, fb: _fitted_mahalanobis(f, fb, labels)),
+    Stealth("centroid", "the squared distance to the claimed class's centroid, estimated by the bases' mean "
+            "feature (the centroid filter's score; spectral signatures and activation clustering also flag "
+            "points off the class's bulk)", ("centroid", "spectral", "ac"), frozenset(),
+            lambda model, f, labels, fb: (f - _class_centroids(fb, labels)).pow(2).sum(1)),
+    Stealth("neighbour", "the squared distance to the poison's own base feature, whose neighbours are "
+            "base-class images (the deep k-NN filter's plurality vote)", ("knn",), frozenset(),
+            lambda model, f, labels, fb: (f - fb).pow(2).sum(1)),
+)}
+_STEALTH_HELP = "; ".join(f"{s.name}: {s.label}" for s in STEALTH.values())
+
+
+def stealth_for(defence: str, new_classes: bool = False) -> str:
+    """The stealth term that mirrors ``defence``'s statistic (the adaptive attack on that filter).
+    ``new_classes``: the victim's classes are not the model's, so the LGM filter fits its Gaussians
+    on the pool and the attacker estimates them from its bases (the model's own describe others)."""
+    if defence == "lgm":
+        return "fitted-likelihood" if new_classes else "likelihood"
+    for s in STEALTH.values():
+        if defence in s.filters:
+            return s.name
+    raise ValueError(f"no stealth term mirrors the {defence!r} filter")
+
+
 # --- settings: one dataclass per solver; ART's names for the same knobs in ``art=`` -------------------
 
 @dataclass(frozen=True)
@@ -123,11 +197,14 @@ class CollisionSettings(AttackSettings):
 
 @dataclass(frozen=True)
 class AdaptiveSettings(CollisionSettings):
-    """``fc-adaptive``: collision plus ``adaptive_weight`` times the claimed-class Mahalanobis term."""
+    """``fc-adaptive``: collision plus ``adaptive_weight`` times a stealth term (default: the claimed
+    class's Mahalanobis distance, the LGM filter's score)."""
 
-    adaptive_weight: float = knob(1.0, "weight of the claimed class's Mahalanobis distance in the loss "
-                                  "(how hard the poison hides from the likelihood filter)", 0.0, 1e4,
+    adaptive_weight: float = knob(1.0, "weight of the stealth term in the loss (how hard the poison hides "
+                                  "from the filter the term mirrors)", 0.0, 1e4,
                                   widget=("Stealth weight", 0.0, 20.0))
+    stealth: str = knob("likelihood", "which filter's statistic the poison keeps typical: " + _STEALTH_HELP,
+                        choices=tuple(STEALTH))
 
 
 @dataclass(frozen=True)
@@ -154,6 +231,18 @@ class PolytopeSettings(AttackSettings):
                              optional=True)
     lr: float = knob(0.01, "Adam step on the pixels", 1e-8, 10.0, art="learning_rate")
     iters: int = knob(1000, "crafting steps", 1, 100_000, art="max_iter")
+
+
+@dataclass(frozen=True)
+class MeanShiftSettings(PolytopeSettings):
+    """``cm``: bullseye on the victim's base-class mean, with an optional stealth term."""
+
+    class_size: int = knob(100, "images of the base class the victim retrains on, poisons included (the "
+                           "attacker's guess; experiments set their victim's own count)", 1, 10_000_000)
+    adaptive_weight: float = knob(0.0, "weight of the stealth term (0: none)", 0.0, 1e4,
+                                  widget=("Stealth weight", 0.0, 20.0))
+    stealth: str = knob("likelihood", "which filter's statistic the poison keeps typical: " + _STEALTH_HELP,
+                        choices=tuple(STEALTH))
 
 
 # --- the scaffold every solver shares ------------------------------------------------------------------
@@ -309,20 +398,21 @@ def feature_collision(model: Classifier, bases: np.ndarray, target: np.ndarray, 
     cls = AdaptiveSettings if (settings is None and "adaptive_weight" in knobs) else CollisionSettings
     s = _settings(cls, settings, knobs)
     weight = getattr(s, "adaptive_weight", 0.0)
-    if weight and not ATTACKS["fc-adaptive"].applies_to(model.config.head):
-        raise ValueError(ATTACKS["fc-adaptive"].why_not(model.config.head))
+    stealth = STEALTH[getattr(s, "stealth", "likelihood")]
+    if weight:
+        _needs(stealth, model)
     run = _Crafting(model, bases, target, base_labels)
     model, b, labels, ft, eps = run.model, run.b, run.labels, run.ft, s.eps
     gen = torch.Generator().manual_seed(s.seed)
+    with torch.no_grad():
+        f0 = model.features(b)
 
     def loss_of(f: torch.Tensor) -> torch.Tensor:
         loss = (f - ft).pow(2).sum(1)
         if weight:
-            loss = loss + weight * model.head.mahalanobis(f).gather(1, labels[:, None]).squeeze(1)
+            loss = loss + weight * stealth.term(model, f, labels, f0)
         return loss
 
-    with torch.no_grad():
-        f0 = model.features(b)
     best_x, best_loss, best_f = b.clone(), loss_of(f0), f0
     run.record(0, f0, best_loss)
     shape = (-1,) + (1,) * (b.ndim - 1)
@@ -359,6 +449,7 @@ def feature_collision(model: Classifier, bases: np.ndarray, target: np.ndarray, 
                         break
     params = {"attack": "fc-adaptive" if weight else "fc", "iters": s.iters, "iterations_run": total,
               "eps": eps, "lr": s.lr, "restarts": s.restarts, "adaptive_weight": weight,
+              **({"stealth": stealth.name} if weight else {}),
               "patience": s.patience or None, "seed": s.seed, "record_every": s.record_every}
     return run.finish(best_x, eps, total, target_label, params, loss_of)
 
@@ -424,6 +515,65 @@ def polytope(model: Classifier, bases: np.ndarray, target: np.ndarray, base_labe
                       lambda fq: torch.full((k,), objective(fq).item()))
 
 
+def _needs(stealth: Stealth, model: Classifier) -> None:
+    """A stealth term reads what only some heads have (the likelihood: the class Gaussians)."""
+    missing = stealth.requires - head_capabilities(model.config.head)
+    if missing:
+        heads = " or ".join(h.upper() for h in heads_with(stealth.requires))
+        raise ValueError(f"the {stealth.name} stealth term needs an {heads} model (it reads the class Gaussian)")
+
+
+def class_mean_shift(model: Classifier, bases: np.ndarray, target: np.ndarray, base_labels: np.ndarray,
+                     target_label: int, settings: MeanShiftSettings | None = None, **knobs) -> Poisons:
+    """Class-mean shift: move the victim's base-class *mean* onto the target's feature.
+
+    A prototype head (the LGM head, nearest class mean, fitted Gaussians) classifies by distance to
+    class means, so a poison on the target (collision) barely moves it: k poisons among n images of
+    the base class move the mean by (1/n) sum_i (f(p_i) - f(b_i)) when they take their bases'
+    places. This is bullseye polytope aimed at where the mean must go: minimise
+    ||mu_B + (1/n) sum_i (f(p_i) - f(b_i)) - f(t)||^2, mu_B estimated by the bases' mean feature and
+    n = ``class_size``, plus ``adaptive_weight`` times a stealth term (``STEALTH``) averaged over the
+    poisons. Adam on the pixels, projected onto the budget ball, as the polytope attacks.
+    """
+    s = _settings(MeanShiftSettings, settings, knobs)
+    stealth = STEALTH[s.stealth]
+    if s.adaptive_weight:
+        _needs(stealth, model)
+    run = _Crafting(model, bases, target[:1], base_labels)
+    model, b, labels, eps = run.model, run.b, run.labels, s.eps
+    ft = run.ft[0]
+    k = len(b)
+    with torch.no_grad():
+        f0 = model.features(b)
+    mu = f0.mean(0)
+
+    def objective(f: torch.Tensor) -> torch.Tensor:
+        shifted = mu + (f - f0).sum(0) / s.class_size
+        loss = (shifted - ft).pow(2).sum()
+        if s.adaptive_weight:
+            loss = loss + s.adaptive_weight * stealth.term(model, f, labels, f0).mean()
+        return loss
+
+    delta = torch.zeros_like(b, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=s.lr)
+    for it in range(s.iters + 1):
+        f = model.features(b + delta)
+        loss = objective(f)
+        if it % s.record_every == 0 or it == s.iters:
+            run.record(it, f, torch.full((k,), loss.item()))
+        if it == s.iters:
+            break
+        (delta.grad,) = torch.autograd.grad(loss, delta)
+        opt.step()
+        with torch.no_grad():
+            delta.copy_(_project(b + delta, b, eps) - b)
+    params = {"attack": "cm", "iters": s.iters, "eps": eps, "lr": s.lr, "record_every": s.record_every,
+              "class_size": s.class_size, "adaptive_weight": s.adaptive_weight,
+              **({"stealth": stealth.name} if s.adaptive_weight else {})}
+    return run.finish(b + delta, eps, s.iters, target_label, params,
+                      lambda fq: torch.full((k,), objective(fq).item()))
+
+
 # --- the registry -------------------------------------------------------------------------------------
 
 # Default l_inf budgets, at which >= 90% of default poisons stay clean-label in the budget sweep
@@ -445,6 +595,12 @@ def _collision_defaults(values: dict) -> dict:
     return {"patience": max(20, values["iters"] // 10), **values}
 
 
+def _default_values(cls: type[AttackSettings]) -> dict:
+    """A settings class's defaults with a stand-in budget (``eps`` has a data-set default only)."""
+    values = {"iters": cls.knobs()["iters"].default}
+    return {**values, "eps": 8 / 255} if cls.knobs()["eps"].default is None else values
+
+
 @dataclass(frozen=True)
 class Attack:
     """One attack: its solver and settings, what it needs of the attacked model, its names.
@@ -462,14 +618,25 @@ class Attack:
     fallback: str | None = None
     defaults: Callable[[dict], dict] = lambda values: values  # noqa: E731 - derived defaults, none by default
 
-    def applies_to(self, head: str) -> bool:
-        return self.requires <= head_capabilities(head)
+    def needs(self, settings: AttackSettings | None = None) -> frozenset:
+        """What the head must have for this attack with ``settings`` (None: its defaults): the
+        attack's own needs and, when a stealth term is on, the term's (the likelihood reads the
+        class Gaussians; the centroid and neighbour terms read only features)."""
+        if settings is None:
+            settings = self.settings.from_values(self.defaults(_default_values(self.settings)))
+        need = set(self.requires)
+        if getattr(settings, "adaptive_weight", 0.0):
+            need |= STEALTH[settings.stealth].requires
+        return frozenset(need)
 
-    def why_not(self, head: str) -> str | None:
+    def applies_to(self, head: str, settings: AttackSettings | None = None) -> bool:
+        return self.needs(settings) <= head_capabilities(head)
+
+    def why_not(self, head: str, settings: AttackSettings | None = None) -> str | None:
         """Why this attack cannot run against a model with ``head``, or None when it can."""
-        if self.applies_to(head):
+        if self.applies_to(head, settings):
             return None
-        heads = " or ".join(h.upper() for h in heads_with(self.requires))
+        heads = " or ".join(h.upper() for h in heads_with(self.needs(settings)))
         return f"{self.label} needs an {heads} model (it targets the class Gaussian)"
 
     def for_head(self, head: str) -> "Attack":
@@ -480,11 +647,11 @@ class Attack:
 
     def craft(self, model: Classifier, bases: np.ndarray, target: np.ndarray, base_labels: np.ndarray,
               target_label: int, settings: AttackSettings) -> Poisons:
-        why = self.why_not(model.config.head)
-        if why:
-            raise ValueError(why)
         if type(settings) is not self.settings:  # a parent class would run another attack under this name
             raise ValueError(f"{self.label} takes {self.settings.__name__}, got {type(settings).__name__}")
+        why = self.why_not(model.config.head, settings)
+        if why:
+            raise ValueError(why)
         return self.solver(model, bases, target, base_labels, target_label, settings)
 
 
@@ -494,7 +661,7 @@ ATTACKS: dict[str, Attack] = {a.name: a for a in (
            CollisionSettings, feature_collision, defaults=_collision_defaults),
     Attack("fc-adaptive", "Defence-aware feature collision",
            "feature collision that also keeps the poison likely under its claimed class's Gaussian",
-           AdaptiveSettings, feature_collision, requires=frozenset({"gaussian"}), fallback="fc",
+           AdaptiveSettings, feature_collision, fallback="fc",
            defaults=_collision_defaults),
     Attack("fc-frogs", "Poison Frogs (original solver)",
            "Shafahi et al.'s forward-backward splitting with a proximity weight beta", FrogsSettings, poison_frogs),
@@ -502,6 +669,9 @@ ATTACKS: dict[str, Attack] = {a.name: a for a in (
            PolytopeSettings, lambda *a: polytope(*a, mode="convex")),
     Attack("bp", "Bullseye polytope", "poisons whose mean feature is the target's (Aghakhani et al.)",
            PolytopeSettings, lambda *a: polytope(*a, mode="bullseye")),
+    Attack("cm", "Class-mean shift",
+           "poisons that drag the base class's mean feature onto the target's (aimed at prototype heads: "
+           "LGM, nearest mean)", MeanShiftSettings, class_mean_shift),
 )}
 
 

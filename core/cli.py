@@ -26,6 +26,7 @@ from .embeddings import (MapError, features_path, fit_umap, map_key, map_path, r
 from .experiments import ExperimentConfig, replay_experiment, run_experiment
 from .export import BENCHMARK_FILES, write_benchmark
 from .judge import JUDGE_SEED, judge_path, load_judge
+from .ladder import LadderConfig, run_ladder
 from .models import Classifier, default_config, extract_features, pick_device
 from .pipeline import plan_trial, run_trial
 from .settings import knob_type
@@ -235,6 +236,16 @@ def cmd_experiment(args: argparse.Namespace) -> dict:
             "wall_s_this_run": summary["wall_s_this_run"]}
 
 
+def cmd_ladder(args: argparse.Namespace) -> dict:
+    """The adaptive ladder (``core.ladder``): every filter against the attack on its own statistic."""
+    cfg = LadderConfig.from_file(args.config)
+    overrides = {k: v for k, v in {"n_jobs": args.n_jobs, "trials": args.trials}.items() if v is not None}
+    if overrides:
+        cfg = LadderConfig(cfg.experiment.replace(**overrides), cfg.weights)
+    rows = run_ladder(cfg, args.out, progress=not args.quiet)
+    return {"out": args.out, "rungs": len(cfg.rungs()), "rows": len(rows)}
+
+
 def cmd_replay(args: argparse.Namespace) -> dict:
     """Other victims and filters on an experiment's stored poisons (``core.experiments.replay_experiment``)."""
     try:
@@ -316,7 +327,8 @@ def _attack_knobs() -> dict:
                 continue
             first, owner, helps, lo, hi = out.get(name, (f, attack.settings, {}, f.metadata["lo"], f.metadata["hi"]))
             helps.setdefault(f.metadata["help"], []).append(attack.name)
-            lo, hi = min(lo, f.metadata["lo"]), max(hi, f.metadata["hi"])  # the widest: each attack checks its own
+            if lo is not None:  # the widest range: each attack checks its own
+                lo, hi = min(lo, f.metadata["lo"]), max(hi, f.metadata["hi"])
             out[name] = (first, owner, helps, lo, hi)
     return out
 
@@ -408,8 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
             art = f" (ART: {f.metadata['art']})" if f.metadata.get("art") else ""
             flags = [f"--{name.replace('_', '-')}", *_ALIASES.get(name, ())]
             text = "; ".join(f"{h} ({', '.join(users)})" for h, users in helps.items()) + art
-            group.add_argument(*flags, dest=name, type=_bounded(knob_type(f, owner), lo, hi),
-                               default=_CLI_DEFAULTS.get(name), help=text.replace("%", "%%"))
+            if f.metadata.get("choices"):
+                group.add_argument(*flags, dest=name, choices=f.metadata["choices"], default=None,
+                                   help=text.replace("%", "%%"))
+            else:
+                group.add_argument(*flags, dest=name, type=_bounded(knob_type(f, owner), lo, hi),
+                                   default=_CLI_DEFAULTS.get(name), help=text.replace("%", "%%"))
         data_flags(sp)
 
     c = sub.add_parser("craft", help="craft poisons against a checkpoint; JSON summary, poisons to --out")
@@ -435,6 +451,15 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--trials", type=_bounded(int, 1, 100_000), help="override the config's trials per cell")
     x.add_argument("--quiet", action="store_true")
     x.set_defaults(func=cmd_experiment)
+
+    ld = sub.add_parser("ladder", help="run (or resume) the adaptive ladder: each filter against the attack that "
+                        "optimises its own statistic, at growing stealth weights")
+    ld.add_argument("--config", required=True, help="an experiment config with one attack and \"weights\"")
+    ld.add_argument("--out", required=True)
+    ld.add_argument("--n-jobs", type=_bounded(int, -1, 512), help="joblib workers (-1: all cores)")
+    ld.add_argument("--trials", type=_bounded(int, 1, 100_000), help="override the config's trials per cell")
+    ld.add_argument("--quiet", action="store_true")
+    ld.set_defaults(func=cmd_ladder)
 
     rp = sub.add_parser("replay", help="retrain other victims (head controls, augmentation, filter rules) on the "
                         "poisons an experiment already crafted, without crafting again")

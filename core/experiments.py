@@ -225,7 +225,7 @@ def _dataset(name: str, demo: bool, data_dir: str | None, classes: tuple[int, ..
     return ds.restrict(classes) if classes is not None else ds
 
 
-def _victim_classes(path: str) -> tuple[int, ...] | None:
+def victim_classes(path: str) -> tuple[int, ...] | None:
     """The victim's classes of a model pretrained on a class split (``train-suite --split-seed``),
     or None for a model trained on its whole data set."""
     split = _model(path)[1].get("class_split")
@@ -234,7 +234,7 @@ def _victim_classes(path: str) -> tuple[int, ...] | None:
 
 def _model_data(path: str, demo: bool, data_dir: str | None):
     """What a model's trials draw from: its data set, or the victim's classes of a split model."""
-    return _dataset(_model(path)[1]["config"]["dataset"], demo, data_dir, _victim_classes(path))
+    return _dataset(_model(path)[1]["config"]["dataset"], demo, data_dir, victim_classes(path))
 
 
 @lru_cache(maxsize=8)
@@ -270,7 +270,7 @@ def candidate_targets(cfg: ExperimentConfig) -> dict[str, np.ndarray]:
         by_dataset.setdefault(meta["config"]["dataset"], []).append(path)
     out = {}
     for name, paths in by_dataset.items():
-        splits = {_victim_classes(p) for p in paths}
+        splits = {victim_classes(p) for p in paths}
         if len(splits) > 1:
             raise ValueError(f"{name}: the models of one experiment must share the victim's classes (paired trials); "
                              f"got {sorted(map(str, splits))}")
@@ -302,7 +302,7 @@ def candidate_targets(cfg: ExperimentConfig) -> dict[str, np.ndarray]:
 def _trial_setup(cfg: ExperimentConfig, targets: dict[str, np.ndarray], path: str, k: int, trial: int) -> tuple:
     """What trial ``trial`` of a model draws on, the same for a run and for its replay: (data set
     name, the data it draws from, the judge, the plan, whether the victim's classes are new)."""
-    name, classes = _model(path)[1]["config"]["dataset"], _victim_classes(path)
+    name, classes = _model(path)[1]["config"]["dataset"], victim_classes(path)
     ds = _dataset(name, cfg.demo, cfg.data_dir, classes)
     judge = _judge(name, cfg.demo, cfg.data_dir, classes) if cfg.judge else None
     plan = plan_trial(ds, (cfg.seed, trial), targets[name], n_poisons=k, n_clean=cfg.n_clean, n_test=cfg.n_test,
@@ -318,10 +318,18 @@ def experiment_trial(cfg: ExperimentConfig, targets: dict[str, np.ndarray], mode
     path = cfg.models[model_name]
     model = _model(path)[0]
     entry = ATTACKS[attack]
-    if not entry.applies_to(model.config.head):
-        return {"skipped": entry.why_not(model.config.head)}, None
-    name, ds, judge, plan, new_classes = _trial_setup(cfg, targets, path, k, trial)
     knobs = {"iters": cfg.iters, **cfg.attack_settings.get(attack, {})}
+    name = _model(path)[1]["config"]["dataset"]
+    if not entry.applies_to(model.config.head, settings_for(attack, name, eps=cfg.eps, **knobs)):
+        return {"skipped": entry.why_not(model.config.head, settings_for(attack, name, eps=cfg.eps, **knobs))}, None
+    if (victim_classes(path) is not None and knobs.get("adaptive_weight")
+            and knobs.get("stealth", "likelihood") == "likelihood"):
+        return {"skipped": "the likelihood stealth term reads the model's own Gaussians, which describe the "
+                           "classes it was trained on, not the victim's: use fitted-likelihood"}, None
+    name, ds, judge, plan, new_classes = _trial_setup(cfg, targets, path, k, trial)
+    if "class_size" in entry.settings.knobs():  # the victim's own base-class count, poisons included
+        knobs.setdefault("class_size", int((ds.y_train[plan.clean_indices] == plan.base_class).sum())
+                         + (k if cfg.bases_from_clean else 0))
     settings = settings_for(attack, name, trial_seed=trial, eps=cfg.eps, record_every=knobs["iters"], **knobs)
     result = run_trial(model, ds, plan, attack, settings, defences=cfg.defences, fpr=cfg.fpr,
                        victim=cfg.primary_recipe(trial, setting),
@@ -368,7 +376,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True
                "wall_s_this_run": round(time.perf_counter() - t0, 1), "torch": torch.__version__}
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "results.md").write_text(markdown_table(rows))
-    datasets = {(_model(path)[1]["config"]["dataset"], _victim_classes(path)) for path in cfg.models.values()}
+    datasets = {(_model(path)[1]["config"]["dataset"], victim_classes(path)) for path in cfg.models.values()}
     if len(datasets) == 1:  # the dashboard's gallery pages through one data set's poisons
         name, classes = datasets.pop()
         build_gallery(out, data=_dataset(name, cfg.demo, cfg.data_dir, classes))

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .attacks import AttackSettings, Poisons, get_attack, settings_for
+from .attacks import AttackSettings, Poisons, get_attack, settings_for, stealth_for
 from .data import Dataset
 from .defences import DEFENCES, chi2_threshold, lgm_scores, own_filter, roc
 from .judge import Judge
@@ -46,6 +46,10 @@ def lab_runs(models: dict[str, Classifier], attack: str, dataset: str, *, trial_
         entry = asked.for_head(m.config.head)
         known = entry.settings.knobs()  # the fallback keeps what it has of the asked attack's values
         mine = {k: v for k, v in values.items() if k in known}
+        if "stealth" in known and "stealth" not in mine:  # each model hides from the filter it brings
+            mine["stealth"] = stealth_for(own_filter(m.config.head))
+        if "class_size" in known and "class_size" not in mine:  # the lab's clean set: LAB_CLEAN over the classes
+            mine["class_size"] = LAB_CLEAN // m.config.n_classes
         runs[name] = (m, entry.name, settings_for(entry.name, dataset, trial_seed=trial_seed, **mine))
     return runs
 

@@ -17,13 +17,15 @@ from typing import Any, get_type_hints
 
 
 def knob(default: Any, help: str, lo: float | None = None, hi: float | None = None, *,
-         art: str | None = None, optional: bool = False, widget: tuple | None = None) -> Any:
+         art: str | None = None, optional: bool = False, widget: tuple | None = None,
+         choices: tuple | None = None) -> Any:
     """A settings field: ``default``, a one-line ``help``, an inclusive range, the name of the same
     knob in ART (``max_iter``, ``similarity_coeff``, ``watermark``...), ``optional`` when None is
     allowed (a derived default, filled in by the entry's ``defaults`` hook); ``widget``: (label, lo,
-    hi) when the dashboard's lab offers the knob, in a range a class can explore."""
+    hi) when the dashboard's lab offers the knob, in a range a class can explore; ``choices``: the
+    values a named option may take."""
     return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "art": art, "optional": optional,
-                                            "widget": widget})
+                                            "widget": widget, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class Settings:
                 value = float(value)
             if want in (int, float) and (isinstance(value, bool) or not isinstance(value, want)):
                 raise ValueError(f"{f.name} must be a {want.__name__}, got {value!r}")
+            if meta.get("choices") is not None and value not in meta["choices"]:
+                raise ValueError(f"{f.name} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
             if want is float and not math.isfinite(value):
                 raise ValueError(f"{f.name} must be finite")
             lo, hi = meta.get("lo"), meta.get("hi")

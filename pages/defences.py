@@ -89,8 +89,11 @@ elif st.session_state.get("def_shown") != key:
     st.info("Press **Craft and compare** to score poisons crafted now: a few seconds per pair on a laptop."
             + (" Until then, what the filters caught in a shipped experiment:" if measured else ""))
 
-    def fits(n: str) -> tuple:  # the chosen attack first, then the sidebar's feature space, then `default`
-        return attack not in measured[n]["config"]["attacks"], measured[n]["space"] != space, n != "default", n
+    def fits(n: str) -> tuple:  # the chosen attack first, then the sidebar's feature space, then `default`,
+        # then the most trials of that attack (the best evidence), then the name
+        trials = max((c["trials"] for c in measured[n].get("cells", []) if c["attack"] == attack), default=0)
+        return attack not in measured[n]["config"]["attacks"], measured[n]["space"] != space, n != "default", \
+            -trials, n
     name = min(measured, key=fits, default=None)
     if name is None:
         st.caption(f"No shipped experiment for {DATASET_NAMES[dataset]} yet.")

@@ -183,7 +183,7 @@ def test_settings_for_gives_each_attack_its_own_knobs_and_the_data_sets_defaults
 
     fc = settings_for("fc-adaptive", "mnist", trial_seed=2, iters=100, adaptive_weight=5.0)
     assert fc.to_dict() == {"iters": 100, "record_every": 1, "eps": default_eps("mnist"), "lr": 0.1, "restarts": 1,
-                            "seed": 2, "patience": 20, "adaptive_weight": 5.0}
+                            "seed": 2, "patience": 20, "adaptive_weight": 5.0, "stealth": "likelihood"}
     assert "adaptive_weight" not in settings_for("fc", "mnist", iters=100).to_dict()
     assert settings_for("bp", "cifar10", iters=50).eps == default_eps("cifar10") == 8 / 255
     assert settings_for("cp", "mnist", trial_seed=3, iters=50, eps=0.1).to_dict() == {
@@ -309,3 +309,98 @@ def test_defence_aware_attack_at_weight_zero_is_plain_collision(tiny, mnist_demo
     plain = craft(tiny["lgm"], "fc", bases, target, bl, tl, iters=15, eps=0.1, seed=4)
     aware = craft(tiny["lgm"], "fc-adaptive", bases, target, bl, tl, iters=15, eps=0.1, seed=4, adaptive_weight=0.0)
     assert np.array_equal(plain.poisons, aware.poisons)
+
+
+def _filter_scores(defence: str, model, mnist_demo, poisons: Poisons) -> np.ndarray:
+    """The poisons' scores under ``defence`` fitted on a pool of clean training features plus them."""
+    from core.defences import DEFENCES
+    from core.models import extract_features
+
+    clean = np.arange(len(mnist_demo.y_train))
+    feats = np.concatenate([extract_features(model, mnist_demo.x_train[clean]).numpy(), poisons.traj_features[-1]])
+    labels = np.concatenate([mnist_demo.y_train[clean], poisons.base_labels])
+    scores = DEFENCES[defence].make(model.head).fit(feats, labels).scores_
+    return scores[len(clean):]
+
+
+@pytest.mark.parametrize("stealth", ["likelihood", "centroid", "neighbour"])
+def test_each_stealth_term_lowers_its_own_filters_score(tiny, mnist_demo, stealth):
+    """The adaptive attack on a filter (its stealth term, ``stealth_for``) leaves poisons its filter
+    scores as more typical than plain collision's, at the same budget and seed."""
+    from core.attacks import STEALTH, stealth_for
+
+    bases, target, bl, tl = _pair(mnist_demo, n=3)
+    model = tiny["lgm"]
+    plain = craft(model, "fc-adaptive", bases, target, bl, tl, iters=60, eps=0.3, seed=1, adaptive_weight=0.0)
+    aware = craft(model, "fc-adaptive", bases, target, bl, tl, iters=60, eps=0.3, seed=1, adaptive_weight=20.0,
+                  stealth=stealth)
+    assert aware.params["stealth"] == stealth
+    for defence in STEALTH[stealth].filters[:1]:  # the filter the term mirrors most directly
+        assert stealth_for(defence) == stealth
+        assert _filter_scores(defence, model, mnist_demo, aware).mean() < \
+            _filter_scores(defence, model, mnist_demo, plain).mean()
+
+
+def test_feature_only_stealth_terms_run_on_a_softmax_model(tiny, mnist_demo):
+    """The centroid and neighbour terms read features only: a softmax model can be attacked with
+    them; the likelihood term needs the class Gaussians and says so."""
+    from core.attacks import ATTACKS
+
+    bases, target, bl, tl = _pair(mnist_demo, n=2)
+    s = settings_for("fc-adaptive", "mnist", iters=5, stealth="centroid")
+    assert ATTACKS["fc-adaptive"].applies_to("softmax", s)
+    ATTACKS["fc-adaptive"].craft(tiny["softmax"], bases, target, bl, tl, s)
+    with pytest.raises(ValueError, match="LGM"):
+        ATTACKS["fc-adaptive"].craft(tiny["softmax"], bases, target, bl, tl,
+                                     settings_for("fc-adaptive", "mnist", iters=5))
+    with pytest.raises(ValueError, match="stealth must be one of"):
+        settings_for("fc-adaptive", "mnist", stealth="hide")
+
+
+def test_class_mean_shift_moves_the_base_class_mean_toward_the_target(tiny, mnist_demo):
+    """``cm``'s objective is the distance from the (estimated) poisoned base-class mean to the
+    target's feature: it falls, and a smaller class (each poison a larger share of it) gets closer."""
+    bases, target, bl, tl = _pair(mnist_demo, n=4)
+    model = tiny["lgm"]
+
+    def mean_gap(p: Poisons, n: int) -> float:
+        f0 = p.traj_features[0]
+        shifted = f0.mean(0) + (p.traj_features[-1] - f0).sum(0) / n
+        return float(np.linalg.norm(shifted - p.target_feature))
+
+    big = craft(model, "cm", bases, target, bl, tl, iters=60, eps=0.3, class_size=40)
+    small = craft(model, "cm", bases, target, bl, tl, iters=60, eps=0.3, class_size=4)
+    assert big.traj_objective[-1][0] < big.traj_objective[0][0]
+    assert mean_gap(small, 4) < mean_gap(small, 40)  # the same poisons weigh more in a smaller class
+    assert mean_gap(big, 40) < float(np.linalg.norm(big.traj_features[0].mean(0) - big.target_feature))
+    assert np.abs(big.poisons - big.bases).max() <= 0.3 + 1e-6
+
+
+def test_fitted_likelihood_term_is_the_bases_diagonal_gaussian():
+    """Where the LGM filter fits Gaussians on the pool (a model pretrained on other classes), its
+    adaptive attack estimates them from the bases: per class, mean and per-dimension variance."""
+    from core.attacks import STEALTH, stealth_for
+
+    g = torch.Generator().manual_seed(0)
+    fb = torch.randn(6, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    f = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    got = STEALTH["fitted-likelihood"].term(None, f, labels, fb)
+    for c in (0, 1):
+        rows = labels == c
+        mean, var = fb[rows].numpy().mean(0), fb[rows].numpy().var(0)
+        want = 0.5 * ((f[rows].numpy() - mean) ** 2 / var).sum(1)
+        assert np.allclose(got[rows].numpy(), want)
+    assert stealth_for("lgm") == "likelihood" and stealth_for("lgm", new_classes=True) == "fitted-likelihood"
+    assert stealth_for("spectral") == "centroid" and stealth_for("knn") == "neighbour"
+
+
+def test_lab_gives_each_model_the_stealth_term_of_its_own_filter(tiny):
+    """In the lab's softmax-vs-LGM run a defence-aware class-mean shift hides, on each model, from
+    the filter that model brings (the likelihood on LGM, the class centre on softmax)."""
+    from core.lab import LAB_CLEAN, lab_runs
+
+    runs = lab_runs(tiny, "cm", "mnist", trial_seed=0, iters=5, adaptive_weight=1.0)
+    assert runs["lgm"][2].stealth == "likelihood" and runs["softmax"][2].stealth == "centroid"
+    assert runs["softmax"][2].class_size == LAB_CLEAN // 10
+    assert lab_runs(tiny, "fc-adaptive", "mnist", iters=5)["softmax"][1] == "fc"  # no Gaussians: plain collision

@@ -1,0 +1,144 @@
+"""The adaptive ladder: each filter against the attack that optimises its own statistic.
+
+Carlini and Wagner's and Tramer et al.'s practice for a defence: attack it with a loss that knows it.
+For every filter the ladder runs the defence-aware attack with the stealth term that mirrors that
+filter's statistic (``core.attacks.stealth_for``: the likelihood for the LGM filter, the distance
+to the class centroid for centroid, spectral and activation clustering, the distance to the
+poison's own base for deep k-NN), at growing weights w, and reports per (filter, w) the share of
+poisons the filter flags against the victim's success with and without it, each with its Wilson
+interval. w = 0 is the static attack, shared by every filter's curve.
+
+Each rung is an ordinary experiment (``core.experiments``: the same plans, judges, victims and
+filters, resumable) in a folder of its own: ``OUT/static`` for w = 0, ``OUT/<stealth>/w<w>``
+otherwise; ``ladder.json`` holds the rows. The question each curve answers: can an attacker who
+knows the filter keep the poisons both unflagged and effective, and at what cost?
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .attacks import ATTACKS, STEALTH, stealth_for
+from .experiments import ExperimentConfig, victim_classes, run_experiment
+from .stats import wilson_interval
+
+LADDER_WEIGHTS = (0.0, 0.1, 1.0, 10.0, 100.0)  # the issue's sweep of the stealth weight
+
+
+@dataclass(frozen=True)
+class LadderConfig:
+    """An experiment config (one attack, the filters to climb) and the stealth weights."""
+
+    experiment: ExperimentConfig
+    weights: tuple[float, ...] = LADDER_WEIGHTS
+
+    def __post_init__(self) -> None:
+        if len(self.experiment.attacks) != 1:
+            raise ValueError("a ladder climbs one attack: give the experiment exactly one")
+        attack = self.experiment.attacks[0]
+        if "stealth" not in ATTACKS[attack].settings.knobs():
+            raise ValueError(f"{ATTACKS[attack].label} has no stealth term; use one of "
+                             + ", ".join(a for a, e in ATTACKS.items() if "stealth" in e.settings.knobs()))
+        if not self.filters:
+            raise ValueError("a ladder needs at least one filter among the experiment's defences")
+        if not self.weights or any(not 0 <= w <= 1e4 for w in self.weights) or 0.0 not in self.weights:
+            raise ValueError("weights must lie in [0, 1e4] and include 0 (the static attack)")
+
+    @property
+    def attack(self) -> str:
+        return self.experiment.attacks[0]
+
+    @property
+    def filters(self) -> tuple[str, ...]:
+        return tuple(d for d in self.experiment.defences if d != "none")
+
+    @property
+    def new_classes(self) -> bool:
+        """The models were pretrained on other classes than the victim's (``train-suite --split-seed``)."""
+        return any(victim_classes(p) is not None for p in self.experiment.models.values())
+
+    def stealth(self, defence: str) -> str:
+        return stealth_for(defence, self.new_classes)
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str = "ladder config") -> "LadderConfig":
+        raw = dict(raw)
+        weights = tuple(float(w) for w in raw.pop("weights", LADDER_WEIGHTS))
+        return cls(ExperimentConfig.from_dict(raw, where), tuple(sorted(set(weights))))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "LadderConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()), str(path))
+
+    def rungs(self) -> dict[tuple[str | None, float], tuple[str, ExperimentConfig]]:
+        """{(stealth or None for static, w): (folder, experiment)}: one experiment per rung, the
+        static one shared by every filter."""
+        out: dict = {(None, 0.0): ("static", self._at(None, 0.0))}
+        for stealth in dict.fromkeys(self.stealth(d) for d in self.filters):
+            for w in self.weights:
+                if w:
+                    out[(stealth, w)] = (f"{stealth}/w{w:g}", self._at(stealth, w))
+        return out
+
+    def _at(self, stealth: str | None, w: float) -> ExperimentConfig:
+        mine = dict(self.experiment.attack_settings.get(self.attack, {}))
+        mine.update(adaptive_weight=w, **({"stealth": stealth} if stealth else {}))
+        return self.experiment.replace(attack_settings={self.attack: mine})
+
+
+def run_ladder(cfg: LadderConfig, out: str | Path, progress: bool = True) -> list[dict]:
+    """Run (or resume) every rung, then write ``ladder.json``: one row per (model, filter, w)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for folder, exp in cfg.rungs().values():
+        run_experiment(exp, out / folder, progress=progress)
+    rows = ladder_rows(cfg, out)
+    (out / "ladder.json").write_text(json.dumps({"attack": cfg.attack, "weights": list(cfg.weights),
+                                                 "filters": list(cfg.filters), "rows": rows}, indent=2) + "\n")
+    return rows
+
+
+def _rate(successes: int, n: int) -> dict:
+    return {"rate": successes / n if n else 0.0, "ci95": list(wilson_interval(successes, n))}
+
+
+def ladder_rows(cfg: LadderConfig, out: str | Path, victim: str | None = None) -> list[dict]:
+    """Per (model, filter, w): the share of poisons the filter flags (Wilson over poisons), the
+    victim's success without and behind the filter (Wilson over trials), clean accuracy after
+    filtering and how clean-label the poisons were. ``victim``: a control's name (default: the
+    experiment's own victim)."""
+    rows = []
+    rungs = cfg.rungs()
+    for defence in cfg.filters:
+        stealth = cfg.stealth(defence)
+        for w in cfg.weights:
+            folder, _ = rungs[(None, 0.0)] if w == 0 else rungs[(stealth, w)]
+            results = Path(out, folder, "results.json")
+            if not results.is_file():
+                continue
+            cells = json.loads(results.read_text())["cells"]
+            for model in sorted({c["model"] for c in cells}):
+                mine = [c for c in cells if c["model"] == model
+                        and (c["victim"] == victim if victim else c.get("primary", c["victim"] == "warm"))]
+                by = {c["defence"]: c for c in mine}
+                if defence not in by or "none" not in by:
+                    continue
+                f, none = by[defence], by["none"]
+                n_poisons = f["trials"] * f["n_poisons"]
+                flagged = round(f["poisons_flagged"] * n_poisons)
+                rows.append({"model": model, "victim": f["victim"], "filter": defence, "stealth": stealth,
+                             "weight": w, "trials": f["trials"], "n_poisons": f["n_poisons"],
+                             "flagged": {"share": f["poisons_flagged"], "ci95": list(wilson_interval(flagged, n_poisons))},
+                             "clean_flagged": f["clean_flagged"],
+                             "success_unfiltered": {"successes": none["successes"], **_rate(none["successes"], none["trials"])},
+                             "success_filtered": {"successes": f["successes"], **_rate(f["successes"], f["trials"])},
+                             "clean_acc_after": f["clean_acc_after"], "clean_label_rate": f["clean_label_rate"],
+                             "mean_feature_distance": f["mean_feature_distance"]})
+    return rows
+
+
+def stealth_labels() -> dict[str, str]:
+    """What each stealth term keeps typical, for the write-ups and the dashboard."""
+    return {name: s.label for name, s in STEALTH.items()}

@@ -1,0 +1,69 @@
+"""The adaptive ladder: one rung per (stealth term, weight), one row per (model, filter, weight)."""
+
+import json
+
+import pytest
+
+from core.cli import main
+from core.experiments import ExperimentConfig
+from core.ladder import LadderConfig, ladder_rows, run_ladder
+
+from tests.test_experiments import tiny_checkpoints  # noqa: F401 - the module's tiny pair, reused
+
+
+def _cfg(checkpoints, **changes) -> LadderConfig:
+    exp = ExperimentConfig(models=checkpoints, attacks=("cm",), n_poisons=(2,), trials=2, iters=4, n_clean=120,
+                           n_test=100, demo=True, seed=1, defences=changes.get("defences", ("none", "lgm", "centroid", "knn")),
+                           bases_from_clean=True, judge=False)
+    return LadderConfig(exp, changes.get("weights", (0.0, 1.0)))
+
+
+def test_ladder_config_is_checked(tiny_checkpoints):  # noqa: F811
+    with pytest.raises(ValueError, match="one attack"):
+        LadderConfig(ExperimentConfig(models=tiny_checkpoints, attacks=("cm", "fc")))
+    with pytest.raises(ValueError, match="no stealth term"):
+        LadderConfig(ExperimentConfig(models=tiny_checkpoints, attacks=("bp",)))
+    with pytest.raises(ValueError, match="include 0"):
+        _cfg(tiny_checkpoints, weights=(1.0,))
+    with pytest.raises(ValueError, match="at least one filter"):
+        LadderConfig(ExperimentConfig(models=tiny_checkpoints, attacks=("cm",), defences=("none",)))
+    rungs = _cfg(tiny_checkpoints).rungs()
+    # the static rung is shared; each filter's own term gets one rung per nonzero weight
+    assert set(rungs) == {(None, 0.0), ("likelihood", 1.0), ("centroid", 1.0), ("neighbour", 1.0)}
+    assert rungs[("centroid", 1.0)][1].attack_settings["cm"] == {"adaptive_weight": 1.0, "stealth": "centroid"}
+
+
+@pytest.mark.slow
+def test_ladder_writes_one_row_per_filter_and_weight_with_intervals(tiny_checkpoints, tmp_path):  # noqa: F811
+    cfg = _cfg(tiny_checkpoints)
+    rows = run_ladder(cfg, tmp_path, progress=False)
+    stored = json.loads((tmp_path / "ladder.json").read_text())
+    assert stored["rows"] == rows and stored["attack"] == "cm"
+    keys = {(r["model"], r["filter"], r["weight"]) for r in rows}
+    assert len(keys) == len(rows)  # one row per (model, filter, weight)
+    # the likelihood filter only where the model has class Gaussians; the others on both models
+    assert keys == {(m, f, w) for m in ("lgm", "softmax") for f in ("centroid", "knn") for w in (0.0, 1.0)} | \
+        {("lgm", "lgm", w) for w in (0.0, 1.0)}
+    for r in rows:
+        for key in ("success_unfiltered", "success_filtered"):
+            lo, hi = r[key]["ci95"]
+            assert 0 <= lo <= r[key]["rate"] <= hi <= 1 and r["trials"] == 2
+        lo, hi = r["flagged"]["ci95"]
+        assert 0 <= lo <= r["flagged"]["share"] <= hi <= 1
+    static = {(r["model"], r["filter"]): r for r in rows if r["weight"] == 0}
+    # w = 0 is one experiment shared by every filter's curve: the same unfiltered outcome
+    assert len({json.dumps(r["success_unfiltered"]) for (m, _), r in static.items() if m == "lgm"}) == 1
+    for stealth in ("likelihood", "centroid", "neighbour"):
+        trial = json.loads(next((tmp_path / stealth / "w1" / "trials").glob("lgm__cm__*.json")).read_text())
+        assert trial["attack"] == "cm"
+    assert ladder_rows(cfg, tmp_path) == rows  # resumable: rebuilt from the rungs' results
+
+
+def test_ladder_cli(tiny_checkpoints, tmp_path, capsys):  # noqa: F811
+    cfg = _cfg({"lgm": tiny_checkpoints["lgm"]}, defences=("none", "lgm")).experiment
+    raw = json.loads(json.dumps(cfg.__dict__, default=list))
+    raw.update(weights=[0, 1], trials=1)
+    (tmp_path / "ladder.json").write_text(json.dumps(raw))
+    assert main(["ladder", "--config", str(tmp_path / "ladder.json"), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rungs"] == 2 and out["rows"] == 2
