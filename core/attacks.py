@@ -574,6 +574,33 @@ def class_mean_shift(model: Classifier, bases: np.ndarray, target: np.ndarray, b
                       lambda fq: torch.full((k,), objective(fq).item()))
 
 
+@dataclass(frozen=True)
+class NoiseSettings(AttackSettings):
+    """``noise``: the control. Random corners of the budget ball, seeded."""
+
+    iters: int = knob(1, "unused: the control takes no steps", 1, 100_000, art="max_iter")
+    seed: int = knob(0, "seeds the random signs", 0, 2**31 - 1)
+
+
+def random_noise(model: Classifier, bases: np.ndarray, target: np.ndarray, base_labels: np.ndarray,
+                 target_label: int, settings: NoiseSettings | None = None, **knobs) -> Poisons:
+    """Each pixel of each base moved by +-eps at random: the largest change the budget allows,
+    aimed nowhere. What a victim does with these is what the budget alone does; an attack's
+    success above it is the optimisation's (the sanity control of every attack's rate)."""
+    s = _settings(NoiseSettings, settings, knobs)
+    if s.eps is None:
+        raise ValueError("the noise control needs eps (the l_inf budget)")
+    run = _Crafting(model, bases, target[:1], base_labels)
+    gen = torch.Generator().manual_seed(s.seed)
+    signs = (torch.randint(0, 2, run.b.shape, generator=gen) * 2 - 1).to(run.b)
+    x = _project(run.b + s.eps * signs, run.b, s.eps)
+    with torch.no_grad():
+        f0 = run.model.features(run.b)
+    run.record(0, f0, (f0 - run.ft).pow(2).sum(1))
+    params = {"attack": "noise", "eps": s.eps, "seed": s.seed, "iters": 0, "record_every": s.record_every}
+    return run.finish(x, s.eps, 0, target_label, params, lambda fq: (fq - run.ft).pow(2).sum(1))
+
+
 # --- the registry -------------------------------------------------------------------------------------
 
 # Default l_inf budgets, at which >= 90% of default poisons stay clean-label in the budget sweep
@@ -672,6 +699,9 @@ ATTACKS: dict[str, Attack] = {a.name: a for a in (
     Attack("cm", "Class-mean shift",
            "poisons that drag the base class's mean feature onto the target's (aimed at prototype heads: "
            "LGM, nearest mean)", MeanShiftSettings, class_mean_shift),
+    Attack("noise", "Random noise (control)",
+           "random +-budget changes aimed nowhere: what the budget alone does to a victim", NoiseSettings,
+           random_noise),
 )}
 
 

@@ -206,6 +206,40 @@ def control_outcomes(experiment: str, record: dict, root: str | Path | None = No
 BENCH_RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 
 
+def load_ladders(root: str | Path | None = None) -> dict[str, dict]:
+    """The shipped adaptive ladders (``checkpoints/ladders/NAME/ladder.json``, ``core.ladder``)
+    with their static rung's config (models, data set), {name: ladder}; none is fine."""
+    base = Path(root) if root else CHECKPOINT_DIR / "ladders"
+    out = {}
+    for path in sorted(base.glob("*/ladder.json")):
+        ladder = json.loads(path.read_text())
+        static = path.parent / "static" / "results.json"
+        if ladder.get("rows") and static.is_file():
+            out[path.parent.name] = {**ladder, "config": json.loads(static.read_text())["config"]}
+    return out
+
+
+def ladder_sentence(rows: list[dict], model: str, defence: str) -> str | None:
+    """What one filter's ladder says, in words a teacher can repeat: the static attack's flagged
+    share and success behind the filter, then the adaptive weight that flipped the most targets
+    behind it (ties: the fewest flagged) and what it cost."""
+    mine = sorted((r for r in rows if r["model"] == model and r["filter"] == defence), key=lambda r: r["weight"])
+    static = next((r for r in mine if r["weight"] == 0), None)
+    if static is None:
+        return None
+    pct = lambda x: f"{100 * x:.0f}%"  # noqa: E731
+    text = (f"{label(defence)}: the static attack flips {static['success_unfiltered']['successes']} of "
+            f"{static['trials']} targets with no filter; the filter flags {pct(static['flagged']['share'])} of its "
+            f"poisons and {static['success_filtered']['successes']} of {static['trials']} still flip behind it.")
+    adaptive = [r for r in mine if r["weight"] > 0]
+    if adaptive:
+        best = max(adaptive, key=lambda r: (r["success_filtered"]["rate"], -r["flagged"]["share"]))
+        text += (f" Knowing the filter, the attacker's best weight (w = {best['weight']:g}) leaves "
+                 f"{pct(best['flagged']['share'])} flagged and flips {best['success_filtered']['successes']} of "
+                 f"{best['trials']} behind it ({best['success_unfiltered']['successes']} with no filter).")
+    return text
+
+
 def load_bench(name: str, root: str | Path | None = None) -> dict | None:
     """A shipped benchmark result (``bench/results/<name>.json``), or None when it is not there."""
     path = Path(root or BENCH_RESULTS) / f"{name}.json"

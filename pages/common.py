@@ -29,7 +29,7 @@ from core.embeddings import fit_projection, map_key, stored_features
 from core.gallery import load_gallery, shipped_galleries
 from core.judge import load_judge
 from core.pipeline import FeatureBank, correct_targets
-from core.report import experiment_models, load_results
+from core.report import experiment_models, load_ladders, load_results
 
 DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 
@@ -113,6 +113,17 @@ def space_first(names: list[str], dataset: str, space: str | None) -> list[str]:
     lab_victim = {n: r["config"].get("victim", {"head": "warm"}).get("head") == "warm" for n, r in found.items()}
     return sorted(names, key=lambda n: (space is not None and spaces.get(n) != space, n != "default",
                                         not lab_victim.get(n, True), n))
+
+
+@st.cache_resource(show_spinner=False)
+def ladders_for(dataset: str) -> dict[str, dict]:
+    """The shipped adaptive ladders (``core.report.load_ladders``) run on ``dataset``."""
+    out = {}
+    for name, ladder in load_ladders().items():
+        configs = experiment_models(ladder)
+        if configs and {c["dataset"] for c in configs} == {dataset}:
+            out[name] = ladder
+    return out
 
 
 @st.cache_resource(show_spinner=False)

@@ -7,9 +7,9 @@ import streamlit as st
 from core.attacks import ATTACKS
 from core.defences import label as defence_label
 from core.lab import defence_comparison
-from core.report import head_label, primary_cells
-from pages.common import DATASET_NAMES, HEADS, demo, experiments_for, judge, model, sidebar, targets
-from pages.figures import detection_figure
+from core.report import head_label, ladder_sentence, model_name, primary_cells
+from pages.common import DATASET_NAMES, HEADS, demo, experiments_for, judge, ladders_for, model, sidebar, targets
+from pages.figures import detection_figure, ladder_figure
 from pages.jobs_ui import heavy_job
 
 dataset, space, pair = sidebar()
@@ -109,3 +109,24 @@ elif st.session_state.get("def_shown") != key:
         st.caption(f"Shipped experiment `{name}`: {max(r['trials'] for r in rows)} trials of "
                    f"{rows[0]['n_poisons']} poisons per model, each trial's poisons scored among "
                    f"{res['config']['n_clean']} clean training images. Attack outcomes has the rest.")
+
+st.subheader("Against an attacker who knows the filter")
+ladders = ladders_for(dataset)
+if not ladders:
+    st.caption(f"No adaptive ladder is shipped for {DATASET_NAMES[dataset]} yet (`poisonlab ladder`).")
+else:
+    name = next(iter(ladders))
+    ladder = ladders[name]
+    st.markdown(f"Each filter against **{ATTACKS[ladder['attack']].label}** with a stealth term that mirrors the "
+                "filter's own score, weighted by w (w = 0: the plain attack, hollow). A point high and to the "
+                "left means poisons that stay unflagged and still flip the target.")
+    for m in sorted({r["model"] for r in ladder["rows"]}):
+        st.plotly_chart(ladder_figure(ladder["rows"], m, f"{model_name(m)} model"), width="stretch",
+                        key=f"ladder_{name}_{m}")
+        for defence in dict.fromkeys(r["filter"] for r in ladder["rows"] if r["model"] == m):
+            sentence = ladder_sentence(ladder["rows"], m, defence)
+            if sentence:
+                st.caption(sentence)
+    st.caption(f"Shipped ladder `{name}`: {max(r['trials'] for r in ladder['rows'])} trials per point at most, "
+               f"{ladder['rows'][0]['n_poisons']} poisons each; intervals are Wilson 95%.")
+

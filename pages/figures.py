@@ -113,3 +113,34 @@ def _victim_colour(name: str) -> str | None:
 def _error_bars(rows: list[dict]) -> dict:
     return {"type": "data", "symmetric": False, "array": [r["ci95"][1] - r["rate"] for r in rows],
             "arrayminus": [r["rate"] - r["ci95"][0] for r in rows]}
+
+
+def ladder_figure(rows: list[dict], model: str, title: str = ""):
+    """The adaptive ladder of one model (``core.ladder``): per filter, the share of poisons it flags
+    (x) against targets flipped behind it (y), one point per stealth weight w, the static attack
+    (w = 0) hollow. An attacker who knows the filter wins where a curve reaches the top left:
+    poisons unflagged and effective. The dotted line is the unfiltered victim at w = 0."""
+    rs = [r for r in rows if r["model"] == model]
+    fig = go.Figure()
+    for i, defence in enumerate(dict.fromkeys(r["filter"] for r in rs)):
+        mine = sorted((r for r in rs if r["filter"] == defence), key=lambda r: r["weight"])
+        colour = LGM_COLOUR if defence == "lgm" else COLOURS[(i + 1) % len(COLOURS)]
+        ys = [r["success_filtered"] for r in mine]
+        fig.add_trace(go.Scatter(
+            x=[r["flagged"]["share"] for r in mine], y=[y["rate"] for y in ys], mode="lines+markers+text",
+            name=label(defence), text=[f"w={r['weight']:g}" for r in mine], textposition="top right",
+            marker={"color": colour, "size": 10, "symbol": ["circle-open" if r["weight"] == 0 else "circle" for r in mine]},
+            line={"color": colour},
+            error_y={"type": "data", "symmetric": False, "array": [y["ci95"][1] - y["rate"] for y in ys],
+                     "arrayminus": [y["rate"] - y["ci95"][0] for y in ys]},
+            hovertemplate="%{text}: %{x:.0%} of poisons flagged, %{y:.0%} of targets flipped<extra>" + label(defence)
+            + "</extra>"))
+    static = [r for r in rs if r["weight"] == 0]
+    if static:
+        fig.add_hline(y=static[0]["success_unfiltered"]["rate"], line_dash="dot", line_color=GREY,
+                      annotation_text="no filter, static attack", annotation_position="bottom right")
+    fig.update_layout(title=title, xaxis_title="share of poisons the filter flags",
+                      yaxis_title="share of targets flipped behind it", xaxis_range=[-0.05, 1.1],
+                      yaxis_range=[-0.05, 1.1], xaxis_tickformat=".0%", yaxis_tickformat=".0%", height=440,
+                      legend={"orientation": "h", "y": -0.2})
+    return fig

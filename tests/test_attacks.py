@@ -404,3 +404,16 @@ def test_lab_gives_each_model_the_stealth_term_of_its_own_filter(tiny):
     assert runs["lgm"][2].stealth == "likelihood" and runs["softmax"][2].stealth == "centroid"
     assert runs["softmax"][2].class_size == LAB_CLEAN // 10
     assert lab_runs(tiny, "fc-adaptive", "mnist", iters=5)["softmax"][1] == "fc"  # no Gaussians: plain collision
+
+
+def test_noise_control_spends_the_whole_budget_at_random(tiny, mnist_demo):
+    """The control moves every pixel the full budget (where [0, 1] allows), by seeded random signs."""
+    bases, target, bl, tl = _pair(mnist_demo, n=3)
+    a = craft(tiny["lgm"], "noise", bases, target, bl, tl, eps=0.1, seed=5)
+    b = craft(tiny["lgm"], "noise", bases, target, bl, tl, eps=0.1, seed=5)
+    c = craft(tiny["lgm"], "noise", bases, target, bl, tl, eps=0.1, seed=6)
+    assert np.array_equal(a.poisons, b.poisons) and not np.array_equal(a.poisons, c.poisons)
+    change = np.abs(a.poisons - a.bases)
+    assert change.max() <= 0.1 + 1e-6
+    free = (a.bases > 0.1 + 1e-6) & (a.bases < 0.9 - 1e-6)  # pixels the clamp to [0, 1] leaves alone
+    assert np.allclose(change[free], np.floor(0.1 * 255 + 1e-6) / 255, atol=1e-6)

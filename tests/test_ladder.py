@@ -67,3 +67,15 @@ def test_ladder_cli(tiny_checkpoints, tmp_path, capsys):  # noqa: F811
     assert main(["ladder", "--config", str(tmp_path / "ladder.json"), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["rungs"] == 2 and out["rows"] == 2
+
+
+def test_ladder_figure_marks_the_static_attack_and_each_filter():
+    from pages.figures import ladder_figure
+    from tests.test_pages import _ladder_rows
+
+    fig = ladder_figure(_ladder_rows(), "lgm")
+    assert [t.name for t in fig.data] == ["LGM likelihood (the paper)", "Distance to class centre"]
+    for trace in fig.data:
+        assert list(trace.marker.symbol) == ["circle-open", "circle", "circle"]  # w = 0 hollow
+        assert list(trace.text) == ["w=0", "w=1", "w=10"]
+    assert fig.layout.shapes[0].y0 == 4 / 6  # the unfiltered static attack's rate, dotted

@@ -405,7 +405,8 @@ def test_defences_opens_on_what_the_shipped_filters_caught(dataset):
     """Before anyone presses the button the page shows a measured result, not an empty page."""
     at = _app("pages/defences.py", dataset, "high-d")
     assert not at.exception
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("plotly_chart")) >= 1  # what the filters caught (then any shipped ladder's curves)
+    assert "Against an attacker who knows the filter" in [h.value for h in at.subheader]
     caption = " ".join(c.value for c in at.caption)
     assert f"Shipped experiment `{'default' if dataset == 'mnist' else 'cifar10'}`" in caption
 
@@ -536,3 +537,41 @@ def test_samples_never_cover_the_markers_drawn_over_them():
                             extra=poison_markers(np.zeros(2), np.zeros((1, 2)), np.ones((1, 2))))
     assert plain.data[0].type == "scattergl"  # nothing on top: the fast renderer
     assert marked.data[0].type == "scatter" and all(t.type == "scatter" for t in marked.data[-3:])
+
+
+def _ladder_rows() -> list[dict]:
+    rows = []
+    for model, filters in (("lgm", ("lgm", "centroid")), ("softmax", ("centroid",))):
+        for defence in filters:
+            for w, flagged, wins, free in ((0.0, 0.96, 0, 4), (1.0, 0.5, 1, 3), (10.0, 0.1, 2, 2)):
+                rows.append({"model": model, "victim": "linear", "filter": defence, "stealth": "centroid", "weight": w,
+                             "trials": 6, "n_poisons": 25, "flagged": {"share": flagged, "ci95": [0, 1]},
+                             "clean_flagged": 0.05, "clean_acc_after": 0.5, "clean_label_rate": 0.9,
+                             "mean_feature_distance": 1.0,
+                             "success_unfiltered": {"successes": free, "rate": free / 6, "ci95": [0, 1]},
+                             "success_filtered": {"successes": wins, "rate": wins / 6, "ci95": [0, 1]}})
+    return rows
+
+
+def test_defences_page_draws_a_shipped_ladder_with_what_it_means(monkeypatch):
+    """A shipped adaptive ladder: one chart per model, and per filter the sentence a teacher can
+    repeat, its numbers from the ladder's rows."""
+    import pages.common as common
+
+    ladder = {"attack": "cm", "rows": _ladder_rows(), "config": {"models": {
+        "softmax": "checkpoints/mnist_softmax_d64.pt", "lgm": "checkpoints/mnist_lgm_d64.pt"}}}
+    monkeypatch.setattr(common, "load_ladders", lambda: {"test_ladder": ladder})
+    common.ladders_for.clear()
+    try:
+        at = _app("pages/defences.py", "mnist", "high-d")
+    finally:
+        common.ladders_for.clear()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 3  # what the filters caught, then one ladder chart per model
+    caption = " ".join(c.value for c in at.caption)
+    assert ("LGM likelihood (the paper): the static attack flips 4 of 6 targets with no filter; the filter flags "
+            "96% of its poisons and 0 of 6 still flip behind it. Knowing the filter, the attacker's best weight "
+            "(w = 10) leaves 10% flagged and flips 2 of 6 behind it (2 with no filter).") in caption
+    assert "Shipped ladder `test_ladder`" in caption
+    at = _app("pages/defences.py", "fashion-mnist", "high-d")
+    assert "No adaptive ladder is shipped for Fashion-MNIST" in " ".join(c.value for c in at.caption)

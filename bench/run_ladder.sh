@@ -1,0 +1,16 @@
+#!/bin/sh
+# The adaptive ladder on the new-classes CIFAR-10 pair (issue: where the filter matters), in
+# rounds so that every rung grows together; resumable: rerun after an interruption. Its static
+# rung is the class-mean shift experiment (the same config), so those trials are reused.
+# Background, under nice:
+#   POISONLAB_DATA_DIR=... setsid nohup nice -n 19 sh bench/run_ladder.sh > ladder.log 2>&1 &
+set -e
+cd "$(dirname "$0")/.."
+out=checkpoints/ladders/newclasses_cifar10
+mkdir -p "$out/static/trials"
+for f in checkpoints/experiments/meanshift_newclasses_cifar10/trials/*.json; do  # the shared static rung
+  [ -e "$out/static/trials/$(basename "$f")" ] || cp "$f" "${f%.json}.npz" "$out/static/trials/"
+done
+for trials in 4 8 15 25 50; do
+  python -m core ladder --config bench/configs/ladder_newclasses_cifar10.json --out "$out" --trials "$trials" "$@"
+done
