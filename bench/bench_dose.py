@@ -13,8 +13,13 @@ Per pair (planned by ``core.pipeline`` from ``default_rng([seed, p])``, judged b
   own feature, labelled as the base class, join the clean features and the head is retrained. It
   is the strongest collision possible; a head that resists it resists by its structure.
 
-Victims (transfer, no filter): softmax, softmax with L2 weight decay on the retrained head (the
-regularised softmax: is any regularisation enough?), and LGM.
+Victims (transfer, no filter): by default softmax, softmax with L2 weight decay on the retrained
+head (the regularised softmax: is any regularisation enough?), and LGM. ``--victims`` takes the
+head controls instead, as ``poisonlab replay`` does ({name: {"head": VICTIM_HEADS key, knob: value}}),
+each retrained on both models' features where it applies (the CIFAR-10 run: every control head):
+
+    POISONLAB_DATA_DIR=DIR python bench/bench_dose.py --dataset cifar10 --pairs 10 --iters 120 \
+        --victims "$(cat bench/configs/dose_controls.json)" --out bench/results/dose_cifar10.json --figure
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +40,8 @@ from core.judge import load_judge
 from core.pipeline import FeatureBank, correct_targets, plan_trial
 from core.stats import wilson_interval
 from core.models import extract_features
-from core.victim import Retraining, WarmHeadSettings, retrain_head, retrain_victim
+from core.experiments import victim_spec
+from core.victim import HeadData, Retraining, WarmHeadSettings, retrain_victim
 
 MODELS = {d: shipped_pair(d) for d in SUITES}  # the high-d (softmax, LGM) pair of each data set
 
@@ -43,6 +50,19 @@ def _victims(names: tuple[str, str], wd: float) -> list[tuple[str, str, float]]:
     """(victim label, model name, head weight decay)."""
     softmax, lgm = names
     return [("softmax", softmax, 0.0), (f"softmax, weight decay {wd:g}", softmax, wd), ("lgm", lgm, 0.0)]
+
+
+def _controls(spec: str, names: tuple[str, str], models: dict) -> list[tuple[str, str, Retraining]]:
+    """(victim label, model name, recipe) for every control head on every model it applies to."""
+    out = []
+    for name, raw in json.loads(spec).items():
+        head, settings = victim_spec(raw, f"--victims[{name!r}]")
+        for model_name in names:
+            recipe = Retraining(head=head, head_settings=settings)
+            if recipe.why_not(models[model_name].head) is None:
+                kind = "lgm" if "lgm" in model_name else "softmax"
+                out.append((f"{name} on {kind} features", model_name, recipe))
+    return out
 
 
 def summarise(trials: list[dict]) -> list[dict]:
@@ -94,6 +114,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
     ap.add_argument("--figure", action="store_true")
+    ap.add_argument("--victims", help='JSON {name: {"head": ..., knob: value}}: the control heads, on both models')
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -118,12 +139,16 @@ def main() -> None:
                    for n, m in models.items()}
         clean_label = {n: judge.verdict(p.poisons, plan.base_class, exclude=plan.base_indices).clean_label
                        for n, p in poisons.items()}
-        for victim, name, wd in _victims(MODELS[args.dataset], args.weight_decay):
+        if args.victims:
+            victims = [(v, n, replace(r, seed=pair)) for v, n, r in _controls(args.victims, MODELS[args.dataset], models)]
+        else:
+            victims = [(v, n, Retraining(seed=pair, head_settings=WarmHeadSettings(weight_decay=wd)))
+                       for v, n, wd in _victims(MODELS[args.dataset], args.weight_decay)]
+        for victim, name, victim_recipe in victims:
             model, bank = models[name], banks[name]
             clean_f, test_f = bank.train[plan.clean_indices], torch.from_numpy(bank.test[plan.test_indices])
             for k in args.counts:
                 keep = np.arange(top) < k
-                victim_recipe = Retraining(seed=pair, head_settings=WarmHeadSettings(weight_decay=wd))
                 outcome, _ = retrain_victim(model, poisons[name], (x_clean, y_clean), (x_test, y_test), victim_recipe,
                                             keep=keep, clean_feats=clean_f, test_feats=test_f)
                 state["trials"].append({"kind": "poisons", "victim": victim, "count": k, "pair": pair,
@@ -133,7 +158,7 @@ def main() -> None:
             for m in args.counts:  # the label-flip sanity test: exact copies of the target's feature
                 feats = torch.cat([torch.from_numpy(clean_f), f_target.expand(m, -1)])
                 labels = torch.as_tensor(np.r_[y_clean, np.full(m, plan.base_class)], dtype=torch.long)
-                head = retrain_head(model.head, feats, labels, WarmHeadSettings(weight_decay=wd), seed=pair)
+                head = victim_recipe.refit_head(model.head, HeadData(feats, labels))
                 with torch.no_grad():
                     pred = int(head(f_target).argmax())
                     acc = float((head(test_f).argmax(1).numpy() == y_test).mean())

@@ -78,7 +78,7 @@ def _canonical_attack_settings(attacks: tuple, raw: dict, where: str) -> dict:
     return out
 
 
-def _victim_spec(spec: object, where: str) -> tuple[str, object]:
+def victim_spec(spec: object, where: str) -> tuple[str, object]:
     if not isinstance(spec, dict) or spec.get("head") not in VICTIM_HEADS:
         raise ValueError(f"{where} needs a head, one of {', '.join(VICTIM_HEADS)}")
     rest = {k: v for k, v in spec.items() if k != "head"}
@@ -141,7 +141,7 @@ class ExperimentConfig:
 
     def primary_recipe(self, trial: int, setting: str = "transfer") -> Retraining:
         """The experiment's own victim of trial ``trial`` (filtered by every defence)."""
-        head, head_settings = _victim_spec(self.victim, "victim")
+        head, head_settings = victim_spec(self.victim, "victim")
         if self.primary_name in self.victims:
             raise ValueError(f"victims: {self.primary_name!r} names the experiment's own victim; choose another name")
         return Retraining(setting=setting, head=head, head_settings=head_settings, seed=trial,
@@ -155,7 +155,7 @@ class ExperimentConfig:
         for name, spec in self.victims.items():
             if name in ("warm", "primary"):
                 raise ValueError(f"victims: {name!r} names the experiment's own victim; choose another name")
-            head, head_settings = _victim_spec(spec, f"victims[{name!r}]")
+            head, head_settings = victim_spec(spec, f"victims[{name!r}]")
             if setting == "transfer":
                 out[name] = Retraining(head=head, head_settings=head_settings, seed=trial)
         return out
@@ -432,7 +432,7 @@ def replay_experiment(exp_dir: str | Path, out: str | Path, victims: dict[str, d
     cfg = ExperimentConfig.from_file(exp_dir / "config.json")
     if not victims or not isinstance(victims, dict):
         raise ValueError("a replay needs at least one victim: {name: {\"head\": ...}}")
-    recipes = {n: _victim_spec(spec, f"victims[{n!r}]") for n, spec in victims.items()}
+    recipes = {n: victim_spec(spec, f"victims[{n!r}]") for n, spec in victims.items()}
     defences = tuple(defences or cfg.defences)
     bad = [d for d in defences if d != "none" and d not in DEFENCES]
     if bad:
