@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .attacks import ATTACKS, STEALTH, stealth_for
-from .experiments import ExperimentConfig, victim_classes, run_experiment
+from .defences import applies
+from .checkpoints import read_meta
+from .experiments import ExperimentConfig, run_experiment, victim_classes
 from .stats import wilson_interval
 
 LADDER_WEIGHTS = (0.0, 0.1, 1.0, 10.0, 100.0)  # the issue's sweep of the stealth weight
@@ -82,10 +84,18 @@ class LadderConfig:
                     out[(stealth, w)] = (f"{stealth}/w{w:g}", self._at(stealth, w))
         return out
 
+    def _models_for(self, stealth: str) -> dict:
+        """The models some filter mirrored by ``stealth`` can filter for (the likelihood: the LGM
+        model only); an adaptive rung crafts against those alone."""
+        heads = {n: read_meta(p)["config"]["head"] for n, p in self.experiment.models.items()}
+        return {n: p for n, p in self.experiment.models.items()
+                if any(self.stealth(d) == stealth and applies(d, heads[n]) for d in self.filters)}
+
     def _at(self, stealth: str | None, w: float) -> ExperimentConfig:
         mine = dict(self.experiment.attack_settings.get(self.attack, {}))
         mine.update(adaptive_weight=w, **({"stealth": stealth} if stealth else {}))
-        return self.experiment.replace(attack_settings={self.attack: mine})
+        models = self._models_for(stealth) if stealth else self.experiment.models
+        return self.experiment.replace(attack_settings={self.attack: mine}, models=models)
 
 
 def run_ladder(cfg: LadderConfig, out: str | Path, progress: bool = True) -> list[dict]:

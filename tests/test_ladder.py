@@ -31,6 +31,9 @@ def test_ladder_config_is_checked(tiny_checkpoints):  # noqa: F811
     # the static rung is shared; each filter's own term gets one rung per nonzero weight
     assert set(rungs) == {(None, 0.0), ("likelihood", 1.0), ("centroid", 1.0), ("neighbour", 1.0)}
     assert rungs[("centroid", 1.0)][1].attack_settings["cm"] == {"adaptive_weight": 1.0, "stealth": "centroid"}
+    # a rung crafts only against the models one of its filters can filter for: the likelihood, LGM only
+    assert set(rungs[("likelihood", 1.0)][1].models) == {"lgm"}
+    assert set(rungs[("centroid", 1.0)][1].models) == {"lgm", "softmax"}
 
 
 @pytest.mark.slow
