@@ -262,6 +262,17 @@ def run_trial(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, se
                             controls=controls, judge=judge, bank=bank, new_classes=new_classes, progress=progress)
 
 
+def fit_filter(defence: str, model: Classifier, pool: np.ndarray, claimed: np.ndarray, n_clean: int,
+               n_classes: int, fpr: float, new_classes: bool = False):
+    """``defence`` fitted on a trial's pool (its first ``n_clean`` rows clean and trusted, then the
+    poisons) as every trial fits it; the likelihood reads Gaussians fitted on the pool where the
+    model was pretrained on other classes (its own describe those)."""
+    spec = get_defence(defence)
+    gaussians = FittedGaussians.fit(pool, claimed, n_classes) if new_classes and spec.requires else model.head
+    trusted = np.r_[np.ones(n_clean, bool), np.zeros(len(pool) - n_clean, bool)]
+    return spec.make(gaussians).fit(pool, claimed, trusted=trusted, fpr=fpr)
+
+
 def evaluate_poisons(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, poisons: Poisons, *,
                      defences: tuple[str, ...] = ("none",), fpr: float = 0.05, victim: Retraining = Retraining(),
                      controls: dict[str, Retraining] | None = None, judge: Judge | None = None,
@@ -289,7 +300,6 @@ def evaluate_poisons(model: Classifier, data: Dataset, plan: TrialPlan, attack: 
     pool = np.concatenate([clean_feats, poison_feats])
     claimed = np.concatenate([y_clean, poisons.base_labels])
     n_clean = len(clean_feats)
-    trusted = np.r_[np.ones(n_clean, bool), np.zeros(k, bool)]
     filtered: dict[str, tuple] = {}
     for defence in defences:
         if not applies(defence, head):
@@ -297,9 +307,7 @@ def evaluate_poisons(model: Classifier, data: Dataset, plan: TrialPlan, attack: 
         if defence == "none":
             filtered[defence] = (np.ones(n_clean, bool), np.ones(k, bool), {}, None)
             continue
-        spec = get_defence(defence)
-        gaussians = FittedGaussians.fit(pool, claimed, len(data.classes)) if new_classes and spec.requires else model.head
-        f = spec.make(gaussians).fit(pool, claimed, trusted=trusted, fpr=fpr)
+        f = fit_filter(defence, model, pool, claimed, n_clean, len(data.classes), fpr, new_classes)
         s, flags = f.scores_, f.flags_
         det = {"auc": roc(s[:n_clean], s[n_clean:])["auc"], "threshold": f.threshold_, "rule": f.rule_,
                "poisons_flagged": float(flags[n_clean:].mean()), "clean_flagged": float(flags[:n_clean].mean()),

@@ -1,14 +1,13 @@
 """Red-team round, the student's side: join with a nickname, submit poisons from the Poison lab,
 see your own results and the class's leaderboard (rounds: ``core.rounds``; scoring: the queue)."""
 
-import pandas as pd
 import streamlit as st
 
 from core.defences import label as defence_label
-from core.rounds import RANKING_RULE, RoundError, Submission, check_submission, known_attack
+from core.rounds import RoundError, Submission, check_submission, known_attack
 from pages.common import DATASET_NAMES, demo, named, sidebar, targets
 from pages.plots import image_for_display
-from pages.rounds_ui import leaderboard_rows, rules_lines, schedule_scoring, store, submission_of
+from pages.rounds_ui import rules_lines, schedule_scoring, show_leaderboard, store, submission_of
 
 dataset, space, pair = sidebar()
 st.title("Red-team round")
@@ -105,13 +104,7 @@ def live() -> None:
         for i, (b, p) in enumerate(zip(shown.base_indices[:5], shown.poisons[:5])):
             cols[2 * i].image(image_for_display(ds.x_train[b]), width=80, caption="base")
             cols[2 * i + 1].image(image_for_display(p), width=80, caption="your poison")
-    st.subheader("Leaderboard")
-    rows = leaderboard_rows(rnd, ds.classes)
-    if rows:
-        st.table(pd.DataFrame(rows), hide_index=True)  # plain text: readable on a projector
-    else:
-        st.info("No scored submission yet.")
-    st.caption(RANKING_RULE)
+    show_leaderboard(rnd, ds.classes)
     if rnd.revealed:
         st.markdown(f"**The hidden filter was: {defence_label(r.defence)}.**")
         best = store().leaderboard(rnd.id)[:3]

@@ -3,10 +3,11 @@ through the work queue, the leaderboard's table (the rounds themselves are ``cor
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from core.defences import label as defence_label
-from core.rounds import RoundError, RoundStore, Submission, score_submission
+from core.rounds import RANKING_RULE, RoundError, RoundStore, Submission, score_submission
 from core.victim import VICTIM_HEADS
 from pages.common import DATASET_NAMES, bank, demo, judge, model
 from pages.jobs_ui import job_queue
@@ -87,3 +88,15 @@ def submission_of(rnd, lab: dict | None) -> tuple[Submission | None, str | None]
         return Submission.from_lab(result.plan, result.poisons, result.attack), None
     except RoundError as exc:
         return None, str(exc)
+
+
+def show_leaderboard(rnd, classes: tuple[str, ...]) -> None:
+    """The leaderboard as a plain table (readable on a projector) and the rule that orders it."""
+    st.subheader("Leaderboard")
+    rows = leaderboard_rows(rnd, classes)
+    if rows:
+        st.table(pd.DataFrame(rows), hide_index=True)
+    else:
+        st.info("No scored submission yet.")
+    st.caption(RANKING_RULE)
+

@@ -4,17 +4,16 @@ with (``POISONLAB_TEACHER_PASSPHRASE``)."""
 
 import time
 
-import pandas as pd
 import streamlit as st
 
 from core.attacks import budget_levels, default_eps
 from core.defences import DEFENCES, applies
 from core.lab import LAB_MAX_POISONS
 from core.defences import label as defence_label
-from core.rounds import RANKING_RULE, RoundError, RoundRules, passphrase_ok, teacher_passphrase
+from core.rounds import RoundError, RoundRules, passphrase_ok, teacher_passphrase
 from core.victim import VICTIM_HEADS
 from pages.common import DATASET_NAMES, demo, model, sidebar
-from pages.rounds_ui import leaderboard_rows, rules_lines, schedule_scoring, store, victim_label
+from pages.rounds_ui import rules_lines, schedule_scoring, show_leaderboard, store, victim_label
 
 dataset, space, pair = sidebar()
 st.title("Teacher")
@@ -75,10 +74,6 @@ if rnd is not None:
     state = "ended" if rnd.ended is not None else ("open" if rnd.accepting() else "time is up")
     st.subheader(f"Round {rnd.id}: {state}")
     st.markdown("  \n".join(rules_lines(rnd, show_defence=True)))
-    subs = s.submissions(rnd.id)
-    pending = schedule_scoring(rnd)
-    st.markdown(f"{len(subs)} submission(s) from {len({x.nickname.lower() for x in subs})} student(s); "
-                f"{pending} being scored; {rnd.seconds_left() / 60:.0f} min left.")
     c1, c2, c3 = st.columns(3)
     if rnd.ended is None and not rnd.revealed and c1.button("Reveal the hidden filter"):
         s.reveal(rnd.id)
@@ -88,10 +83,15 @@ if rnd is not None:
         st.rerun()
     c3.download_button("Export submissions (CSV)", lambda: s.export_csv(rnd.id), file_name=f"round_{rnd.id}.csv",
                        mime="text/csv")
-    st.subheader("Leaderboard")
-    rows = leaderboard_rows(rnd, demo(rnd.rules.dataset).classes)
-    if rows:
-        st.table(pd.DataFrame(rows), hide_index=True)  # plain text: readable on a projector
-    else:
-        st.info("No scored submission yet.")
-    st.caption(RANKING_RULE)
+
+    @st.fragment(run_every=2.0)
+    def live() -> None:
+        """Counts and the leaderboard, refreshed every 2 s as students submit and scores come in."""
+        now = s.round(rnd.id)
+        subs = s.submissions(now.id)
+        pending = schedule_scoring(now)
+        st.markdown(f"{len(subs)} submission(s) from {len({x.nickname.lower() for x in subs})} student(s); "
+                    f"{pending} being scored; {now.seconds_left() / 60:.0f} min left.")
+        show_leaderboard(now, demo(now.rules.dataset).classes)
+
+    live()
