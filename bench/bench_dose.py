@@ -40,7 +40,7 @@ from core.judge import load_judge
 from core.pipeline import FeatureBank, correct_targets, plan_trial
 from core.stats import wilson_interval
 from core.models import extract_features
-from core.experiments import victim_spec
+from core.experiments import BANK_CACHE, victim_spec
 from core.victim import HeadData, Retraining, WarmHeadSettings, retrain_victim
 
 MODELS = {d: shipped_pair(d) for d in SUITES}  # the high-d (softmax, LGM) pair of each data set
@@ -122,8 +122,10 @@ def main() -> None:
     done_pairs = {t["pair"] for t in state["trials"]}
     ds = load_dataset(args.dataset)
     judge = load_judge(ds)
-    models = {n: load_checkpoint(CHECKPOINT_DIR / f"{n}.pt")[0] for n in MODELS[args.dataset]}
-    banks = {n: FeatureBank.compute(m, ds) for n, m in models.items()}
+    loaded = {n: load_checkpoint(CHECKPOINT_DIR / f"{n}.pt") for n in MODELS[args.dataset]}
+    models = {n: m for n, (m, _) in loaded.items()}
+    # the experiments' on-disk feature cache: a data set's features are computed once per model
+    banks = {n: FeatureBank.cached(m, ds, BANK_CACHE, meta["sha256"]) for n, (m, meta) in loaded.items()}
     candidates = correct_targets(list(models.values()), ds)
     top = max(args.counts)
     t0 = time.perf_counter()
