@@ -11,6 +11,6 @@ mkdir -p "$out/static/trials"
 for f in checkpoints/experiments/meanshift_newclasses_cifar10/trials/*.json; do  # the shared static rung
   [ -e "$out/static/trials/$(basename "$f")" ] || cp "$f" "${f%.json}.npz" "$out/static/trials/"
 done
-for trials in 4 8 15 25 50; do
+for trials in 2 4 8 15 25 50; do
   python -m core ladder --config bench/configs/ladder_newclasses_cifar10.json --out "$out" --trials "$trials" "$@"
 done
