@@ -294,3 +294,21 @@ def test_new_classes_experiment_draws_from_the_victims_classes(split_checkpoints
     assert primary_cells(summary) == primary
     with pytest.raises(ValueError, match="other classes"):
         run_experiment(cfg.replace(victim={"head": "warm"}, victims={}), tmp_path / "warm", progress=False)
+
+
+def test_likelihood_stealth_is_refused_where_the_models_gaussians_are_other_classes(split_checkpoints):
+    """A model pretrained on other classes: its own Gaussians describe those, so the likelihood
+    stealth term would hide poisons from the wrong classes; the trial says so and suggests the
+    fitted term, which runs."""
+    from core.experiments import candidate_targets, experiment_trial
+
+    paths, _ = split_checkpoints
+    cfg = ExperimentConfig(models={"lgm": paths["lgm"]}, attacks=("cm",), n_poisons=(2,), trials=1, iters=2,
+                           n_clean=100, n_test=50, demo=True, seed=0, defences=("none", "lgm"),
+                           bases_from_clean=True, victim={"head": "ncm"},
+                           attack_settings={"cm": {"adaptive_weight": 1.0}})
+    record, poisons = experiment_trial(cfg, candidate_targets(cfg), "lgm", "cm", 2, "transfer", 0)
+    assert poisons is None and "fitted-likelihood" in record["skipped"]
+    fitted = cfg.replace(attack_settings={"cm": {"adaptive_weight": 1.0, "stealth": "fitted-likelihood"}})
+    record, poisons = experiment_trial(fitted, candidate_targets(fitted), "lgm", "cm", 2, "transfer", 0)
+    assert poisons is not None and record["attack"] == "cm"
