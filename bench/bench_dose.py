@@ -119,6 +119,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     state = json.loads(out.read_text()) if out.is_file() else {"trials": []}
+    same = ("dataset", "counts", "iters", "weight_decay", "n_clean", "seed", "victims")
+    if state.get("config") and any(state["config"].get(k) != vars(args).get(k) for k in same):
+        raise SystemExit(f"{out} holds a run with other settings ({', '.join(same)} must match); use another --out")
     done_pairs = {t["pair"] for t in state["trials"]}
     ds = load_dataset(args.dataset)
     judge = load_judge(ds)

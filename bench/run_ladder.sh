@@ -8,9 +8,11 @@ set -e
 cd "$(dirname "$0")/.."
 out=checkpoints/ladders/newclasses_cifar10
 mkdir -p "$out/static/trials"
-for f in checkpoints/experiments/meanshift_newclasses_cifar10/trials/*.json; do  # the shared static rung
-  [ -e "$out/static/trials/$(basename "$f")" ] || cp "$f" "${f%.json}.npz" "$out/static/trials/"
-done
 for trials in 2 4 8 15 25 50; do
+  # the shared static rung: the class-mean shift experiment's finished trials (same config), each round
+  for f in checkpoints/experiments/meanshift_newclasses_cifar10/trials/*.json; do
+    [ -e "$f" ] && [ -e "${f%.json}.npz" ] && [ ! -e "$out/static/trials/$(basename "$f")" ] \
+      && cp "$f" "${f%.json}.npz" "$out/static/trials/"
+  done
   python -m core ladder --config bench/configs/ladder_newclasses_cifar10.json --out "$out" --trials "$trials" "$@"
 done

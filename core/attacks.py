@@ -104,7 +104,7 @@ class Poisons:
 class Stealth:
     """A defence-aware loss term: per poison, how atypical its feature looks to one family of
     filters, from what the attacker holds (the model, the poisons' features, their labels and the
-    clean bases' features ``fb``). The ladder (``core.report.ladder``) pairs each filter with the
+    clean bases' features ``fb``). The ladder (``core.ladder``) pairs each filter with the
     term of its own statistic (Carlini and Wagner's adaptive-attack practice)."""
 
     name: str

@@ -320,16 +320,16 @@ def experiment_trial(cfg: ExperimentConfig, targets: dict[str, np.ndarray], mode
     entry = ATTACKS[attack]
     knobs = {"iters": cfg.iters, **cfg.attack_settings.get(attack, {})}
     name = _model(path)[1]["config"]["dataset"]
-    if not entry.applies_to(model.config.head, settings_for(attack, name, eps=cfg.eps, **knobs)):
-        return {"skipped": entry.why_not(model.config.head, settings_for(attack, name, eps=cfg.eps, **knobs))}, None
-    if (victim_classes(path) is not None and knobs.get("adaptive_weight")
-            and knobs.get("stealth", "likelihood") == "likelihood"):
+    asked = settings_for(attack, name, eps=cfg.eps, **knobs)  # the defaults filled in: what would run
+    if not entry.applies_to(model.config.head, asked):
+        return {"skipped": entry.why_not(model.config.head, asked)}, None
+    if victim_classes(path) is not None and getattr(asked, "adaptive_weight", 0) and asked.stealth == "likelihood":
         return {"skipped": "the likelihood stealth term reads the model's own Gaussians, which describe the "
                            "classes it was trained on, not the victim's: use fitted-likelihood"}, None
     name, ds, judge, plan, new_classes = _trial_setup(cfg, targets, path, k, trial)
-    if "class_size" in entry.settings.knobs():  # the victim's own base-class count, poisons included
-        knobs.setdefault("class_size", int((ds.y_train[plan.clean_indices] == plan.base_class).sum())
-                         + (k if cfg.bases_from_clean else 0))
+    if "class_size" in entry.settings.knobs():  # the victim's base class, poisons included: the clean
+        # set holds n_c - k of them when the poisons take their bases' places, n_c when they come on top
+        knobs.setdefault("class_size", int((ds.y_train[plan.clean_indices] == plan.base_class).sum()) + k)
     settings = settings_for(attack, name, trial_seed=trial, eps=cfg.eps, record_every=knobs["iters"], **knobs)
     result = run_trial(model, ds, plan, attack, settings, defences=cfg.defences, fpr=cfg.fpr,
                        victim=cfg.primary_recipe(trial, setting),
@@ -337,7 +337,8 @@ def experiment_trial(cfg: ExperimentConfig, targets: dict[str, np.ndarray], mode
                                  if r.why_not(model.head, new_classes) is None},  # e.g. weight decay: softmax only
                        judge=judge, bank=_bank(path, cfg.demo, cfg.data_dir), new_classes=new_classes)
     record = {"model": model_name, "trial": trial, **result.record(), "victim_name": cfg.primary_name,
-              "eps": settings.eps, "seeds": {"trial_rng": [cfg.seed, trial], "attack": trial, "victim": trial}}
+              "eps": settings.eps, "seeds": {"trial_rng": [cfg.seed, trial], "attack": trial, "victim": trial},
+              "attack_settings": settings.to_dict()}
     if new_classes:
         record["victim_classes"] = list(ds.classes)
     return record, np.round(result.poisons.poisons * 255).astype(np.uint8)

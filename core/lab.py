@@ -33,7 +33,7 @@ POOL_CLEAN, POOL_POISONS = 500, 5
 
 
 def lab_runs(models: dict[str, Classifier], attack: str, dataset: str, *, trial_seed: int | None = None,
-             **values) -> dict[str, tuple[Classifier, str, AttackSettings]]:
+             n_poisons: int = 0, **values) -> dict[str, tuple[Classifier, str, AttackSettings]]:
     """{name: (model, the attack it gets, its settings)} for a softmax-vs-LGM run: a model whose head
     cannot take ``attack`` gets the attack's fallback (the defence-aware term needs class
     Gaussians; the softmax model gets plain collision), with the values that attack has."""
@@ -48,8 +48,8 @@ def lab_runs(models: dict[str, Classifier], attack: str, dataset: str, *, trial_
         mine = {k: v for k, v in values.items() if k in known}
         if "stealth" in known and "stealth" not in mine:  # each model hides from the filter it brings
             mine["stealth"] = stealth_for(own_filter(m.config.head))
-        if "class_size" in known and "class_size" not in mine:  # the lab's clean set: LAB_CLEAN over the classes
-            mine["class_size"] = LAB_CLEAN // m.config.n_classes
+        if "class_size" in known and "class_size" not in mine:  # the lab's clean set, poisons on top
+            mine["class_size"] = LAB_CLEAN // m.config.n_classes + n_poisons
         runs[name] = (m, entry.name, settings_for(entry.name, dataset, trial_seed=trial_seed, **mine))
     return runs
 

@@ -79,6 +79,8 @@ class LadderConfig:
         static one shared by every filter."""
         out: dict = {(None, 0.0): ("static", self._at(None, 0.0))}
         for stealth in dict.fromkeys(self.stealth(d) for d in self.filters):
+            if not self._models_for(stealth):  # e.g. the likelihood with no LGM model: no rung to climb
+                continue
             for w in self.weights:
                 if w:
                     out[(stealth, w)] = (f"{stealth}/w{w:g}", self._at(stealth, w))
@@ -124,6 +126,8 @@ def ladder_rows(cfg: LadderConfig, out: str | Path, victim: str | None = None) -
     for defence in cfg.filters:
         stealth = cfg.stealth(defence)
         for w in cfg.weights:
+            if w and (stealth, w) not in rungs:
+                continue
             folder, _ = rungs[(None, 0.0)] if w == 0 else rungs[(stealth, w)]
             results = Path(out, folder, "results.json")
             if not results.is_file():

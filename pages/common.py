@@ -115,9 +115,10 @@ def space_first(names: list[str], dataset: str, space: str | None) -> list[str]:
                                         not lab_victim.get(n, True), n))
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner=False, ttl=300)
 def ladders_for(dataset: str) -> dict[str, dict]:
-    """The shipped adaptive ladders (``core.report.load_ladders``) run on ``dataset``."""
+    """The shipped adaptive ladders (``core.report.load_ladders``) run on ``dataset``; read again
+    every 5 minutes, so a ladder growing under ``bench/run_ladder.sh`` shows its new rounds."""
     out = {}
     for name, ladder in load_ladders().items():
         configs = experiment_models(ladder)

@@ -128,5 +128,6 @@ else:
             if sentence:
                 st.caption(sentence)
     st.caption(f"Shipped ladder `{name}`: {max(r['trials'] for r in ladder['rows'])} trials per point at most, "
-               f"{ladder['rows'][0]['n_poisons']} poisons each; intervals are Wilson 95%.")
+               f"{ladder['rows'][0]['n_poisons']} poisons each; intervals are Wilson 95% (the flagged "
+               "share's over poisons, which are not independent within a trial: read it as optimistic).")
 

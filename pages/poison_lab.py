@@ -116,7 +116,7 @@ if pressed:
         st.stop()
     # an attack a head cannot take falls back (core.lab.lab_runs): the softmax model gets plain collision
     runs = lab_runs({head: model(pair[head])[0] for head in HEADS}, attack, dataset, trial_seed=int(seed),
-                    **settings)
+                    n_poisons=n_poisons, **settings)
     made_for = {"key": key, "base_class": base_class}
     the_judge, outside = judge(dataset), target if target_index is None else None
     banks = {head: bank(pair[head]) for head in runs}

@@ -88,6 +88,8 @@ if rnd is not None:
     def live() -> None:
         """Counts and the leaderboard, refreshed every 2 s as students submit and scores come in."""
         now = s.round(rnd.id)
+        if now.accepting() != rnd.accepting() or now.ended != rnd.ended or now.revealed != rnd.revealed:
+            st.rerun(scope="app")  # time ran out or another tab ended or revealed it: the header and buttons too
         subs = s.submissions(now.id)
         pending = schedule_scoring(now)
         st.markdown(f"{len(subs)} submission(s) from {len({x.nickname.lower() for x in subs})} student(s); "

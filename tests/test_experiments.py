@@ -84,7 +84,9 @@ def test_tiny_experiment_end_to_end(tiny_checkpoints, tmp_path, mnist_demo):
     record = json.loads(next((tmp_path / "trials").glob("lgm__fc__*t0001.json")).read_text())
     assert set(record) == {"model", "attack", "n_poisons", "setting", "trial", "seeds", "target_index",
                            "target_label", "base_class", "base_indices", "craft_s", "iterations_run",
-                           "feature_distance", "l2", "linf", "eps", "judge", "clean_label", "defences", "victim_name"}
+                           "feature_distance", "l2", "linf", "eps", "judge", "clean_label", "defences", "victim_name",
+                           "attack_settings"}
+    assert record["attack_settings"]["iters"] == 5 and record["attack_settings"]["eps"] == record["eps"]
     assert record["seeds"] == {"trial_rng": [3, 1], "attack": 1, "victim": 1}  # every random choice is reproducible
     assert set(record["judge"]) == {"reference", "knn", "clean_label"} and len(record["judge"]["knn"]) == 2
     assert record["clean_label"] == all(record["judge"]["clean_label"])
@@ -312,3 +314,5 @@ def test_likelihood_stealth_is_refused_where_the_models_gaussians_are_other_clas
     fitted = cfg.replace(attack_settings={"cm": {"adaptive_weight": 1.0, "stealth": "fitted-likelihood"}})
     record, poisons = experiment_trial(fitted, candidate_targets(fitted), "lgm", "cm", 2, "transfer", 0)
     assert poisons is not None and record["attack"] == "cm"
+    # the class size the attack assumed: the victim's base class, poisons included (they take their bases' places)
+    assert record["attack_settings"]["class_size"] == 100 // 5 and record["attack_settings"]["stealth"] == "fitted-likelihood"

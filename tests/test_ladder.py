@@ -27,6 +27,9 @@ def test_ladder_config_is_checked(tiny_checkpoints):  # noqa: F811
         _cfg(tiny_checkpoints, weights=(1.0,))
     with pytest.raises(ValueError, match="at least one filter"):
         LadderConfig(ExperimentConfig(models=tiny_checkpoints, attacks=("cm",), defences=("none",)))
+    # a filter no model can use gets no rung: the likelihood without an LGM model
+    only_softmax = _cfg({"softmax": tiny_checkpoints["softmax"]})
+    assert set(only_softmax.rungs()) == {(None, 0.0), ("centroid", 1.0), ("neighbour", 1.0)}
     rungs = _cfg(tiny_checkpoints).rungs()
     # the static rung is shared; each filter's own term gets one rung per nonzero weight
     assert set(rungs) == {(None, 0.0), ("likelihood", 1.0), ("centroid", 1.0), ("neighbour", 1.0)}
