@@ -241,7 +241,7 @@ def cmd_ladder(args: argparse.Namespace) -> dict:
     cfg = LadderConfig.from_file(args.config)
     overrides = {k: v for k, v in {"n_jobs": args.n_jobs, "trials": args.trials}.items() if v is not None}
     if overrides:
-        cfg = LadderConfig(cfg.experiment.replace(**overrides), cfg.weights)
+        cfg = LadderConfig(cfg.experiment.replace(**overrides), cfg.weights, cfg.stealth_weights)
     rows = run_ladder(cfg, args.out, progress=not args.quiet)
     return {"out": args.out, "rungs": len(cfg.rungs()), "rows": len(rows)}
 

@@ -17,7 +17,7 @@ knows the filter keep the poisons both unflagged and effective, and at what cost
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .attacks import ATTACKS, STEALTH, stealth_for
@@ -35,6 +35,8 @@ class LadderConfig:
 
     experiment: ExperimentConfig
     weights: tuple[float, ...] = LADDER_WEIGHTS
+    # a stealth term whose scale differs gets its own sweep: {stealth: weights}
+    stealth_weights: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.experiment.attacks) != 1:
@@ -45,8 +47,15 @@ class LadderConfig:
                              + ", ".join(a for a, e in ATTACKS.items() if "stealth" in e.settings.knobs()))
         if not self.filters:
             raise ValueError("a ladder needs at least one filter among the experiment's defences")
-        if not self.weights or any(not 0 <= w <= 1e4 for w in self.weights) or 0.0 not in self.weights:
-            raise ValueError("weights must lie in [0, 1e4] and include 0 (the static attack)")
+        for ws in (self.weights, *self.stealth_weights.values()):
+            if not ws or any(not 0 <= w <= 1e4 for w in ws) or 0.0 not in ws:
+                raise ValueError("weights must lie in [0, 1e4] and include 0 (the static attack)")
+        unknown = set(self.stealth_weights) - set(STEALTH)
+        if unknown:
+            raise ValueError(f"stealth_weights names unknown stealth terms {sorted(unknown)}")
+
+    def weights_for(self, stealth: str) -> tuple[float, ...]:
+        return tuple(self.stealth_weights.get(stealth, self.weights))
 
     @property
     def attack(self) -> str:
@@ -68,7 +77,8 @@ class LadderConfig:
     def from_dict(cls, raw: dict, where: str = "ladder config") -> "LadderConfig":
         raw = dict(raw)
         weights = tuple(float(w) for w in raw.pop("weights", LADDER_WEIGHTS))
-        return cls(ExperimentConfig.from_dict(raw, where), tuple(sorted(set(weights))))
+        per = {k: tuple(sorted({float(w) for w in v})) for k, v in raw.pop("stealth_weights", {}).items()}
+        return cls(ExperimentConfig.from_dict(raw, where), tuple(sorted(set(weights))), per)
 
     @classmethod
     def from_file(cls, path: str | Path) -> "LadderConfig":
@@ -81,7 +91,7 @@ class LadderConfig:
         for stealth in dict.fromkeys(self.stealth(d) for d in self.filters):
             if not self._models_for(stealth):  # e.g. the likelihood with no LGM model: no rung to climb
                 continue
-            for w in self.weights:
+            for w in self.weights_for(stealth):
                 if w:
                     out[(stealth, w)] = (f"{stealth}/w{w:g}", self._at(stealth, w))
         return out
@@ -108,6 +118,7 @@ def run_ladder(cfg: LadderConfig, out: str | Path, progress: bool = True) -> lis
         run_experiment(exp, out / folder, progress=progress)
     rows = ladder_rows(cfg, out)
     (out / "ladder.json").write_text(json.dumps({"attack": cfg.attack, "weights": list(cfg.weights),
+                                                 "stealth_weights": {k: list(v) for k, v in cfg.stealth_weights.items()},
                                                  "filters": list(cfg.filters), "rows": rows}, indent=2) + "\n")
     return rows
 
@@ -125,7 +136,7 @@ def ladder_rows(cfg: LadderConfig, out: str | Path, victim: str | None = None) -
     rungs = cfg.rungs()
     for defence in cfg.filters:
         stealth = cfg.stealth(defence)
-        for w in cfg.weights:
+        for w in cfg.weights_for(stealth):
             if w and (stealth, w) not in rungs:
                 continue
             folder, _ = rungs[(None, 0.0)] if w == 0 else rungs[(stealth, w)]

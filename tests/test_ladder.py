@@ -27,6 +27,11 @@ def test_ladder_config_is_checked(tiny_checkpoints):  # noqa: F811
         _cfg(tiny_checkpoints, weights=(1.0,))
     with pytest.raises(ValueError, match="at least one filter"):
         LadderConfig(ExperimentConfig(models=tiny_checkpoints, attacks=("cm",), defences=("none",)))
+    # a term on another scale gets its own sweep
+    own = LadderConfig(_cfg(tiny_checkpoints).experiment, (0.0, 1.0), {"likelihood": (0.0, 0.01)})
+    assert set(own.rungs()) == {(None, 0.0), ("likelihood", 0.01), ("centroid", 1.0), ("neighbour", 1.0)}
+    with pytest.raises(ValueError, match="unknown stealth"):
+        LadderConfig(_cfg(tiny_checkpoints).experiment, (0.0, 1.0), {"hide": (0.0, 1.0)})
     # a filter no model can use gets no rung: the likelihood without an LGM model
     only_softmax = _cfg({"softmax": tiny_checkpoints["softmax"]})
     assert set(only_softmax.rungs()) == {(None, 0.0), ("centroid", 1.0), ("neighbour", 1.0)}
