@@ -138,7 +138,7 @@ def ladder_figure(rows: list[dict], model: str, title: str = ""):
     static = [r for r in rs if r["weight"] == 0]
     if static:
         fig.add_hline(y=static[0]["success_unfiltered"]["rate"], line_dash="dot", line_color=GREY,
-                      annotation_text="no filter, static attack", annotation_position="bottom right")
+                      annotation_text="no filter, static attack", annotation_position="top left")
     fig.update_layout(title=title, xaxis_title="share of poisons the filter flags",
                       yaxis_title="share of targets flipped behind it", xaxis_range=[-0.05, 1.1],
                       yaxis_range=[-0.05, 1.1], xaxis_tickformat=".0%", yaxis_tickformat=".0%", height=440,
