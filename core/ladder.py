@@ -116,6 +116,12 @@ def run_ladder(cfg: LadderConfig, out: str | Path, progress: bool = True) -> lis
     out.mkdir(parents=True, exist_ok=True)
     for folder, exp in cfg.rungs().values():
         run_experiment(exp, out / folder, progress=progress)
+    return write_ladder(cfg, out)
+
+
+def write_ladder(cfg: LadderConfig, out: str | Path) -> list[dict]:
+    """``ladder.json`` from the rungs finished so far (a ladder still climbing shows what it has)."""
+    out = Path(out)
     rows = ladder_rows(cfg, out)
     (out / "ladder.json").write_text(json.dumps({"attack": cfg.attack, "weights": list(cfg.weights),
                                                  "stealth_weights": {k: list(v) for k, v in cfg.stealth_weights.items()},
