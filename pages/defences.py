@@ -1,5 +1,7 @@
 """Defences: every filter scored on the same poisons, ROC curves and score histograms."""
 
+from pathlib import Path
+
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
@@ -127,7 +129,9 @@ else:
             sentence = ladder_sentence(ladder["rows"], m, defence)
             if sentence:
                 st.caption(sentence)
-    st.caption(f"Shipped ladder `{name}`: {max(r['trials'] for r in ladder['rows'])} trials per point at most, "
+    models = ", ".join(Path(p).name for p in ladder["config"]["models"].values())
+    st.caption(f"Shipped ladder `{name}` (models: {models}): {max(r['trials'] for r in ladder['rows'])} trials "
+               "per point at most, "
                f"{ladder['rows'][0]['n_poisons']} poisons each; intervals are Wilson 95% (the flagged "
                "share's over poisons, which are not independent within a trial: read it as optimistic).")
 

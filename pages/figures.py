@@ -128,12 +128,14 @@ def ladder_figure(rows: list[dict], model: str, title: str = ""):
         ys = [r["success_filtered"] for r in mine]
         fig.add_trace(go.Scatter(
             x=[r["flagged"]["share"] for r in mine], y=[y["rate"] for y in ys], mode="lines+markers+text",
-            name=label(defence), text=[f"w={r['weight']:g}" for r in mine], textposition="top right",
+            # the static points are the hollow ones (several filters' can coincide): only w > 0 is labelled
+            name=label(defence), text=[f"w={r['weight']:g}" if r["weight"] else "" for r in mine],
+            customdata=[f"w={r['weight']:g}" for r in mine], textposition="top right",
             marker={"color": colour, "size": 10, "symbol": ["circle-open" if r["weight"] == 0 else "circle" for r in mine]},
             line={"color": colour},
             error_y={"type": "data", "symmetric": False, "array": [y["ci95"][1] - y["rate"] for y in ys],
                      "arrayminus": [y["rate"] - y["ci95"][0] for y in ys]},
-            hovertemplate="%{text}: %{x:.0%} of poisons flagged, %{y:.0%} of targets flipped<extra>" + label(defence)
+            hovertemplate="%{customdata}: %{x:.0%} of poisons flagged, %{y:.0%} of targets flipped<extra>" + label(defence)
             + "</extra>"))
     static = [r for r in rs if r["weight"] == 0]
     if static:

@@ -88,5 +88,6 @@ def test_ladder_figure_marks_the_static_attack_and_each_filter():
     assert [t.name for t in fig.data] == ["LGM likelihood (the paper)", "Distance to class centre"]
     for trace in fig.data:
         assert list(trace.marker.symbol) == ["circle-open", "circle", "circle"]  # w = 0 hollow
-        assert list(trace.text) == ["w=0", "w=1", "w=10"]
+        assert list(trace.text) == ["", "w=1", "w=10"]  # the static point is the hollow one, unlabelled
+        assert list(trace.customdata) == ["w=0", "w=1", "w=10"]  # its hover still names it
     assert fig.layout.shapes[0].y0 == 4 / 6  # the unfiltered static attack's rate, dotted
