@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from core.attacks import Poisons
-from core.experiments import ExperimentConfig, _bank, _model, _trial_setup, candidate_targets
+from core.experiments import ExperimentConfig, _bank, _model, _trial_key, _trial_setup, candidate_targets
 from core.models import extract_features
 from core.pipeline import fit_filter
 from core.report import load_trials
@@ -54,7 +54,7 @@ def main() -> None:
         model = _model(path)[0]
         _, ds, _, plan, new_classes = _trial_setup(cfg, targets, path, rec["n_poisons"], rec["trial"])
         assert plan.target_index == rec["target_index"] and plan.base_indices.tolist() == rec["base_indices"]
-        key = f"{rec['model']}__{rec['attack']}__k{rec['n_poisons']}__{rec['setting']}__t{rec['trial']:04d}"
+        key = _trial_key(rec["model"], rec["attack"], rec["n_poisons"], rec["setting"], rec["trial"])
         with np.load(exp / "trials" / f"{key}.npz") as z:
             images = z["poisons"].astype(np.float32) / 255.0
         target = ds.x_test[plan.target_index:plan.target_index + 1].astype(np.float32) / 255.0

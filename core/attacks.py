@@ -44,7 +44,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .lgm import head_capabilities, heads_with
+from .lgm import FittedGaussians, head_capabilities, heads_with
 from .models import Classifier, frozen_copy, to_images, to_input
 from .settings import Settings, knob
 
@@ -124,15 +124,10 @@ def _class_centroids(fb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def _fitted_mahalanobis(f: torch.Tensor, fb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """1/2 (f - m)^T diag(v)^-1 (f - m) under each claimed class's diagonal Gaussian estimated from
-    that class's bases' features (variances floored at 1e-3 of their mean)."""
-    out = torch.empty(len(f), dtype=f.dtype, device=f.device)
-    for c in labels.unique():
-        rows = labels == c
-        mean, var = fb[rows].mean(0), fb[rows].var(0, unbiased=False)
-        var = var.clamp_min(1e-3 * float(var.mean().clamp_min(1e-12)))
-        out[rows] = 0.5 * ((f[rows] - mean).pow(2) / var).sum(1)
-    return out
+    """1/2 (f - m)^T diag(v)^-1 (f - m) under each claimed class's Gaussian fitted on that class's
+    bases' features: ``lgm.FittedGaussians``, the same estimate the pool-fitted LGM filter makes."""
+    gaussians = FittedGaussians.fit(fb.detach(), labels, int(labels.max()) + 1).to(f.device)
+    return gaussians.mahalanobis(f).gather(1, labels[:, None]).squeeze(1)
 
 
 STEALTH: dict[str, Stealth] = {s.name: s for s in (
