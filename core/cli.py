@@ -23,9 +23,9 @@ from .data import DATASETS, DataUnavailable, class_split, load_dataset, load_dem
 from .defences import DEFENCES
 from .embeddings import (MapError, features_path, fit_umap, map_key, map_path, read_features, save_features, save_map,
                          verify_map)
-from .experiments import ExperimentConfig, replay_experiment, run_experiment
+from .experiments import ExperimentConfig, rejudge_experiment, replay_experiment, run_experiment
 from .export import BENCHMARK_FILES, write_benchmark
-from .judge import JUDGE_SEED, judge_path, load_judge
+from .judge import JUDGE_SEED, JUDGES, judge_path, load_judge
 from .ladder import LadderConfig, run_ladder
 from .models import Classifier, default_config, extract_features, pick_device
 from .pipeline import plan_trial, run_trial
@@ -259,6 +259,16 @@ def cmd_replay(args: argparse.Namespace) -> dict:
             "wall_s_this_run": summary["wall_s_this_run"]}
 
 
+def cmd_rejudge(args: argparse.Namespace) -> dict:
+    """An experiment's stored poisons judged again by another judge (``core.experiments.rejudge_experiment``)."""
+    summary = rejudge_experiment(args.experiment, args.judge, progress=not args.quiet)
+    return {"out": str(Path(args.experiment, "rejudged", f"{args.judge}.json")), "n_trials": summary["n_trials"],
+            "poisons_kept": summary["poisons_kept"], "bases_clean_label_rate": summary["bases_clean_label_rate"],
+            "successes_with_rejected_poisons_dropped": {
+                f"{c['model']}/{c['victim']}/{c['attack']}/k{c['n_poisons']}": f"{c['successes']} of {c['trials']}"
+                for c in summary["cells"] if c["defence"] == "none"}}
+
+
 def cmd_export_benchmark(args: argparse.Namespace) -> dict:
     """One shipped trial's poisons in the poisoning benchmark's format (``core.export.write_benchmark``)."""
     folder = Path(args.experiment)
@@ -473,6 +483,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--n-jobs", type=_bounded(int, 1, 512), default=1)
     rp.add_argument("--quiet", action="store_true")
     rp.set_defaults(func=cmd_replay)
+
+    rj = sub.add_parser("rejudge", help="judge an experiment's stored poisons again with another judge "
+                        "(no crafting, no retraining); writes EXPERIMENT/rejudged/JUDGE.json")
+    rj.add_argument("--experiment", required=True, help="an experiment folder")
+    rj.add_argument("--judge", required=True, choices=tuple(JUDGES))
+    rj.add_argument("--quiet", action="store_true")
+    rj.set_defaults(func=cmd_rejudge)
 
     xb = sub.add_parser("export-benchmark", help="write one experiment trial's poisons in the poisoning benchmark's "
                         "format (poisons.pickle, base_indices.pickle, target.pickle)")

@@ -33,7 +33,7 @@ from .checkpoints import load_checkpoint
 from .data import load_dataset, load_demo, stratified_sample
 from .defences import DEFENCES
 from .gallery import build_gallery
-from .judge import load_judge
+from .judge import JUDGES, load_judge
 from .attacks import Poisons
 from .models import extract_features
 from .pipeline import FeatureBank, correct_targets, evaluate_poisons, plan_trial, run_trial
@@ -103,7 +103,9 @@ class ExperimentConfig:
     # further transfer victims retrained on the same poisons: {name: {"head": VICTIM_HEADS key, setting: value}}
     victims: dict = field(default_factory=dict)
     bases_from_clean: bool = False  # the benchmark's protocol: the poisons take their bases' place
-    judge: bool = True  # judge every poison (clean-label or not) and draw bases the judges agree on
+    # judge every poison (clean-label or not) and draw bases the judges agree on: true (the data
+    # set's reference judge), false (no judge), or a name in core.judge.JUDGES
+    judge: bool | str = True
     n_clean: int = 1000
     n_test: int = 1000
     fpr: float = 0.05
@@ -131,6 +133,8 @@ class ExperimentConfig:
                            _canonical_attack_settings(tuple(self.attacks), self.attack_settings, "config"))
         self.primary_recipe(0)  # validates the experiment's victim
         self.control_recipes(0)  # validates every victim's head and settings
+        if isinstance(self.judge, str) and self.judge not in JUDGES:
+            raise ValueError(f"judge must be true, false or one of {sorted(JUDGES)}, got {self.judge!r}")
         if self.victim.get("head") != "warm" and "end2end" in self.settings:
             raise ValueError("end2end fine-tunes the model's own head: the victim's head must be 'warm' there")
 
@@ -186,7 +190,7 @@ class ExperimentConfig:
             default = f.default_factory() if f.default_factory is not MISSING else f.default
             want = _OPTIONAL.get(key) or type(default)
             value = tuple(value) if isinstance(value, list) else value
-            if key in ("attack_settings", "victims", "victim"):
+            if key in ("attack_settings", "victims", "victim") or (key == "judge" and isinstance(value, str)):
                 values[key] = value
                 continue
             if value is None and key in _OPTIONAL:
@@ -249,8 +253,9 @@ def _bank(path: str, demo: bool, data_dir: str | None) -> FeatureBank:
 
 
 @lru_cache(maxsize=4)
-def _judge(name: str, demo: bool, data_dir: str | None, classes: tuple[int, ...] | None = None):
-    return load_judge(_dataset(name, demo, data_dir, classes))
+def _judge(name: str, demo: bool, data_dir: str | None, classes: tuple[int, ...] | None = None,
+           judge: bool | str = True):
+    return load_judge(_dataset(name, demo, data_dir, classes), name="reference" if judge is True else str(judge))
 
 
 def _trial_key(model: str, attack: str, k: int, setting: str, trial: int) -> str:
@@ -304,7 +309,7 @@ def _trial_setup(cfg: ExperimentConfig, targets: dict[str, np.ndarray], path: st
     name, the data it draws from, the judge, the plan, whether the victim's classes are new)."""
     name, classes = _model(path)[1]["config"]["dataset"], victim_classes(path)
     ds = _dataset(name, cfg.demo, cfg.data_dir, classes)
-    judge = _judge(name, cfg.demo, cfg.data_dir, classes) if cfg.judge else None
+    judge = _judge(name, cfg.demo, cfg.data_dir, classes, cfg.judge) if cfg.judge else None
     plan = plan_trial(ds, (cfg.seed, trial), targets[name], n_poisons=k, n_clean=cfg.n_clean, n_test=cfg.n_test,
                       judge=judge, bases_from_clean=cfg.bases_from_clean)
     return name, ds, judge, plan, classes is not None
@@ -464,6 +469,22 @@ def replay_experiment(exp_dir: str | Path, out: str | Path, victims: dict[str, d
     return summary
 
 
+def _stored_poisons(model, ds, plan, rec: dict, npz: Path, keep: np.ndarray | None = None) -> Poisons:
+    """A trial's stored 8-bit poisons as ``Poisons`` again (only those ``keep`` marks, if given)."""
+    with np.load(npz, allow_pickle=False) as z:
+        images = z["poisons"].astype(np.float32) / 255.0
+    bases = plan.base_indices
+    if keep is not None:
+        images, bases = images[keep], bases[keep]
+    target = ds.x_test[plan.target_index:plan.target_index + 1].astype(np.float32) / 255.0
+    feats = extract_features(model, images).numpy()
+    return Poisons(poisons=images, bases=ds.x_train[bases].astype(np.float32) / 255.0, target=target,
+                   base_labels=np.full(len(images), plan.base_class), target_label=plan.target_label,
+                   traj_iters=np.array([rec["iterations_run"]]), traj_features=feats[None],
+                   traj_objective=np.zeros((1, len(images)), np.float32),
+                   target_feature=extract_features(model, target).numpy()[0])
+
+
 def _replay_one(cfg: ExperimentConfig, targets: dict, exp_dir: Path, out: Path, rec: dict, recipes: dict,
                 defences: tuple[str, ...], threads: int | None) -> str:
     if threads:
@@ -474,15 +495,7 @@ def _replay_one(cfg: ExperimentConfig, targets: dict, exp_dir: Path, out: Path, 
     _, ds, judge, plan, new_classes = _trial_setup(cfg, targets, path, rec["n_poisons"], trial)
     if plan.target_index != rec["target_index"] or plan.base_indices.tolist() != rec["base_indices"]:
         raise ValueError(f"{key}: the plan drawn again differs from the stored one (data or code changed)")
-    with np.load(exp_dir / "trials" / f"{key}.npz") as z:
-        images = z["poisons"].astype(np.float32) / 255.0
-    target = ds.x_test[plan.target_index:plan.target_index + 1].astype(np.float32) / 255.0
-    feats = extract_features(model, images).numpy()
-    poisons = Poisons(poisons=images, bases=ds.x_train[plan.base_indices].astype(np.float32) / 255.0, target=target,
-                      base_labels=np.full(len(images), plan.base_class), target_label=plan.target_label,
-                      traj_iters=np.array([rec["iterations_run"]]), traj_features=feats[None],
-                      traj_objective=np.zeros((1, len(images)), np.float32),
-                      target_feature=extract_features(model, target).numpy()[0])
+    poisons = _stored_poisons(model, ds, plan, rec, exp_dir / "trials" / f"{key}.npz")
     (first, (head, settings)), *rest = recipes.items()
     controls = {n: Retraining(head=h, head_settings=s, seed=trial) for n, (h, s) in rest}
     result = evaluate_poisons(model, ds, plan, rec["attack"], poisons, defences=defences, fpr=cfg.fpr,
@@ -495,3 +508,70 @@ def _replay_one(cfg: ExperimentConfig, targets: dict, exp_dir: Path, out: Path, 
     tmp.write_text(json.dumps(record) + "\n")
     tmp.replace(out / "trials" / f"{key}.json")
     return key
+
+
+def rejudge_experiment(exp_dir: str | Path, judge: str, defences: tuple[str, ...] | None = None,
+                       progress: bool = True) -> dict:
+    """An experiment's stored poisons judged again by ``judge`` (``core.judge.JUDGES``), and every
+    victim retrained as a person checking the labels would leave the data: the poisons the judge
+    rejects dropped (a labeller relabels an image that does not look like its label; the clean
+    images are taken as correctly labelled), the rest behind each filter as before. No crafting.
+
+    Writes ``EXP/rejudged/<judge>.json``: per trial the new verdict, its bases' verdict (the bases
+    were drawn among images the experiment's own judge labels correctly, not this one) and how many
+    poisons were kept; the cells recomputed over those victims, so a cell's ``successes`` are
+    *clean-label successes in a labelled data set*, beside each trial's original outcome. Which
+    judge stands in for a person better is settled by measurement (``bench/judge_calibration.py``)."""
+    exp_dir = Path(exp_dir)
+    cfg = ExperimentConfig.from_file(exp_dir / "config.json")
+    if judge not in JUDGES:
+        raise ValueError(f"unknown judge {judge!r}; one of {sorted(JUDGES)}")
+    defences = tuple(defences or cfg.defences)
+    stored = [r for r in load_trials(exp_dir) if r["setting"] == "transfer" and (exp_dir / "trials" / (
+        _trial_key(r["model"], r["attack"], r["n_poisons"], r["setting"], r["trial"]) + ".npz")).is_file()]
+    targets = candidate_targets(cfg) if stored else {}
+    records, trials = [], {}
+    for rec in tqdm(stored, desc="rejudge", disable=not progress):
+        key = _trial_key(rec["model"], rec["attack"], rec["n_poisons"], rec["setting"], rec["trial"])
+        path, trial = cfg.models[rec["model"]], rec["trial"]
+        model = _model(path)[0]
+        name, ds, _, plan, new_classes = _trial_setup(cfg, targets, path, rec["n_poisons"], trial)
+        if plan.target_index != rec["target_index"] or plan.base_indices.tolist() != rec["base_indices"]:
+            raise ValueError(f"{key}: the plan drawn again differs from the stored one (data or code changed)")
+        j = _judge(name, cfg.demo, cfg.data_dir, victim_classes(path), judge)
+        with np.load(exp_dir / "trials" / f"{key}.npz", allow_pickle=False) as z:
+            v = j.verdict(z["poisons"], plan.base_class, exclude=plan.base_indices)
+        vb = j.verdict(ds.x_train[plan.base_indices], plan.base_class, exclude=plan.base_indices)
+        kept = v.clean_label
+        trials[key] = {**v.to_dict(), "bases_clean_label": vb.clean_label.tolist(), "kept": int(kept.sum()),
+                       "original_success": rec["defences"]["none"]["success"]}
+        if not kept.any():
+            continue  # nothing of the attack is left in a labelled data set
+        result = evaluate_poisons(model, ds, plan, rec["attack"],
+                                  _stored_poisons(model, ds, plan, rec, exp_dir / "trials" / f"{key}.npz", kept),
+                                  defences=defences, fpr=cfg.fpr, victim=cfg.primary_recipe(trial),
+                                  controls={n: r for n, r in cfg.control_recipes(trial).items()
+                                            if r.why_not(model.head, new_classes) is None},
+                                  judge=j, bank=_bank(path, cfg.demo, cfg.data_dir), new_classes=new_classes)
+        # the cell is the crafted dose and its verdict the crafted poisons' ("kept" says how many stayed)
+        records.append({"model": rec["model"], "trial": trial, **result.record(), "victim_name": cfg.primary_name,
+                        "eps": rec.get("eps"), "rejudged_by": judge, "n_poisons": rec["n_poisons"],
+                        "judge": v.to_dict(), "clean_label": True})
+    for key in [k for k, t in trials.items() if not t["kept"]]:  # no poison left in a labelled data set: the
+        # victims are the clean ones, and the target was drawn among images the clean victim gets right
+        rec = next(r for r in stored if _trial_key(r["model"], r["attack"], r["n_poisons"], r["setting"], r["trial"]) == key)
+        fail = lambda results: {d: {**o, "success": False} for d, o in results.items()}  # noqa: E731
+        records.append({**rec, "defences": fail(rec["defences"]),
+                        "victims": {n: fail(o) for n, o in rec.get("victims", {}).items()},
+                        "judge": {k: trials[key][k] for k in ("reference", "knn", "clean_label")},
+                        "clean_label": True, "rejudged_by": judge, "no_poison_kept": True})
+    rows = summarise(records)
+    bases_ok = [np.mean(t["bases_clean_label"]) for t in trials.values()]
+    summary = {"judge": judge, "why": JUDGES[judge].why, "n_trials": len(trials),
+               "poisons_kept": float(np.mean([t["kept"] / len(t["clean_label"]) for t in trials.values()])) if trials else None,
+               "bases_clean_label_rate": float(np.mean(bases_ok)) if bases_ok else None,
+               "cells": rows, "trials": trials}
+    out = exp_dir / "rejudged" / f"{judge}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

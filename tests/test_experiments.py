@@ -130,6 +130,12 @@ def test_experiment_cli_and_bad_config(tiny_checkpoints, tmp_path, capsys):
     cfg.write_text("{not json")
     assert main(["experiment", "--config", str(cfg), "--out", str(tmp_path / "o4")]) == 1
     assert "not valid JSON" in capsys.readouterr().err
+    cfg.write_text(json.dumps({"models": {"a": "x.pt"}, "judge": "a person"}))
+    assert main(["experiment", "--config", str(cfg), "--out", str(tmp_path / "o5")]) == 1
+    assert "judge must be true, false or one of" in capsys.readouterr().err
+    assert main(["rejudge", "--experiment", str(tmp_path / "o"), "--judge", "reference", "--quiet"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_trials"] == 1 and set(out["successes_with_rejected_poisons_dropped"]) == {"softmax/warm/bp/k5"}
 
 
 def _row(model, defence, k, rate):
@@ -316,3 +322,39 @@ def test_likelihood_stealth_is_refused_where_the_models_gaussians_are_other_clas
     assert poisons is not None and record["attack"] == "cm"
     # the class size the attack assumed: the victim's base class, poisons included (they take their bases' places)
     assert record["attack_settings"]["class_size"] == 100 // 5 and record["attack_settings"]["stealth"] == "fitted-likelihood"
+
+
+@pytest.mark.slow
+def test_rejudge_drops_what_the_judge_rejects_and_retrains(tiny_checkpoints, tmp_path, mnist_demo, monkeypatch):
+    import core.experiments as ex
+    from core.experiments import rejudge_experiment
+    from core.judge import load_judge
+
+    cfg = ExperimentConfig(models=tiny_checkpoints, attacks=("fc",), n_poisons=(3,), trials=2, iters=5, n_clean=120,
+                           n_test=100, demo=True, seed=3, defences=("none", "centroid"),
+                           victims={"ncm": {"head": "ncm"}})
+    run_experiment(cfg, tmp_path, progress=False)
+    summary = rejudge_experiment(tmp_path, "reference", progress=False)
+    assert json.loads((tmp_path / "rejudged" / "reference.json").read_text()) == json.loads(json.dumps(summary))
+    judge = load_judge(mnist_demo)
+    for key, t in summary["trials"].items():
+        rec = json.loads((tmp_path / "trials" / f"{key}.json").read_text())
+        poisons = np.load(tmp_path / "trials" / f"{key}.npz")["poisons"]
+        fresh = judge.verdict(poisons, rec["base_class"], exclude=rec["base_indices"])
+        assert t["clean_label"] == fresh.clean_label.tolist() and t["kept"] == int(fresh.clean_label.sum())
+        assert t["original_success"] == rec["defences"]["none"]["success"]
+    assert summary["n_trials"] == 4 and {c["victim"] for c in summary["cells"]} == {"warm", "ncm"}
+    assert {c["defence"] for c in summary["cells"]} == {"none", "centroid"}
+
+    class RejectAll:  # a labeller who relabels every poison: nothing of the attack is left
+        def verdict(self, images, claimed, exclude=None):
+            v = judge.verdict(images, claimed, exclude)
+            return type(v)(v.reference, v.knn, np.zeros(len(images), bool))
+
+    real = ex._judge  # the plans still draw their bases with the experiment's own judge (True)
+    monkeypatch.setattr(ex, "_judge", lambda *a: RejectAll() if a[-1] == "reference" else real(*a))
+    none = rejudge_experiment(tmp_path, "reference", progress=False)
+    assert all(t["kept"] == 0 for t in none["trials"].values())
+    assert all(c["successes"] == 0 and c["clean_label_rate"] == 0 for c in none["cells"])
+    with pytest.raises(ValueError, match="unknown judge"):
+        rejudge_experiment(tmp_path, "a person", progress=False)

@@ -78,3 +78,61 @@ def test_judge_of_a_restricted_data_set_speaks_its_labels(mnist_demo):
     twos = mnist_demo.x_test[mnist_demo.y_test == 2][:20]
     v = judge.verdict(twos, 0)
     assert (v.reference[v.reference != 0] == -1).all() and v.rate < 0.2
+
+
+def test_purifiers_keep_what_a_person_reads():
+    from core.judge import purify_images
+
+    flat = np.full((1, 8, 8, 3), 120, np.uint8)
+    spiked = flat.copy()
+    spiked[0, 4, 4] = 255  # one hot pixel: the kind of high-frequency change a median removes
+    assert np.allclose(purify_images(flat, "median3"), 120 / 255)
+    assert np.allclose(purify_images(spiked, "median3"), 120 / 255)
+    smooth = np.tile(np.linspace(0, 255, 32).astype(np.uint8)[None, None, :, None], (2, 32, 1, 3))
+    jpeg = purify_images(smooth, "jpeg75")
+    assert jpeg.shape == smooth.shape and jpeg.dtype == np.float32 and 0 <= jpeg.min() and jpeg.max() <= 1
+    assert np.abs(jpeg - smooth / 255).mean() < 0.02  # a smooth image survives JPEG q75
+    assert np.array_equal(purify_images(smooth, "none"), smooth / np.float32(255))
+    with pytest.raises(ValueError, match="unknown purification"):
+        purify_images(smooth, "blur")
+
+
+def _biased(bias: list[float]) -> Classifier:
+    """A network that ignores its input and prefers classes by ``bias``."""
+    m = Classifier(default_config("mnist", "softmax", 2))
+    with torch.no_grad():
+        m.head.linear.weight.zero_()
+        m.head.linear.bias.copy_(torch.tensor(bias + [-50.0] * (10 - len(bias))))
+    return m
+
+
+def test_several_networks_vote_by_their_mean_probability_and_knn_is_optional():
+    images = np.zeros((3, 28, 28, 1), np.uint8)
+    ref = np.zeros((10, 28, 28, 1), np.uint8)
+    # one sure of class 1 (p ~ 1), two fairly sure of class 0 (p ~ 0.95 each): the mean probability
+    # prefers class 0 (0.64), where the mean logit would prefer class 1 (6.7 against 2)
+    sure, mild = _biased([0.0, 20.0]), _biased([3.0, 0.0])
+    judge = Judge([sure, mild, mild], ref, np.zeros(10, int), knn=False)
+    v = judge.verdict(images, 0)
+    assert v.knn is None and v.reference.tolist() == [0, 0, 0] and v.clean_label.all()
+    assert v.to_dict()["knn"] is None
+    assert Judge([sure], ref, np.zeros(10, int), knn=False).verdict(images, 0).clean_label.sum() == 0
+    # with k-NN voting, both must agree: every reference image is class 0 here
+    assert not Judge([sure, mild], ref, np.zeros(10, int)).verdict(images, 1).clean_label.any()
+    with pytest.raises(ValueError, match="same classes"):
+        Judge([sure, Classifier(default_config("mnist", "softmax", 2, n_classes=5))], ref, np.zeros(10, int))
+
+
+def test_the_new_classes_judge_is_the_calibrated_ensemble():
+    from core.judge import JUDGES
+
+    spec = JUDGES["cifar10-new-classes"]
+    ds = load_demo("cifar10").restrict((0, 1, 5, 8, 9))
+    judge = load_judge(ds, name="cifar10-new-classes")
+    assert len(judge.members) == len(spec.members) == 3 and judge.purify == "jpeg75" and not judge.use_knn
+    v = judge.verdict(ds.x_test, ds.y_test)
+    assert v.knn is None and v.rate >= 0.85  # 92% on 1000 test images of the full pack (REPRODUCTION section 1)
+    with pytest.raises(ValueError, match="for cifar10"):
+        load_judge(load_demo("mnist"), name="cifar10-new-classes")
+    with pytest.raises(ValueError, match="unknown judge"):
+        load_judge(ds, name="a person")
