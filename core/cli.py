@@ -261,7 +261,7 @@ def cmd_replay(args: argparse.Namespace) -> dict:
 
 def cmd_rejudge(args: argparse.Namespace) -> dict:
     """An experiment's stored poisons judged again by another judge (``core.experiments.rejudge_experiment``)."""
-    summary = rejudge_experiment(args.experiment, args.judge, progress=not args.quiet)
+    summary = rejudge_experiment(args.experiment, args.judge, labelled_out=args.labelled_out, progress=not args.quiet)
     return {"out": str(Path(args.experiment, "rejudged", f"{args.judge}.json")), "n_trials": summary["n_trials"],
             "poisons_kept": summary["poisons_kept"], "bases_clean_label_rate": summary["bases_clean_label_rate"],
             "successes_with_rejected_poisons_dropped": {
@@ -488,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(no crafting, no retraining); writes EXPERIMENT/rejudged/JUDGE.json")
     rj.add_argument("--experiment", required=True, help="an experiment folder")
     rj.add_argument("--judge", required=True, choices=tuple(JUDGES))
+    rj.add_argument("--labelled-out", help="also write the labelled data sets (kept poisons only) as an experiment "
+                    "folder, e.g. checkpoints/experiments/NAME_labelled")
     rj.add_argument("--quiet", action="store_true")
     rj.set_defaults(func=cmd_rejudge)
 

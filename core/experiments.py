@@ -511,61 +511,73 @@ def _replay_one(cfg: ExperimentConfig, targets: dict, exp_dir: Path, out: Path, 
 
 
 def rejudge_experiment(exp_dir: str | Path, judge: str, defences: tuple[str, ...] | None = None,
-                       progress: bool = True) -> dict:
+                       labelled_out: str | Path | None = None, progress: bool = True) -> dict:
     """An experiment's stored poisons judged again by ``judge`` (``core.judge.JUDGES``), and every
     victim retrained as a person checking the labels would leave the data: the poisons the judge
     rejects dropped (a labeller relabels an image that does not look like its label; the clean
     images are taken as correctly labelled), the rest behind each filter as before. No crafting.
 
     Writes ``EXP/rejudged/<judge>.json``: per trial the new verdict, its bases' verdict (the bases
-    were drawn among images the experiment's own judge labels correctly, not this one) and how many
-    poisons were kept; the cells recomputed over those victims, so a cell's ``successes`` are
-    *clean-label successes in a labelled data set*, beside each trial's original outcome. Which
-    judge stands in for a person better is settled by measurement (``bench/judge_calibration.py``)."""
+    were drawn among images the experiment's own judge labels correctly, not this one), how many
+    poisons were kept and the original outcome; and the cells over the retrained victims, so a
+    cell's ``successes`` are *clean-label successes in a labelled data set* (its
+    ``clean_label_rate``: the share of crafted poisons the judge accepts). ``labelled_out``: also
+    write the labelled data sets as an experiment folder of their own (kept poisons only, records
+    marked ``labelled``, results and a gallery), which the dashboard lists like any experiment.
+    Which judge stands in for a person better is settled by measurement
+    (``bench/judge_calibration.py``)."""
     exp_dir = Path(exp_dir)
     cfg = ExperimentConfig.from_file(exp_dir / "config.json")
     if judge not in JUDGES:
         raise ValueError(f"unknown judge {judge!r}; one of {sorted(JUDGES)}")
     defences = tuple(defences or cfg.defences)
-    stored = [r for r in load_trials(exp_dir) if r["setting"] == "transfer" and (exp_dir / "trials" / (
-        _trial_key(r["model"], r["attack"], r["n_poisons"], r["setting"], r["trial"]) + ".npz")).is_file()]
+
+    def key_of(r: dict) -> str:
+        return _trial_key(r["model"], r["attack"], r["n_poisons"], r["setting"], r["trial"])
+
+    stored = [r for r in load_trials(exp_dir) if r["setting"] == "transfer"
+              and (exp_dir / "trials" / f"{key_of(r)}.npz").is_file()]
     targets = candidate_targets(cfg) if stored else {}
-    records, trials = [], {}
+    labelled: list[tuple[str, dict, np.ndarray | None]] = []  # (key, record of the labelled set, kept poisons)
+    trials = {}
     for rec in tqdm(stored, desc="rejudge", disable=not progress):
-        key = _trial_key(rec["model"], rec["attack"], rec["n_poisons"], rec["setting"], rec["trial"])
-        path, trial = cfg.models[rec["model"]], rec["trial"]
+        key, path, trial = key_of(rec), cfg.models[rec["model"]], rec["trial"]
         model = _model(path)[0]
         name, ds, _, plan, new_classes = _trial_setup(cfg, targets, path, rec["n_poisons"], trial)
         if plan.target_index != rec["target_index"] or plan.base_indices.tolist() != rec["base_indices"]:
             raise ValueError(f"{key}: the plan drawn again differs from the stored one (data or code changed)")
         j = _judge(name, cfg.demo, cfg.data_dir, victim_classes(path), judge)
         with np.load(exp_dir / "trials" / f"{key}.npz", allow_pickle=False) as z:
-            v = j.verdict(z["poisons"], plan.base_class, exclude=plan.base_indices)
+            crafted = z["poisons"]
+        v = j.verdict(crafted, plan.base_class, exclude=plan.base_indices)
         vb = j.verdict(ds.x_train[plan.base_indices], plan.base_class, exclude=plan.base_indices)
         kept = v.clean_label
         trials[key] = {**v.to_dict(), "bases_clean_label": vb.clean_label.tolist(), "kept": int(kept.sum()),
                        "original_success": rec["defences"]["none"]["success"]}
-        if not kept.any():
-            continue  # nothing of the attack is left in a labelled data set
+        mark = {"from": exp_dir.name, "judge": judge, "crafted": int(len(crafted)), "kept": int(kept.sum())}
+        if not kept.any():  # nothing of the attack is left in a labelled data set: the victims are the
+            # clean ones, and the target was drawn among images the clean victim gets right
+            fail = lambda results: {d: {**o, "success": False} for d, o in results.items()}  # noqa: E731
+            labelled.append((key, {**rec, "defences": fail(rec["defences"]), "base_indices": [],
+                                   "victims": {n: fail(o) for n, o in rec.get("victims", {}).items()},
+                                   "judge": {"reference": [], "knn": None, "clean_label": []},
+                                   "clean_label": True, "labelled": mark}, None))
+            continue
         result = evaluate_poisons(model, ds, plan, rec["attack"],
                                   _stored_poisons(model, ds, plan, rec, exp_dir / "trials" / f"{key}.npz", kept),
                                   defences=defences, fpr=cfg.fpr, victim=cfg.primary_recipe(trial),
                                   controls={n: r for n, r in cfg.control_recipes(trial).items()
                                             if r.why_not(model.head, new_classes) is None},
                                   judge=j, bank=_bank(path, cfg.demo, cfg.data_dir), new_classes=new_classes)
-        # the cell is the crafted dose and its verdict the crafted poisons' ("kept" says how many stayed)
-        records.append({"model": rec["model"], "trial": trial, **result.record(), "victim_name": cfg.primary_name,
-                        "eps": rec.get("eps"), "rejudged_by": judge, "n_poisons": rec["n_poisons"],
-                        "judge": v.to_dict(), "clean_label": True})
-    for key in [k for k, t in trials.items() if not t["kept"]]:  # no poison left in a labelled data set: the
-        # victims are the clean ones, and the target was drawn among images the clean victim gets right
-        rec = next(r for r in stored if _trial_key(r["model"], r["attack"], r["n_poisons"], r["setting"], r["trial"]) == key)
-        fail = lambda results: {d: {**o, "success": False} for d, o in results.items()}  # noqa: E731
-        records.append({**rec, "defences": fail(rec["defences"]),
-                        "victims": {n: fail(o) for n, o in rec.get("victims", {}).items()},
-                        "judge": {k: trials[key][k] for k in ("reference", "knn", "clean_label")},
-                        "clean_label": True, "rejudged_by": judge, "no_poison_kept": True})
-    rows = summarise(records)
+        # the trial keeps its crafted dose as its cell; its bases and verdict are the kept poisons'
+        labelled.append((key, {"model": rec["model"], "trial": trial, **result.record(), "n_poisons": rec["n_poisons"],
+                               "base_indices": plan.base_indices[kept].tolist(), "victim_name": cfg.primary_name,
+                               "eps": rec.get("eps"), "seeds": rec.get("seeds"),
+                               "attack_settings": rec.get("attack_settings"), "labelled": mark,
+                               **({"victim_classes": rec["victim_classes"]} if "victim_classes" in rec else {})},
+                         crafted[kept]))
+    # the summary's cells read every crafted poison's verdict (the acceptance rate), the victims' the labelled sets'
+    rows = summarise([{**r, "judge": {"clean_label": trials[k]["clean_label"]}} for k, r, _ in labelled])
     bases_ok = [np.mean(t["bases_clean_label"]) for t in trials.values()]
     summary = {"judge": judge, "why": JUDGES[judge].why, "n_trials": len(trials),
                "poisons_kept": float(np.mean([t["kept"] / len(t["clean_label"]) for t in trials.values()])) if trials else None,
@@ -574,4 +586,30 @@ def rejudge_experiment(exp_dir: str | Path, judge: str, defences: tuple[str, ...
     out = exp_dir / "rejudged" / f"{judge}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
+    if labelled_out is not None:
+        _write_labelled(cfg.replace(judge=judge), Path(labelled_out), labelled, summary)
     return summary
+
+
+def _write_labelled(cfg: ExperimentConfig, out: Path, labelled: list, summary: dict) -> None:
+    """The labelled data sets of ``rejudge_experiment`` as an experiment folder (trials, results, gallery)."""
+    (out / "trials").mkdir(parents=True, exist_ok=True)
+    for old in (out / "trials").iterdir():
+        old.unlink()  # a folder of its own, written whole each time
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    for key, rec, poisons in labelled:
+        if poisons is not None:
+            np.savez_compressed(out / "trials" / f"{key}.npz", poisons=poisons)
+        (out / "trials" / f"{key}.json").write_text(json.dumps(rec) + "\n")
+    rows = summarise([r for _, r, _ in labelled])
+    (out / "results.json").write_text(json.dumps(
+        {"config": asdict(cfg), "n_trials": len(labelled), "cells": rows,
+         "labelled": {"from": labelled[0][1]["labelled"]["from"] if labelled else None, "judge": summary["judge"],
+                      "poisons_kept": summary["poisons_kept"], "rule": "the poisons the judge rejects are dropped, "
+                      "as a labeller would relabel them; every victim retrained on what is left"},
+         "torch": torch.__version__}, indent=2) + "\n")
+    (out / "results.md").write_text(markdown_table(rows))
+    datasets = {(_model(p)[1]["config"]["dataset"], victim_classes(p)) for p in cfg.models.values()}
+    if len(datasets) == 1 and any(p is not None for _, _, p in labelled):
+        name, classes = datasets.pop()
+        build_gallery(out, data=_dataset(name, cfg.demo, cfg.data_dir, classes))

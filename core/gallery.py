@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoints import CHECKPOINT_DIR, load_checkpoint
-from .data import CLASSES, Dataset, load_dataset, load_demo
+from .data import Dataset, load_dataset, load_demo
 from .models import extract_features
 
 GALLERY_NPZ = "gallery.npz"
@@ -39,6 +39,7 @@ def _slim(key: str, rec: dict, start: int) -> dict:
             # records from before per-poison flags were stored: a threshold rule can be read again
             flagged = [bool(s > d["threshold"]) for s in d["poison_scores"]]
         victims[name] = {"success": bool(d["success"]), "pred_after": int(d["pred_after"]), "flagged": flagged,
+                         "clean_acc_after": d.get("clean_acc_after"),
                          "auc": d.get("auc"), "scores": d.get("poison_scores"), "threshold": d.get("threshold"),
                          "clean_quantiles": d.get("clean_score_quantiles")}
     judge = rec.get("judge") or {}
@@ -46,7 +47,12 @@ def _slim(key: str, rec: dict, start: int) -> dict:
             "setting": rec["setting"], "n_poisons": k, "target_index": rec["target_index"],
             "target_label": rec["target_label"], "base_class": rec["base_class"], "eps": rec.get("eps"),
             "linf": rec["linf"], "feature_distance": rec["feature_distance"],
-            "clean_label": bool(rec.get("clean_label")), "judge": judge, "victims": victims, "start": start}
+            "clean_label": bool(rec.get("clean_label")), "judge": judge, "victims": victims, "start": start,
+            # the experiment's other victims on the same poisons, with no filter
+            "controls": {n: {"success": bool(o["none"]["success"]), "pred_after": int(o["none"]["pred_after"]),
+                             "clean_acc_after": float(o["none"]["clean_acc_after"])}
+                         for n, o in rec.get("victims", {}).items() if "none" in o},
+            "labelled": rec.get("labelled")}
 
 
 def build_gallery(exp_dir: str | Path, data: Dataset | None = None, data_dir: str | None = None) -> Path:
@@ -87,7 +93,10 @@ def build_gallery(exp_dir: str | Path, data: Dataset | None = None, data_dir: st
         for part in ("targets", "bases", "poisons"):
             arrays[f"{part}__{model_name}"] = extract_features(model, arrays[part]).numpy().astype(np.float32)
     np.savez_compressed(exp_dir / GALLERY_NPZ, **arrays)
-    header = {"dataset": name, "classes": list(CLASSES[name]),
+    # a new-classes experiment's labels index the victim's classes (``Dataset.restrict``), so the
+    # gallery names those; ``class_ids`` places them in the full data set (None: all of it)
+    header = {"dataset": name, "classes": list(data.classes),
+              "class_ids": list(data.class_ids) if data.class_ids is not None else None,
               "models": {n: {"path": cfg["models"][n], "head": meta["config"]["head"],
                              "feat_dim": meta["config"]["feat_dim"]} for n, (_, meta) in models.items()},
               "config": cfg, "trials": trials}
@@ -106,6 +115,7 @@ class Gallery:
     config: dict
     trials: list[dict]
     arrays: dict[str, np.ndarray]
+    class_ids: tuple[int, ...] | None = None  # the victim's classes in the full data set (new classes)
 
     def images(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(target [H,W,C], bases [k,H,W,C], poisons [k,H,W,C]) of trial ``i``, all uint8."""
@@ -147,14 +157,19 @@ def load_gallery(exp_dir: str | Path) -> Gallery:
     header = json.loads((exp_dir / GALLERY_JSON).read_text())
     with np.load(exp_dir / GALLERY_NPZ) as z:
         arrays = {k: z[k] for k in z.files}
-    return Gallery(header["dataset"], header["classes"], header["models"], header["config"], header["trials"], arrays)
+    ids = header.get("class_ids")
+    return Gallery(header["dataset"], header["classes"], header["models"], header["config"], header["trials"], arrays,
+                   tuple(ids) if ids is not None else None)
 
 
-SHOWCASE_RULE = ("Shown: the first trial, by trial number, in which every poison is judged clean-label by both "
-                 "judges, the softmax victim (no filter) was poisoned and the LGM victim, attacked on the same target "
-                 "with the same bases and clean-label poisons, was not; where no trial has both, the first "
-                 "clean-label poisoning of the softmax victim. Among a data set's experiments in the chosen feature "
-                 "space, one with such a contrast comes first, then the higher clean-label success count.")
+SHOWCASE_RULE = ("Shown: the first trial, by trial number, in which every poison is judged clean-label by the "
+                 "experiment's judges (in a labelled experiment, the poisons its judge rejected were dropped before "
+                 "any victim was retrained), the softmax victim (no filter) was poisoned and the LGM victim, attacked "
+                 "on the same target with the same bases and clean-label poisons, was not; where no trial has both, "
+                 "the first clean-label poisoning of the softmax victim. Attacks are tried in the order feature "
+                 "collision, convex polytope, bullseye polytope, class-mean shift. Among a data set's experiments in "
+                 "the chosen feature space, one with such a contrast comes first, then the higher clean-label "
+                 "success count.")
 
 
 @dataclass(frozen=True)
@@ -174,7 +189,7 @@ class Showcase:
         return (self.contrast, self.clean_label_successes)
 
 
-def showcase(gallery: Gallery, attacks: tuple[str, ...] = ("fc", "cp", "bp")) -> Showcase | None:
+def showcase(gallery: Gallery, attacks: tuple[str, ...] = ("fc", "cp", "bp", "cm")) -> Showcase | None:
     """The trial ``SHOWCASE_RULE`` picks in ``gallery`` (the attacks tried in that order: within one
     attack, a contrast first, then the first clean-label success), paired with the LGM trial on the
     same target; None when no trial qualifies. The rule is fixed and stated so the example is not

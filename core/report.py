@@ -152,6 +152,16 @@ def load_results(root: str | Path | None = None) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("*/results.json"))}
 
 
+def reproduce_command(name: str, res: dict) -> str:
+    """The command that rebuilds shipped experiment ``name`` from its ``results.json`` (``res``): a
+    labelled one is a rejudged experiment (``rejudge_experiment``), any other runs its config."""
+    lab = res.get("labelled")
+    if lab:
+        return (f"poisonlab rejudge --experiment checkpoints/experiments/{lab['from']} --judge {lab['judge']} "
+                f"--labelled-out checkpoints/experiments/{name}")
+    return f"poisonlab experiment --config bench/configs/{name}.json --out DIR"
+
+
 def experiment_models(res: dict) -> list[dict] | None:
     """The model configs of a finished experiment (from ``load_results``), read from their side files;
     None when a checkpoint is gone or fails its check (the experiment cannot be placed then)."""

@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.attacks import ATTACKS, budget_levels, default_eps
 from core.experiments import ExperimentConfig, run_experiment
-from core.report import load_bench, primary_cells, readable
+from core.report import load_bench, primary_cells, readable, reproduce_command
 from pages.common import DATASET_NAMES, experiments_for, sidebar, space_first
 from pages.figures import budget_figure, curve_figure, detection_figure, rate_figure
 from pages.jobs_ui import heavy_job
@@ -75,7 +75,12 @@ else:
     ran = sum(c["trials"] for c in primary_cells(res) if c["defence"] == "none") or res["n_trials"]  # not the skipped ones
     st.caption(f"{ran} trials; {cfg['iters']} crafting iterations; {cfg['n_clean']} clean retraining "
                f"images; filters at {100 * cfg['fpr']:.0f}% false positives on clean data. Reproduce with "
-               f"`poisonlab experiment --config bench/configs/{name}.json --out DIR`.")
+               f"`{reproduce_command(name, res)}`.")
+    if res.get("labelled"):
+        st.info(f"A labelled data set: the poisons of `{res['labelled']['from']}`, with those its judge "
+                f"(`{res['labelled']['judge']}`) would not call their base class dropped, as a person checking "
+                f"the labels would ({100 * res['labelled']['poisons_kept']:.0f}% kept), and every victim retrained "
+                "on what is left. Its successes are clean-label successes.")
     for attack, setting, rates, caught in experiment_figures(dataset, name):
         left, right = st.columns(2)
         left.plotly_chart(rates, width="stretch", key=f"{name}_{attack}_{setting}")

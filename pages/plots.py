@@ -88,7 +88,8 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, classes: tuple, title
 
 def space_figure(path: str, title: str, method: str | None = None, poisons: tuple | None = None,
                  extra: list | None = None, gaussians: bool = True, sigmas: tuple = (2,),
-                 background: go.Heatmap | None = None, threshold: float | None = None) -> go.Figure:
+                 background: go.Heatmap | None = None, threshold: float | None = None,
+                 class_ids: tuple[int, ...] | None = None) -> go.Figure:
     """A checkpoint's feature space as every page draws it: its stored test-sample features, mapped to
     2-D with ``method`` (default: "raw" for d = 2 features, else "pca"), coloured by class, with the
     Gaussians (``sigmas`` rings and centres) when it is an LGM model and ``gaussians`` is true.
@@ -97,12 +98,22 @@ def space_figure(path: str, title: str, method: str | None = None, poisons: tupl
     ``extra``: traces already in the plot's coordinates (``projection(path, method)`` maps to them);
     ``background`` goes under everything (``feature_figure``). ``threshold``: the LGM likelihood
     filter's threshold (minus log-likelihood) to draw as each class's ring, on raw 2-D features.
+    ``class_ids``: a model pretrained on other classes, drawn for a victim of these (full-data-set
+    ids, in the victim's label order): only their sample images, named as the victim names them, and
+    no Gaussians (the model's own describe the classes it was trained on).
     """
     m, meta = model(path)
     cfg = meta["config"]
     method = method or ("raw" if cfg["feat_dim"] == 2 else "pca")
     proj = projection(path, method)
     ds = demo(cfg["dataset"])
+    points, labels, names = proj.transform(features(path, "test")), ds.y_test, ds.classes
+    if class_ids is not None:
+        keep = np.isin(labels, class_ids)
+        remap = np.full(len(ds.classes), -1)
+        remap[list(class_ids)] = np.arange(len(class_ids))
+        points, labels, names = points[keep], remap[labels[keep]], tuple(ds.classes[c] for c in class_ids)
+        gaussians, threshold = False, None
     gauss = tuple(x.numpy() for x in m.head.gaussians()) if gaussians and cfg["head"] == "lgm" else None
     marks = list(extra or [])
     if poisons is not None:
@@ -110,7 +121,7 @@ def space_figure(path: str, title: str, method: str | None = None, poisons: tupl
         marks = poison_markers(target_f[0], base_f, poison_f) + marks
     rings = (m.head.threshold_sigmas(threshold) if threshold is not None and gauss is not None and method == "raw"
              else None)
-    return feature_figure(proj.transform(features(path, "test")), ds.y_test, ds.classes, title, proj, gauss,
+    return feature_figure(points, labels, names, title, proj, gauss,
                           marks or None, sigmas=sigmas, background=background, filter_sigmas=rings)
 
 
@@ -142,7 +153,8 @@ def trial_space_figure(experiment: str, index: int, model_name: str, title: str)
     from pages.common import gallery
 
     g = gallery(experiment)
-    return space_figure(g.models[model_name]["path"], title, poisons=g.features(index, model_name))
+    return space_figure(g.models[model_name]["path"], title, poisons=g.features(index, model_name),
+                        class_ids=g.class_ids)
 
 
 def regions_heatmap(head, grid) -> go.Heatmap:

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
+from core.attacks import ATTACKS
+from core.data import CLASSES
 from core.defences import label as defence_label
 from core.defences import own_filter
 from core.gallery import SHOWCASE_RULE
@@ -43,6 +47,11 @@ def pick_showcase(dataset: str, space: str | None):
     return max(found, key=lambda f: f[2].strength(), default=None)  # ties: the picker's order (default first)
 
 
+def other_classes(g) -> list[str]:
+    """The classes a new-classes gallery's models were trained on: the data set's others."""
+    return [c for i, c in enumerate(CLASSES[g.dataset]) if i not in (g.class_ids or ())]
+
+
 def recipe(spec: dict) -> str:
     """How a victim was retrained, in words: its head's label and any setting that differs."""
     head = VICTIM_HEADS[spec.get("head", "warm")]
@@ -50,14 +59,22 @@ def recipe(spec: dict) -> str:
     return head.label + extra + (", crop + flip" if spec.get("augment") else "")
 
 
-def control_rows(name: str, trial: dict, classes) -> list[dict] | None:
-    """The same poisons against the shipped controls' victims (one row each), or None without a replay."""
+def control_rows(name: str, trial: dict, classes, config: dict | None = None) -> list[dict] | None:
+    """The same poisons against the shipped controls' victims (one row each): a replay's
+    (``core.report.control_outcomes``), else the experiment's own further victims (``config``'s
+    ``victim`` and ``victims``); None when there is neither."""
     controls = control_outcomes(name, trial)
+    if not controls and config and trial.get("controls"):
+        own = trial["victims"]["none"]
+        controls = {"victim": {**own, "clean_acc_after": own.get("clean_acc_after"),
+                               "spec": config.get("victim") or {"head": "warm"}},
+                    **{n: {**v, "spec": config.get("victims", {}).get(n, {})} for n, v in trial["controls"].items()}}
     if not controls:
         return None
     return [{"victim retrained on the same poisons": f"{head_label(trial['model_head'])} features: {recipe(v['spec'])}",
              "target now called": classes[v["pred_after"]], "poisoned?": "yes" if v["success"] else "no",
-             "clean accuracy": f"{100 * v['clean_acc_after']:.1f}%"} for v in controls.values()]
+             "clean accuracy": "-" if v.get("clean_acc_after") is None else f"{100 * v['clean_acc_after']:.1f}%"}
+            for v in controls.values()]
 
 
 def draw_showcase(dataset: str, space: str) -> bool:
@@ -72,12 +89,23 @@ def draw_showcase(dataset: str, space: str) -> bool:
     classes = g.classes
     dims = sorted({m["feat_dim"] for m in g.models.values()})
     victim = recipe(g.config.get("victim") or {"head": "warm"})
-    attack = {"fc": "feature collision", "cp": "convex polytope", "bp": "bullseye polytope"}.get(sc.attack, sc.attack)
+    attack = ATTACKS[sc.attack].label.lower() if sc.attack in ATTACKS else sc.attack
+    pretrained = ""
+    if g.class_ids is not None:
+        pretrained = (f" **These are not the sidebar's models:** they were trained on the other classes only "
+                      f"({', '.join(other_classes(g))}; `{'`, `'.join(Path(m['path']).name for m in g.models.values())}`), "
+                      f"as a victim that reuses a network pretrained elsewhere; the victim learns {', '.join(classes)}. "
+                      "Their own Gaussians describe those other classes, so none are drawn.")
+    labelled = t.get("labelled")
+    judged = (f"{sc.clean_label_successes} with every poison judged clean-label" if not labelled else
+              f"the judge accepted {labelled['kept']} of this trial's {labelled['crafted']} poisons as "
+              f"{named(classes[t['base_class']])}; the rest were dropped, as a person checking the labels would, "
+              "before any victim was retrained")
     st.markdown(f"**A real example, not a staged one.** In the shipped experiment `{name}` (models with "
                 f"{'/'.join(map(str, dims))} features) {attack} poisoned the softmax victim in "
-                f"**{sc.successes} of {sc.trials} trials** ({sc.clean_label_successes} with every poison judged "
-                f"clean-label). Each victim here was retrained with a **{victim}** on clean images plus the poisons. "
-                f"The same target and bases were attacked through the LGM model too (right).")
+                f"**{sc.successes} of {sc.trials} trials** ({judged}). Each victim here was retrained with a "
+                f"**{victim}** on clean images plus the poisons. The same target and bases were attacked "
+                f"through the LGM model too (right).{pretrained}")
     st.caption(SHOWCASE_RULE)
     target, bases, poisons = g.images(sc.softmax)
     cols = st.columns(4)
@@ -97,9 +125,10 @@ def draw_showcase(dataset: str, space: str) -> bool:
         # high-d: class centres only; the Gaussians' rings, projected, are far wider than the tight
         # clusters and cover one another (Feature space draws them, with that explained). 2-D: the
         # likelihood filter's threshold as each class's ring
-        fig = space_figure(info["path"], f"{head_label(head)} model: poisons crafted against it",
+        title = f"{head_label(head)} model: poisons crafted against it"
+        fig = space_figure(info["path"], title + (" (pretrained on other classes)" if g.class_ids else ""),
                            poisons=g.features(i, tr["model"]), sigmas=(2,) if info["feat_dim"] == 2 else (),
-                           threshold=threshold if info["feat_dim"] == 2 else None)
+                           threshold=threshold if info["feat_dim"] == 2 else None, class_ids=g.class_ids)
         col.plotly_chart(fig, width="stretch", key=f"showcase_{head}")
         none = tr["victims"]["none"]
         called = classes[none["pred_after"]]
@@ -112,11 +141,15 @@ def draw_showcase(dataset: str, space: str) -> bool:
         if threshold is not None and info["feat_dim"] == 2:
             text += " Dashed rings: the filter's threshold; a poison outside its claimed class's ring is flagged."
         col.markdown(text)
-    rows = control_rows(name, {**t, "model_head": "softmax"}, classes)
+    rows = control_rows(name, {**t, "model_head": "softmax"}, classes, g.config)
     if rows:
-        st.markdown("**Why: the same poisons against victims retrained other ways.** These poisons flip a "
-                    "warm-started head refitted without weight decay; a head trained properly (the poisoning "
-                    "benchmark's recipe, or weight decay) or a nearest-class-mean rule on the same softmax "
-                    "features may not be fooled at all:")
+        if (g.config.get("victim") or {"head": "warm"}).get("head") == "warm":
+            why = ("These poisons flip a warm-started head refitted without weight decay; a head trained properly "
+                   "(the poisoning benchmark's recipe, or weight decay) or a nearest-class-mean rule on the same "
+                   "softmax features may not be fooled at all:")
+        else:
+            why = ("Which rule the victim classifies by decides as much as which features it reads: a nearest-class-"
+                   "mean or Gaussian rule on the same softmax features is what the LGM head is:")
+        st.markdown(f"**Why: the same poisons against victims retrained other ways.** {why}")
         st.dataframe(rows, hide_index=True, width="stretch")
     return True

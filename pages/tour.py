@@ -4,7 +4,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.attacks import budget_levels
+from core.data import CLASSES
 from core.gallery import SHOWCASE_RULE
+from core.judge import JUDGES
 from core.report import copies_needed, load_bench, load_results, primary_cells
 from pages.common import DATASET_NAMES, article, named, sidebar
 from pages.figures import BLUE, budget_figure, curve_figure
@@ -67,7 +69,7 @@ def predict(key: str, question: str, options: tuple[str, ...], answer: str) -> b
 
 def _scatter(model_name: str, trial: int | None, title: str) -> go.Figure:
     return space_figure(g.models[model_name]["path"], title,
-                        poisons=g.features(trial, model_name) if trial is not None else None)
+                        poisons=g.features(trial, model_name) if trial is not None else None, class_ids=g.class_ids)
 
 
 def _by_head(head: str) -> str:
@@ -75,13 +77,24 @@ def _by_head(head: str) -> str:
 
 
 def step_networks() -> None:
-    st.markdown(f"Two networks learned the same job: name the {DATASET_NAMES[g.dataset]} image. Inside, each one "
-                "turns an image into a short list of numbers, its **features**, and decides from those. Each dot "
-                "below is one test image, placed by its features (flattened onto the page), coloured by its true "
-                "class.\n\nThe **LGM** network (right) was trained to keep every class inside a round cloud, a "
-                "*Gaussian*: the ring is the cloud the model assumes for each class (two standard deviations, with "
-                "the cross at its centre). Its images actually sit well inside, packed around the centre. "
-                "The ordinary **softmax** network (left) only had to get the answers right.")
+    if g.class_ids is not None:  # models pretrained on other classes, reused by the victim
+        others = ", ".join(c for i, c in enumerate(CLASSES[g.dataset]) if i not in g.class_ids)
+        st.markdown(f"Two networks learned the same job on **other** {DATASET_NAMES[g.dataset]} classes ({others}): "
+                    "the **LGM** one (right) was trained to keep every class inside a round cloud, a *Gaussian*; the "
+                    "ordinary **softmax** one (left) only had to get the answers right. Inside, each turns an image "
+                    "into a short list of numbers, its **features**. A victim now reuses those features for new "
+                    f"classes, {', '.join(classes)}, as people reuse a network someone else trained. Each dot below "
+                    "is one test image of those classes, placed by its features (flattened onto the page), coloured "
+                    "by its true class. (The LGM network's own Gaussians describe the classes it was trained on, so "
+                    "none are drawn.) These are not the sidebar's models.")
+    else:
+        st.markdown(f"Two networks learned the same job: name the {DATASET_NAMES[g.dataset]} image. Inside, each one "
+                    "turns an image into a short list of numbers, its **features**, and decides from those. Each dot "
+                    "below is one test image, placed by its features (flattened onto the page), coloured by its true "
+                    "class.\n\nThe **LGM** network (right) was trained to keep every class inside a round cloud, a "
+                    "*Gaussian*: the ring is the cloud the model assumes for each class (two standard deviations, "
+                    "with the cross at its centre). Its images actually sit well inside, packed around the centre. "
+                    "The ordinary **softmax** network (left) only had to get the answers right.")
     c1, c2 = st.columns(2)
     c1.plotly_chart(_scatter(_by_head("softmax"), None, "Softmax network"), width="stretch", key="tour_net_s")
     c2.plotly_chart(_scatter(_by_head("lgm"), None, "LGM network"), width="stretch", key="tour_net_l")
@@ -100,11 +113,23 @@ def step_goal() -> None:
 
 def step_poison() -> None:
     judged = t_soft["judge"].get("clean_label") or []
-    st.markdown(f"The attacker changes each base a little: every pixel by at most **{levels} of 255** grey levels "
-                f"(the **budget**). Two independent judges stand in for a person checking the data: a separately "
-                f"trained network and the most similar real training images. Both still call "
-                f"**{sum(judged)} of {len(judged)}** poisons {article(B)} **{B}**. A poison that passes is **clean-label**: "
-                f"correctly labelled, as far as anyone looking can tell.")
+    labelled = t_soft.get("labelled")
+    if labelled:  # a labelled experiment: its judge's rejects were dropped before retraining
+        spec = JUDGES[labelled["judge"]]
+        st.markdown(f"The attacker changes each base a little: every pixel by at most **{levels} of 255** grey "
+                    f"levels (the **budget**). A judge stands in for a person checking the data: "
+                    f"{len(spec.members)} separately trained networks, none of which the attacker had, vote on each "
+                    f"image{' after it is saved again as a JPEG' if spec.purify.startswith('jpeg') else ''}. It "
+                    f"called **{labelled['kept']} of the {labelled['crafted']}** poisons {article(B)} **{B}**; the "
+                    f"other {labelled['crafted'] - labelled['kept']} a person might relabel, so they were **dropped** "
+                    "before anything was retrained. A poison that passes is **clean-label**: correctly labelled, as "
+                    "far as anyone looking can tell.")
+    else:
+        st.markdown(f"The attacker changes each base a little: every pixel by at most **{levels} of 255** grey levels "
+                    f"(the **budget**). Two independent judges stand in for a person checking the data: a separately "
+                    f"trained network and the most similar real training images. Both still call "
+                    f"**{sum(judged)} of {len(judged)}** poisons {article(B)} **{B}**. A poison that passes is "
+                    "**clean-label**: correctly labelled, as far as anyone looking can tell.")
     cols = st.columns(3)
     cols[0].image(image_for_display(bases[0]), width=140, caption=f"base: {named(B)}")
     cols[1].image(image_for_display(poisons[0]), width=140, caption=f"poison: still {named(B)} to the judges")
@@ -131,16 +156,17 @@ def step_fooled() -> None:
     if not predict("fooled", f"Retrained on the poisons, will the softmax victim call the {T} {article(B)} {B}?",
                    ("yes, fooled", "no, not fooled"), "yes, fooled" if fooled else "no, not fooled"):
         return
-    rows = control_rows(name, {**t_soft, "model_head": "softmax"}, classes)
+    rows = control_rows(name, {**t_soft, "model_head": "softmax"}, classes, g.config)
+    rare = "**Honestly: this is rare at this budget.** " if sc.successes < 0.2 * sc.trials else ""
     st.markdown(f"Afterwards the softmax victim calls the target {article(called)} **{called}**.\n\n"
-                f"**Honestly: this is rare at this budget.** It happened in **{sc.successes} of {sc.trials}** shipped "
+                f"{rare}It happened in **{sc.successes} of {sc.trials}** shipped "
                 "trials" + (", and it depends on how the victim is retrained:" if rows else "."))
     if rows:
         st.dataframe(rows, hide_index=True, width="stretch")
         st.caption("The same poisons, the same softmax features, other ways of retraining the last layer.")
-    st.markdown(f"A bigger budget works more often, but then the poisons stop looking like {B}s:")
     budget = load_bench("budget_mnist") if g.dataset == "mnist" else None
     if budget:
+        st.markdown(f"A bigger budget works more often, but then the poisons stop looking like {B}s:")
         rows = budget["rows"]
         fig = budget_figure(rows, f"Success against the budget ({rows[0]['pairs']} target/base pairs per point)",
                             "budget: most grey levels any pixel may change (of 255)")
@@ -194,14 +220,27 @@ def step_measured() -> None:
             "lgm_victim", f"And with no filter at all: will the LGM victim, retrained on its poisons, call the {T} "
             f"{article(B)} {B}?", ("yes, fooled", "no, not fooled"), "yes, fooled" if none["success"] else "no, not fooled"):
         return
-    if none is not None:
-        called = classes[none["pred_after"]]
-        st.markdown(f"Even with **no** filter, the LGM victim still called the target {article(called)} **{called}**. "
-                    "Why? Its last layer decides by distance to each class's centre, and the ordinary "
-                    f"{B}s of the clean training set (about {g.config['n_clean'] // len(classes)}) pin that centre in "
-                    f"place. A sanity test shows it: put *exact copies* of the target's features, labelled {B}, into "
-                    "the training data. How many copies flip each victim?")
     dose = load_bench("dose_mnist") if g.dataset == "mnist" else None
+    if none is not None and not none["success"]:
+        called = classes[none["pred_after"]]
+        still = "still " if called == T else ""
+        mechanism = (" Why? Its last layer decides by distance to each class's centre, and the ordinary "
+                     f"{B}s of the clean training set (about {g.config['n_clean'] // len(classes)}) pin that centre "
+                     "in place.")
+        if dose:
+            mechanism += (f" A sanity test shows it: put *exact copies* of the target's features, labelled {B}, into "
+                          "the training data. How many copies flip each victim?")
+        if (g.config.get("victim") or {}).get("head", "warm") != "warm":  # not the LGM head: measured, not explained
+            cells = [c for c in primary_cells(load_results().get(name, {})) if (c["model"], c["attack"], c["defence"])
+                     == (t_lgm["model"], sc.attack, "none")]
+            mechanism = (f" Over the shipped trials this victim, on the LGM network's features, was fooled in "
+                         f"**{sum(c['successes'] for c in cells)} of {sum(c['trials'] for c in cells)}** (the softmax "
+                         f"one in {sc.successes} of {sc.trials}); **Attack outcomes** has every victim and filter.")
+        st.markdown(f"Even with **no** filter, the LGM victim {still}called the target {article(called)} **{called}**, "
+                    f"not {article(B)} {B}." + mechanism)
+    elif none is not None:
+        st.markdown(f"With no filter, the LGM victim was fooled too: it calls the target {article(B)} **{B}**. "
+                    "Its filter is what stands between the poisons and the victim here.")
     if dose:
         rows = [r for r in dose["rows"] if r["kind"] == "copies"]
         st.plotly_chart(curve_figure(rows, "count", "victim", f"Exact copies needed ({rows[0]['pairs']} targets)",

@@ -334,8 +334,18 @@ def test_rejudge_drops_what_the_judge_rejects_and_retrains(tiny_checkpoints, tmp
                            n_test=100, demo=True, seed=3, defences=("none", "centroid"),
                            victims={"ncm": {"head": "ncm"}})
     run_experiment(cfg, tmp_path, progress=False)
-    summary = rejudge_experiment(tmp_path, "reference", progress=False)
+    summary = rejudge_experiment(tmp_path, "reference", progress=False, labelled_out=tmp_path / "labelled")
     assert json.loads((tmp_path / "rejudged" / "reference.json").read_text()) == json.loads(json.dumps(summary))
+    lab = tmp_path / "labelled"  # the labelled data sets as an experiment of their own
+    assert json.loads((lab / "results.json").read_text())["labelled"]["from"] == tmp_path.name
+    assert ExperimentConfig.from_file(lab / "config.json").judge == "reference"
+    for key, t in summary["trials"].items():
+        rec = json.loads((lab / "trials" / f"{key}.json").read_text())
+        assert rec["labelled"]["kept"] == t["kept"] == len(rec["base_indices"]) and rec["n_poisons"] == 3
+        if t["kept"]:
+            assert len(np.load(lab / "trials" / f"{key}.npz")["poisons"]) == t["kept"] and all(rec["judge"]["clean_label"])
+    if any(t["kept"] for t in summary["trials"].values()):
+        _check_gallery(lab, mnist_demo, tiny_checkpoints)
     judge = load_judge(mnist_demo)
     for key, t in summary["trials"].items():
         rec = json.loads((tmp_path / "trials" / f"{key}.json").read_text())
