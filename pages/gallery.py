@@ -27,6 +27,14 @@ if not names:
 name = st.selectbox("Experiment", names, key="gallery_experiment",
                     format_func=lambda n: f"{n} ({', '.join(sorted({t['attack'] for t in gallery(n).trials}))})")
 g = gallery(name)
+if any(t.get("labelled") for t in g.trials):
+    first = next(t["labelled"] for t in g.trials if t.get("labelled"))
+    st.info(f"A labelled data set: only the poisons of `{first['from']}` that its judge (`{first['judge']}`) calls "
+            "their base class are here; the rest were dropped, as a person checking the labels would, before any "
+            "victim was retrained.")
+if g.class_ids is not None:
+    st.caption(f"The models were pretrained on other classes; the victim learns {', '.join(g.classes)}. These are "
+               "not the sidebar's models.")
 
 # --- filters ----------------------------------------------------------------------------------------------
 c1, c2, c3, c4 = st.columns(4)
@@ -63,8 +71,11 @@ def victims_line(t: dict) -> str:
     none = t["victims"]["none"]
     line = f"Victim without a filter: **{'poisoned' if none['success'] else 'not poisoned'}**."
     caught = [f"{defence_label(d)} {sum(v['flagged'])}" for d, v in t["victims"].items() if v["flagged"] is not None]
+    kept = next((len(v["flagged"]) for v in t["victims"].values() if v["flagged"] is not None), t["n_poisons"])
+    if t.get("labelled"):  # a labelled data set: the judge's rejects were dropped before anything else
+        line += f" The judge kept {t['labelled']['kept']} of the {t['labelled']['crafted']} poisons crafted."
     if caught:
-        line += f" Poisons caught (of {t['n_poisons']}): " + " · ".join(caught) + "."
+        line += f" Poisons caught (of {kept}): " + " · ".join(caught) + "."
     fooled = [defence_label(d) for d, v in t["victims"].items() if d != "none" and v["success"]]
     if fooled:
         line += " Still poisoned behind: " + ", ".join(fooled) + "."

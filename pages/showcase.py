@@ -18,6 +18,7 @@ from pages.common import DATASET_NAMES, article, experiments_for, galleries, gal
 from pages.plots import amplified, image_for_display, space_figure
 
 SPACE_WORDS = {"2-D": "2-D", "high-d": "high-d"}
+OTHER_CLASSES_NOTE = "<br><sup>pretrained on other classes</sup>"  # a second title line: one line was cut off
 
 
 def no_showcase(dataset: str, space: str | None = None) -> str:
@@ -106,13 +107,19 @@ def draw_showcase(dataset: str, space: str) -> bool:
                 f"**{sc.successes} of {sc.trials} trials** ({judged}). Each victim here was retrained with a "
                 f"**{victim}** on clean images plus the poisons. The same target and bases were attacked "
                 f"through the LGM model too (right).{pretrained}")
+    if sc.attack == "cm":
+        st.markdown(f"**Where the poisons go.** The class-mean shift does not put its poisons on the target: it throws "
+                    f"them past it, so that the average of all {classes[t['base_class']]}s the victim learns "
+                    "from, clean ones included, moves onto the target. In the maps below the stars land beyond the "
+                    "gold diamond, far from their own class: that is also why the filters catch them.")
     st.caption(SHOWCASE_RULE)
     target, bases, poisons = g.images(sc.softmax)
     cols = st.columns(4)
     cols[0].image(image_for_display(target), width=110, caption=f"target: {named(classes[t['target_label']])}")
     cols[1].image(image_for_display(bases[0]), width=110, caption=f"base: {named(classes[t['base_class']])}")
     cols[2].image(image_for_display(poisons[0]), width=110,
-                  caption=f"poison: the judges call it {named(classes[t['base_class']])}")
+                  caption=f"poison: the {'judge calls' if t.get('labelled') else 'judges call'} it "
+                          f"{named(classes[t['base_class']])}")
     cols[3].image(image_for_display(amplified(poisons[0], bases[0])), width=110,
                   caption="what changed, amplified (grey: nothing)")
     sides = [("softmax", sc.softmax)] + ([("lgm", sc.lgm)] if sc.lgm is not None else [])
@@ -126,7 +133,7 @@ def draw_showcase(dataset: str, space: str) -> bool:
         # clusters and cover one another (Feature space draws them, with that explained). 2-D: the
         # likelihood filter's threshold as each class's ring
         title = f"{head_label(head)} model: poisons crafted against it"
-        fig = space_figure(info["path"], title + (" (pretrained on other classes)" if g.class_ids else ""),
+        fig = space_figure(info["path"], title + (OTHER_CLASSES_NOTE if g.class_ids else ""),
                            poisons=g.features(i, tr["model"]), sigmas=(2,) if info["feat_dim"] == 2 else (),
                            threshold=threshold if info["feat_dim"] == 2 else None, class_ids=g.class_ids)
         col.plotly_chart(fig, width="stretch", key=f"showcase_{head}")
@@ -148,8 +155,8 @@ def draw_showcase(dataset: str, space: str) -> bool:
                    "(the poisoning benchmark's recipe, or weight decay) or a nearest-class-mean rule on the same "
                    "softmax features may not be fooled at all:")
         else:
-            why = ("Which rule the victim classifies by decides as much as which features it reads: a nearest-class-"
-                   "mean or Gaussian rule on the same softmax features is what the LGM head is:")
+            why = ("The victim's rule matters as much as its features: the nearest-class-mean and Gaussian rules "
+                   "below classify the way the LGM head does, here on the softmax model's features:")
         st.markdown(f"**Why: the same poisons against victims retrained other ways.** {why}")
         st.dataframe(rows, hide_index=True, width="stretch")
     return True

@@ -117,7 +117,9 @@ def _showcase_titles(name: str) -> list[str]:
     from core.gallery import load_gallery, shipped_galleries
 
     other = load_gallery(shipped_galleries()[name]).class_ids is not None
-    return [t + (" (pretrained on other classes)" if other else "") for t in SHOWCASE_TITLES]
+    from pages.showcase import OTHER_CLASSES_NOTE
+
+    return [t + (OTHER_CLASSES_NOTE if other else "") for t in SHOWCASE_TITLES]
 
 
 def _check_overview(at, figs, dataset, space):
@@ -600,3 +602,27 @@ def test_defences_page_draws_a_shipped_ladder_with_what_it_means(monkeypatch):
     assert "Shipped ladder `test_ladder`" in caption
     at = _app("pages/defences.py", "fashion-mnist", "high-d")
     assert "No adaptive ladder is shipped for Fashion-MNIST" in " ".join(c.value for c in at.caption)
+
+
+def test_gallery_of_a_labelled_new_classes_experiment_names_the_victims_classes():
+    """A new-classes experiment's labels index the victim's five classes: the gallery must name those
+    (it once named the full data set's, so a dog showed as a bird), say the models are not the
+    sidebar's, and say which poisons a labelled data set kept."""
+    from core.gallery import load_gallery, shipped_galleries
+
+    name = "meanshift_newclasses_cifar10_labelled"
+    g = load_gallery(shipped_galleries()[name])
+    assert g.class_ids == (0, 1, 5, 8, 9) and g.classes == ["airplane", "automobile", "dog", "ship", "truck"]
+    at = _app("pages/gallery.py", "cifar10", "high-d")
+    at.selectbox(key="gallery_experiment").set_value(name).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("A labelled data set" in i.value for i in at.info)
+    assert any("not the sidebar's models" in c.value for c in at.caption)
+    text = _words(at)
+    first = g.trials[0]
+    assert f"poisons claim **{g.classes[first['base_class']]}**" in text
+    assert f"The judge kept {first['labelled']['kept']} of the {first['labelled']['crafted']} poisons" in text
+    for other in ("bird", "cat", "deer", "frog", "horse"):
+        assert f"**{other}**" not in text
+    figs = _figures(at)
+    assert figs and all("class centre (LGM)" not in [t.get("name") for t in f["data"]] for f in figs)
