@@ -117,7 +117,12 @@ ladders = ladders_for(dataset)
 if not ladders:
     st.caption(f"No adaptive ladder is shipped for {DATASET_NAMES[dataset]} yet (`poisonlab ladder`).")
 else:
-    name = next(iter(ladders))
+    names = list(ladders)
+    # several ladders (e.g. two poison counts): open on the one with the most adaptive trials
+    most = max(names, key=lambda n: sum(r["trials"] for r in ladders[n]["rows"] if r["weight"]))
+    name = names[0] if len(names) == 1 else st.selectbox(
+        "Shipped ladder", names, index=names.index(most), key="ladder_pick",
+        format_func=lambda n: f"{n}: {ladders[n]['rows'][0]['n_poisons']} poisons" if ladders[n]["rows"] else n)
     ladder = ladders[name]
     st.markdown(f"Each filter against **{ATTACKS[ladder['attack']].label}** with a stealth term that mirrors the "
                 "filter's own score, weighted by w (w = 0: the plain attack, hollow). A point high and to the "

@@ -600,6 +600,17 @@ def test_defences_page_draws_a_shipped_ladder_with_what_it_means(monkeypatch):
             "96% of its poisons and 0 of 6 still flip behind it. Knowing the filter, the attacker's best weight "
             "(w = 10) leaves 10% flagged and flips 2 of 6 behind it (2 with no filter).") in caption
     assert "Shipped ladder `test_ladder`" in caption
+    # two ladders: a choice, opening on the one with the most adaptive trials
+    small = {**ladder, "rows": [{**r, "trials": 1} for r in ladder["rows"]]}
+    monkeypatch.setattr(common, "load_ladders", lambda: {"a_small": small, "test_ladder": ladder})
+    common.ladders_for.clear()
+    try:
+        at = _app("pages/defences.py", "mnist", "high-d")
+        assert at.selectbox(key="ladder_pick").value == "test_ladder"
+        at.selectbox(key="ladder_pick").set_value("a_small").run()
+        assert not at.exception and "Shipped ladder `a_small`" in " ".join(c.value for c in at.caption)
+    finally:
+        common.ladders_for.clear()
     at = _app("pages/defences.py", "fashion-mnist", "high-d")
     assert "No adaptive ladder is shipped for Fashion-MNIST" in " ".join(c.value for c in at.caption)
 
