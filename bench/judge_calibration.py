@@ -12,8 +12,9 @@ is measured on what a person gets right and what the attack must not buy:
   +-8/255 with seeded random signs (a person does not notice; the judge must not either);
 - ``poisons_base``: the share of shipped poisons (crafted at 8/255 against the attacked models,
   by eye their base class) it calls the base class, per experiment;
-- ``pgd_true``: on untargeted PGD examples (8/255, 10 steps) against an attacked model that fool
-  it, the share it still names the true class: how far the attack's perturbation transfers;
+- ``pgd_true``: on PGD examples (8/255, 10 steps) against each attacked model (untargeted on its
+  own head; on a split model, pushing the feature away from the clean one), the share it still
+  names the true class: how far the attack's perturbation transfers;
 - ``blend_base``: a 50/50 blend of a base and a test image of another victim class, the share
   called the base class (a judge that says "base" to everything passes the rest);
 - the pixel 5-NN vote's own accuracy on the same clean images (kept in a judge only where stated).
@@ -40,6 +41,7 @@ from core.data import load_dataset, stratified_sample
 from core.judge import JUDGE_DIR, KNN_K, PURIFIERS, Judge
 from core.models import extract_features
 
+ROOT = Path(__file__).resolve().parent.parent
 JUDGE = str(JUDGE_DIR / "cifar10_judge.pt")
 FULL = ("checkpoints/cifar10_softmax_d128.pt", "checkpoints/cifar10_lgm_d128.pt")
 LOW_D = ("checkpoints/cifar10_softmax_d2.pt", "checkpoints/cifar10_lgm_d2.pt")
@@ -138,7 +140,8 @@ def main() -> None:
             for purify in PURIFY:
                 lab = judge_labels(paths, x, purify, ds)
                 right = lab == y
-                row = {"members": list(paths), "purify": purify, "clean_acc": float(right.mean()),
+                row = {"members": [Path(p).relative_to(ROOT).as_posix() if Path(p).is_absolute() else p for p in paths],
+                       "purify": purify, "clean_acc": float(right.mean()),
                        "noise_pass": float((judge_labels(paths, noisy, purify, ds) == y)[right].mean()),
                        "blend_base": float((judge_labels(paths, blends, purify, ds) == y[b_idx]).mean()),
                        "poisons_base": {k: float((judge_labels(paths, p, purify, ds) == b).mean())

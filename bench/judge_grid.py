@@ -43,7 +43,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     chosen = {ok: [picks[ok][j] for j in sorted(rng.choice(len(picks[ok]), min(args.n, len(picks[ok])), replace=False))]
               for ok in picks}
-    cols = max(len(v) for v in chosen.values())
+    cols = max(1, max(len(v) for v in chosen.values()))  # a judge that rejected nothing: an empty block
     fig, axes = plt.subplots(4, cols, figsize=(1.45 * cols, 6.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -55,6 +55,8 @@ def main() -> None:
                 poison = z["poisons"][i]
             base = ds.x_train[rec["base_indices"][i]]
             name = ds.classes[called] if called >= 0 else "not in the task"
+            if not ok and called == rec["base_class"]:  # the network said the base: the k-NN vote rejected it
+                name += " (k-NN: not)"
             axes[2 * block, c].imshow(base)
             axes[2 * block, c].set_title(f"base: {ds.classes[rec['base_class']]}", fontsize=7)
             axes[2 * block + 1, c].imshow(poison)

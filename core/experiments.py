@@ -32,14 +32,14 @@ from .attacks import ATTACKS, settings_for
 from .checkpoints import load_checkpoint
 from .data import load_dataset, load_demo, stratified_sample
 from .defences import DEFENCES
-from .gallery import build_gallery
+from .gallery import GALLERY_JSON, GALLERY_NPZ, build_gallery
 from .judge import JUDGES, load_judge
 from .attacks import Poisons
 from .models import extract_features
 from .pipeline import FeatureBank, correct_targets, evaluate_poisons, plan_trial, run_trial
 from .report import load_trials, markdown_table, summarise
 from .settings import default_of
-from .victim import SETTINGS, VICTIM_HEADS, HeadData, Retraining
+from .victim import SETTINGS, VICTIM_HEADS, HeadData, Retraining, retrain_victim
 
 
 # features of whole data sets, by model and data (FeatureBank.cached); POISONLAB_CACHE_DIR moves it
@@ -133,7 +133,7 @@ class ExperimentConfig:
                            _canonical_attack_settings(tuple(self.attacks), self.attack_settings, "config"))
         self.primary_recipe(0)  # validates the experiment's victim
         self.control_recipes(0)  # validates every victim's head and settings
-        if isinstance(self.judge, str) and self.judge not in JUDGES:
+        if not (isinstance(self.judge, bool) or (isinstance(self.judge, str) and self.judge in JUDGES)):
             raise ValueError(f"judge must be true, false or one of {sorted(JUDGES)}, got {self.judge!r}")
         if self.victim.get("head") != "warm" and "end2end" in self.settings:
             raise ValueError("end2end fine-tunes the model's own head: the victim's head must be 'warm' there")
@@ -252,10 +252,15 @@ def _bank(path: str, demo: bool, data_dir: str | None) -> FeatureBank:
     return FeatureBank.cached(model, data, BANK_CACHE, meta["sha256"])
 
 
-@lru_cache(maxsize=4)
 def _judge(name: str, demo: bool, data_dir: str | None, classes: tuple[int, ...] | None = None,
            judge: bool | str = True):
-    return load_judge(_dataset(name, demo, data_dir, classes), name="reference" if judge is True else str(judge))
+    """The judge ``judge`` (True: the reference one) for a data set, restricted to ``classes``."""
+    return _load_judge(name, demo, data_dir, classes, "reference" if judge is True else str(judge))
+
+
+@lru_cache(maxsize=4)
+def _load_judge(name: str, demo: bool, data_dir: str | None, classes: tuple[int, ...] | None, judge: str):
+    return load_judge(_dataset(name, demo, data_dir, classes), name=judge)
 
 
 def _trial_key(model: str, attack: str, k: int, setting: str, trial: int) -> str:
@@ -356,6 +361,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True
     ``on_trial(done, total)`` is called after each trial (the dashboard's progress bar).
     """
     out = Path(out)
+    _refuse_labelled(out, "run an experiment into")
     _check_resume(cfg, out)
     (out / "trials").mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -387,6 +393,16 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True
         name, classes = datasets.pop()
         build_gallery(out, data=_dataset(name, cfg.demo, cfg.data_dir, classes))
     return summary
+
+
+def _refuse_labelled(folder: Path, what: str) -> None:
+    """A labelled data set (``rejudge_experiment``) is made from another experiment's poisons: its
+    bases are subsets and its judge did not draw them, so nothing may craft into it or replay it."""
+    res = folder / "results.json"
+    if res.is_file() and json.loads(res.read_text()).get("labelled"):
+        src = json.loads(res.read_text())["labelled"].get("from")
+        raise ValueError(f"{folder} is a labelled data set made from {src} by `poisonlab rejudge`: cannot {what} it; "
+                         f"use {src} itself")
 
 
 # Settings that change how many trials run, or where, but not what any one trial computes.
@@ -435,6 +451,7 @@ def replay_experiment(exp_dir: str | Path, out: str | Path, victims: dict[str, d
     (records as an experiment's, with ``replay_of``) and ``OUT/results.json`` / ``results.md``;
     resumable like an experiment."""
     exp_dir, out = Path(exp_dir), Path(out)
+    _refuse_labelled(exp_dir, "replay")
     cfg = ExperimentConfig.from_file(exp_dir / "config.json")
     if not victims or not isinstance(victims, dict):
         raise ValueError("a replay needs at least one victim: {name: {\"head\": ...}}")
@@ -523,13 +540,24 @@ def rejudge_experiment(exp_dir: str | Path, judge: str, defences: tuple[str, ...
     cell's ``successes`` are *clean-label successes in a labelled data set* (its
     ``clean_label_rate``: the share of crafted poisons the judge accepts). ``labelled_out``: also
     write the labelled data sets as an experiment folder of their own (kept poisons only, records
-    marked ``labelled``, results and a gallery), which the dashboard lists like any experiment.
+    marked ``labelled``, results and a gallery), which the dashboard lists like any experiment. A
+    trial whose every poison is rejected has its victims retrained on the clean set alone: it joins
+    the no-filter cells only (with no poison in the pool a filter has nothing to find) and has no
+    poisons to show in the gallery.
     Which judge stands in for a person better is settled by measurement
     (``bench/judge_calibration.py``)."""
     exp_dir = Path(exp_dir)
+    _refuse_labelled(exp_dir, "rejudge")
     cfg = ExperimentConfig.from_file(exp_dir / "config.json")
     if judge not in JUDGES:
         raise ValueError(f"unknown judge {judge!r}; one of {sorted(JUDGES)}")
+    if labelled_out is not None:
+        lab = Path(labelled_out)
+        if lab.resolve() == exp_dir.resolve() or ((lab / "results.json").is_file() and not json.loads(
+                (lab / "results.json").read_text()).get("labelled")) or (lab / "trials").is_dir() and not (
+                lab / "results.json").is_file() and any((lab / "trials").iterdir()):
+            raise ValueError(f"{lab} holds an experiment of its own: the labelled data sets need a folder that is "
+                             "empty or an earlier labelled one")
     defences = tuple(defences or cfg.defences)
 
     def key_of(r: dict) -> str:
@@ -555,13 +583,24 @@ def rejudge_experiment(exp_dir: str | Path, judge: str, defences: tuple[str, ...
         trials[key] = {**v.to_dict(), "bases_clean_label": vb.clean_label.tolist(), "kept": int(kept.sum()),
                        "original_success": rec["defences"]["none"]["success"]}
         mark = {"from": exp_dir.name, "judge": judge, "crafted": int(len(crafted)), "kept": int(kept.sum())}
-        if not kept.any():  # nothing of the attack is left in a labelled data set: the victims are the
-            # clean ones, and the target was drawn among images the clean victim gets right
-            fail = lambda results: {d: {**o, "success": False} for d, o in results.items()}  # noqa: E731
-            labelled.append((key, {**rec, "defences": fail(rec["defences"]), "base_indices": [],
-                                   "victims": {n: fail(o) for n, o in rec.get("victims", {}).items()},
-                                   "judge": {"reference": [], "knn": None, "clean_label": []},
-                                   "clean_label": True, "labelled": mark}, None))
+        if not kept.any():  # nothing of the attack is left: the victims retrained on the clean set alone
+            # (no filter runs: with no poison in the pool it has nothing to find)
+            full = _stored_poisons(model, ds, plan, rec, exp_dir / "trials" / f"{key}.npz")
+            bank = _bank(path, cfg.demo, cfg.data_dir)
+
+            def clean_victim(recipe: Retraining) -> dict:
+                o, _ = retrain_victim(model, full, (ds.x_train[plan.clean_indices], ds.y_train[plan.clean_indices]),
+                                      (ds.x_test[plan.test_indices], ds.y_test[plan.test_indices]), recipe,
+                                      keep=np.zeros(len(crafted), bool), clean_feats=bank.train[plan.clean_indices],
+                                      test_feats=torch.from_numpy(bank.test[plan.test_indices]),
+                                      n_classes=len(ds.classes) if new_classes else None)
+                return {"none": {"success": o.success, "pred_after": o.pred_after,
+                                 "clean_acc_after": o.clean_acc_after, "poisons_kept": 0}}
+
+            controls = {n: r for n, r in cfg.control_recipes(trial).items() if r.why_not(model.head, new_classes) is None}
+            labelled.append((key, {**rec, "defences": clean_victim(cfg.primary_recipe(trial)), "base_indices": [],
+                                   "victims": {n: clean_victim(r) for n, r in controls.items()},
+                                   "judge": None, "clean_label": True, "labelled": mark, "no_poison_kept": True}, None))
             continue
         result = evaluate_poisons(model, ds, plan, rec["attack"],
                                   _stored_poisons(model, ds, plan, rec, exp_dir / "trials" / f"{key}.npz", kept),
@@ -572,7 +611,7 @@ def rejudge_experiment(exp_dir: str | Path, judge: str, defences: tuple[str, ...
         # the trial keeps its crafted dose as its cell; its bases and verdict are the kept poisons'
         labelled.append((key, {"model": rec["model"], "trial": trial, **result.record(), "n_poisons": rec["n_poisons"],
                                "base_indices": plan.base_indices[kept].tolist(), "victim_name": cfg.primary_name,
-                               "eps": rec.get("eps"), "seeds": rec.get("seeds"),
+                               "eps": rec.get("eps"), "seeds": rec.get("seeds"), "craft_s": rec.get("craft_s"),
                                "attack_settings": rec.get("attack_settings"), "labelled": mark,
                                **({"victim_classes": rec["victim_classes"]} if "victim_classes" in rec else {})},
                          crafted[kept]))
@@ -594,8 +633,8 @@ def rejudge_experiment(exp_dir: str | Path, judge: str, defences: tuple[str, ...
 def _write_labelled(cfg: ExperimentConfig, out: Path, labelled: list, summary: dict) -> None:
     """The labelled data sets of ``rejudge_experiment`` as an experiment folder (trials, results, gallery)."""
     (out / "trials").mkdir(parents=True, exist_ok=True)
-    for old in (out / "trials").iterdir():
-        old.unlink()  # a folder of its own, written whole each time
+    for old in [*(out / "trials").iterdir(), out / GALLERY_JSON, out / GALLERY_NPZ]:
+        old.unlink(missing_ok=True)  # a folder of its own, written whole each time
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     for key, rec, poisons in labelled:
         if poisons is not None:

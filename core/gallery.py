@@ -27,8 +27,10 @@ GALLERY_NPZ = "gallery.npz"
 GALLERY_JSON = "gallery.json"
 
 
-def _slim(key: str, rec: dict, start: int) -> dict:
-    """What the gallery shows of one trial record, with per-poison filter flags."""
+def _slim(key: str, rec: dict, start: int, stored: int) -> dict:
+    """What the gallery shows of one trial record, with per-poison filter flags. ``stored``: how many
+    poisons its npz holds (the crafted count, or fewer in a labelled data set: ``n_stored`` slices the
+    arrays, ``n_poisons`` stays the cell's dose)."""
     k = rec["n_poisons"]
     victims = {}
     for name, d in rec["defences"].items():
@@ -48,6 +50,7 @@ def _slim(key: str, rec: dict, start: int) -> dict:
             "target_label": rec["target_label"], "base_class": rec["base_class"], "eps": rec.get("eps"),
             "linf": rec["linf"], "feature_distance": rec["feature_distance"],
             "clean_label": bool(rec.get("clean_label")), "judge": judge, "victims": victims, "start": start,
+            "n_stored": stored,
             # the experiment's other victims on the same poisons, with no filter
             "controls": {n: {"success": bool(o["none"]["success"]), "pred_after": int(o["none"]["pred_after"]),
                              "clean_acc_after": float(o["none"]["clean_acc_after"])}
@@ -81,7 +84,7 @@ def build_gallery(exp_dir: str | Path, data: Dataset | None = None, data_dir: st
             continue
         with np.load(npz) as z:
             p = z["poisons"]
-        trials.append(_slim(path.stem, rec, start))
+        trials.append(_slim(path.stem, rec, start, len(p)))
         targets.append(data.x_test[rec["target_index"]])
         bases.append(data.x_train[np.asarray(rec["base_indices"])])
         poisons.append(p)
@@ -120,13 +123,13 @@ class Gallery:
     def images(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(target [H,W,C], bases [k,H,W,C], poisons [k,H,W,C]) of trial ``i``, all uint8."""
         t = self.trials[i]
-        sl = slice(t["start"], t["start"] + t["n_poisons"])
+        sl = slice(t["start"], t["start"] + t.get("n_stored", t["n_poisons"]))
         return self.arrays["targets"][i], self.arrays["bases"][sl], self.arrays["poisons"][sl]
 
     def features(self, i: int, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(target [d], bases [k,d], poisons [k,d]) of trial ``i`` under ``model``'s feature extractor."""
         t = self.trials[i]
-        sl = slice(t["start"], t["start"] + t["n_poisons"])
+        sl = slice(t["start"], t["start"] + t.get("n_stored", t["n_poisons"]))
         return (self.arrays[f"targets__{model}"][i], self.arrays[f"bases__{model}"][sl],
                 self.arrays[f"poisons__{model}"][sl])
 
@@ -166,10 +169,10 @@ SHOWCASE_RULE = ("Shown: the first trial, by trial number, in which every poison
                  "experiment's judges (in a labelled experiment, the poisons its judge rejected were dropped before "
                  "any victim was retrained), the softmax victim (no filter) was poisoned and the LGM victim, attacked "
                  "on the same target with the same bases and clean-label poisons, was not; where no trial has both, "
-                 "the first clean-label poisoning of the softmax victim. Attacks are tried in the order feature "
-                 "collision, convex polytope, bullseye polytope, class-mean shift. Among a data set's experiments in "
-                 "the chosen feature space, one with such a contrast comes first, then the higher clean-label "
-                 "success count.")
+                 "the first clean-label poisoning of the softmax victim (in a labelled experiment each side keeps "
+                 "its own accepted poisons). Across attacks and across a data set's experiments in the chosen "
+                 "feature space, one with such a contrast comes first, then the higher clean-label success count; "
+                 "ties go to feature collision, convex polytope, bullseye polytope, class-mean shift, in that order.")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ when both give it the base class:
 The k-NN's reference set is whatever training split the caller has: the full data set in
 experiments, the embedded sample in the dashboard (a weaker vote, stated in the verdict).
 
-``JUDGES`` names the judges one may choose (``load_judge(data, name)``): ``reference`` is the one
+``JUDGES`` names the judges one may choose (``load_judge(data, name=...)``): ``reference`` is the one
 above, for every data set. ``cifar10-new-classes`` is the judge calibrated for the CIFAR-10 victim
 that learns classes its extractor never saw (``bench/judge_calibration.py``, REPRODUCTION section
 1): the ConvNet and the full-task ResNet-20 pair (which the attacker, holding the split model,
@@ -114,7 +114,7 @@ class Judge:
         are a subset of the reference networks' classes (a data set restricted to the victim's
         classes): label i is their class ``class_ids[i]``; any other class they name counts as none
         of them (-1), so a poison they call a bird is never a clean-label dog."""
-        if len(x_ref) <= k:
+        if knn and len(x_ref) <= k:
             raise ValueError("the k-NN judge needs more reference images than k")
         members = [reference] if isinstance(reference, Classifier) else list(reference)
         if not members or len({int(m.config.n_classes) for m in members}) != 1:
@@ -183,13 +183,16 @@ class JudgeSpec:
     purify: str = "none"
     knn: bool = True
     datasets: tuple[str, ...] | None = None  # None: every data set
+    # only for a victim restricted to classes its extractor never saw: its members include the
+    # full-task models, which are the attacked ones everywhere else
+    new_classes_only: bool = False
     why: str = ""
 
 
 JUDGES: dict[str, JudgeSpec] = {s.name: s for s in (
     JudgeSpec("reference", why="the data set's ConvNet and the pixel 5-NN vote (section 1)"),
     JudgeSpec("cifar10-new-classes", ("{judge}", "cifar10_softmax_d128.pt", "cifar10_lgm_d128.pt"), "jpeg75",
-              knn=False, datasets=("cifar10",),
+              knn=False, datasets=("cifar10",), new_classes_only=True,
               why="for a victim of the split models: the ConvNet and the full-task d = 128 pair (never queried by "
                   "an attacker holding the split model) after JPEG q75; calibrated in bench/judge_calibration.py"),
 )}
@@ -203,6 +206,9 @@ def load_judge(data: Dataset, folder: str | Path | None = None, name: str = "ref
         raise ValueError(f"unknown judge {name!r}; one of {sorted(JUDGES)}")
     if spec.datasets is not None and data.name not in spec.datasets:
         raise ValueError(f"the {name} judge is for {', '.join(spec.datasets)}, not {data.name}")
+    if spec.new_classes_only and data.class_ids is None:
+        raise ValueError(f"the {name} judge votes with the full-task models, which an attacker of the whole data set "
+                         "attacks: it is only for a victim of classes the attacked model never saw")
     members = [load_checkpoint(judge_path(data.name, folder) if m == "{judge}" else CHECKPOINT_DIR / m)[0]
                for m in spec.members]
     return Judge(members, data.x_train, data.y_train, class_ids=data.class_ids, purify=spec.purify, knn=spec.knn)

@@ -110,8 +110,9 @@ def draw_showcase(dataset: str, space: str) -> bool:
     if sc.attack == "cm":
         st.markdown(f"**Where the poisons go.** The class-mean shift does not put its poisons on the target: it throws "
                     f"them past it, so that the average of all {classes[t['base_class']]}s the victim learns "
-                    "from, clean ones included, moves onto the target. In the maps below the stars land beyond the "
-                    "gold diamond, far from their own class: that is also why the filters catch them.")
+                    "from, clean ones included, moves onto the target. In the maps below, look for stars beyond the "
+                    "gold diamond, far from their own class: that is also why most filters catch them (deep k-NN, "
+                    "which asks a poison's nearest neighbours, catches few).")
     st.caption(SHOWCASE_RULE)
     target, bases, poisons = g.images(sc.softmax)
     cols = st.columns(4)

@@ -116,9 +116,13 @@ def step_poison() -> None:
     labelled = t_soft.get("labelled")
     if labelled:  # a labelled experiment: its judge's rejects were dropped before retraining
         spec = JUDGES[labelled["judge"]]
+        voters = ("a separately trained network" if len(spec.members) == 1
+                  else f"{len(spec.members)} separately trained networks")
+        unseen = ", none of which the attacker had," if spec.new_classes_only else ""
+        knn = " and the most similar real training images" if spec.knn else ""
         st.markdown(f"The attacker changes each base a little: every pixel by at most **{levels} of 255** grey "
                     f"levels (the **budget**). A judge stands in for a person checking the data: "
-                    f"{len(spec.members)} separately trained networks, none of which the attacker had, vote on each "
+                    f"{voters}{knn}{unseen} vote on each "
                     f"image{' after it is saved again as a JPEG' if spec.purify.startswith('jpeg') else ''}. It "
                     f"called **{labelled['kept']} of the {labelled['crafted']}** poisons {article(B)} **{B}**; the "
                     f"other {labelled['crafted'] - labelled['kept']} a person might relabel, so they were **dropped** "
@@ -150,7 +154,7 @@ def step_fooled() -> None:
     called = classes[t_soft["victims"]["none"]["pred_after"]]
     fooled = t_soft["victims"]["none"]["success"]
     st.markdown(f"A **victim** is a copy of the network whose last layer is retrained on {g.config['n_clean']} clean "
-                f"training images plus the {t_soft['n_poisons']} poisons (the **transfer** setting: the feature part "
+                f"training images plus the {t_soft.get('n_stored', t_soft['n_poisons'])} poisons (the **transfer** setting: the feature part "
                 f"stays as it was, as when people reuse a network someone else trained). Here the last layer is "
                 f"retrained with a **{victim}**.")
     if not predict("fooled", f"Retrained on the poisons, will the softmax victim call the {T} {article(B)} {B}?",

@@ -356,15 +356,46 @@ def test_rejudge_drops_what_the_judge_rejects_and_retrains(tiny_checkpoints, tmp
     assert summary["n_trials"] == 4 and {c["victim"] for c in summary["cells"]} == {"warm", "ncm"}
     assert {c["defence"] for c in summary["cells"]} == {"none", "centroid"}
 
-    class RejectAll:  # a labeller who relabels every poison: nothing of the attack is left
+    class Rejects:  # a labeller who relabels the poisons ``which`` picks
+        def __init__(self, which):
+            self.which = which
+
         def verdict(self, images, claimed, exclude=None):
             v = judge.verdict(images, claimed, exclude)
-            return type(v)(v.reference, v.knn, np.zeros(len(images), bool))
+            return type(v)(v.reference, v.knn, v.clean_label & ~self.which(len(images)))
 
     real = ex._judge  # the plans still draw their bases with the experiment's own judge (True)
-    monkeypatch.setattr(ex, "_judge", lambda *a: RejectAll() if a[-1] == "reference" else real(*a))
-    none = rejudge_experiment(tmp_path, "reference", progress=False)
+
+    def with_judge(which):
+        monkeypatch.setattr(ex, "_judge", lambda *a: Rejects(which) if a[-1] == "reference" else real(*a))
+
+    with_judge(lambda n: np.arange(n) == 0)  # the first poison of every trial rejected
+    part = rejudge_experiment(tmp_path, "reference", progress=False, labelled_out=tmp_path / "labelled")
+    assert all(t["kept"] <= 2 and not t["clean_label"][0] for t in part["trials"].values())
+    for key, t in part["trials"].items():
+        rec = json.loads((lab / "trials" / f"{key}.json").read_text())
+        crafted = np.load(tmp_path / "trials" / f"{key}.npz")["poisons"]
+        kept = np.load(lab / "trials" / f"{key}.npz")["poisons"]
+        assert np.array_equal(kept, crafted[np.asarray(t["clean_label"])])  # the kept ones, in order
+        orig = json.loads((tmp_path / "trials" / f"{key}.json").read_text())["base_indices"]
+        assert rec["base_indices"] == [b for b, ok in zip(orig, t["clean_label"]) if ok]
+    _check_gallery(lab, mnist_demo, tiny_checkpoints)  # images and features sliced by the kept count
+
+    with_judge(lambda n: np.ones(n, bool))  # every poison relabelled: nothing of the attack is left
+    none = rejudge_experiment(tmp_path, "reference", progress=False, labelled_out=tmp_path / "labelled")
     assert all(t["kept"] == 0 for t in none["trials"].values())
-    assert all(c["successes"] == 0 and c["clean_label_rate"] == 0 for c in none["cells"])
+    assert {c["defence"] for c in none["cells"]} == {"none"} and all(c["trials"] == 2 for c in none["cells"])
+    for key in none["trials"]:
+        rec = json.loads((lab / "trials" / f"{key}.json").read_text())
+        assert rec["no_poison_kept"] and rec["defences"]["none"]["poisons_kept"] == 0
+        assert 0 < rec["defences"]["none"]["clean_acc_after"] <= 1  # a victim really retrained, on clean data
+        assert not (lab / "trials" / f"{key}.npz").exists()
+    assert not (lab / "gallery.json").exists()  # nothing to show, and no stale gallery left
+    with pytest.raises(ValueError, match="holds an experiment of its own"):
+        rejudge_experiment(tmp_path, "reference", progress=False, labelled_out=tmp_path)
+    with pytest.raises(ValueError, match="labelled data set made from"):
+        rejudge_experiment(lab, "reference", progress=False)
+    with pytest.raises(ValueError, match="labelled data set made from"):
+        run_experiment(cfg, lab, progress=False)
     with pytest.raises(ValueError, match="unknown judge"):
         rejudge_experiment(tmp_path, "a person", progress=False)
