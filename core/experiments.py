@@ -115,6 +115,9 @@ class ExperimentConfig:
     data_dir: str | None = None
     n_jobs: int = 1
     backend: str = "loky"
+    # the models whose clean victims must all classify a target correctly (default: ``models``): a
+    # ladder's adaptive rung crafts against some models only, yet must draw the static rung's targets
+    target_models: dict | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.models, dict) or not self.models:
@@ -133,6 +136,9 @@ class ExperimentConfig:
                            _canonical_attack_settings(tuple(self.attacks), self.attack_settings, "config"))
         self.primary_recipe(0)  # validates the experiment's victim
         self.control_recipes(0)  # validates every victim's head and settings
+        if self.target_models is not None and (not isinstance(self.target_models, dict)
+                                               or not set(self.models) <= set(self.target_models)):
+            raise ValueError("target_models must name every model of the experiment (and may name more)")
         if not (isinstance(self.judge, bool) or (isinstance(self.judge, str) and self.judge in JUDGES)):
             raise ValueError(f"judge must be true, false or one of {sorted(JUDGES)}, got {self.judge!r}")
         if self.victim.get("head") != "warm" and "end2end" in self.settings:
@@ -190,7 +196,8 @@ class ExperimentConfig:
             default = f.default_factory() if f.default_factory is not MISSING else f.default
             want = _OPTIONAL.get(key) or type(default)
             value = tuple(value) if isinstance(value, list) else value
-            if key in ("attack_settings", "victims", "victim") or (key == "judge" and isinstance(value, str)):
+            if key in ("attack_settings", "victims", "victim", "target_models") or (
+                    key == "judge" and isinstance(value, str)):
                 values[key] = value
                 continue
             if value is None and key in _OPTIONAL:
@@ -275,7 +282,7 @@ def candidate_targets(cfg: ExperimentConfig) -> dict[str, np.ndarray]:
     augmentation) fitted on a seeded, stratified clean set of ``n_clean`` images (no poison) of the
     victim's classes."""
     by_dataset: dict[str, list] = {}
-    for path in cfg.models.values():
+    for path in (cfg.target_models or cfg.models).values():
         model, meta = _model(path)
         by_dataset.setdefault(meta["config"]["dataset"], []).append(path)
     out = {}

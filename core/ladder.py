@@ -107,7 +107,9 @@ class LadderConfig:
         mine = dict(self.experiment.attack_settings.get(self.attack, {}))
         mine.update(adaptive_weight=w, **({"stealth": stealth} if stealth else {}))
         models = self._models_for(stealth) if stealth else self.experiment.models
-        return self.experiment.replace(attack_settings={self.attack: mine}, models=models)
+        # an adaptive rung crafts against some models only, but draws the static rung's targets: paired
+        targets = dict(self.experiment.models) if models != self.experiment.models else None
+        return self.experiment.replace(attack_settings={self.attack: mine}, models=models, target_models=targets)
 
 
 def run_ladder(cfg: LadderConfig, out: str | Path, progress: bool = True) -> list[dict]:

@@ -41,6 +41,7 @@ def test_ladder_config_is_checked(tiny_checkpoints):  # noqa: F811
     assert rungs[("centroid", 1.0)][1].attack_settings["cm"] == {"adaptive_weight": 1.0, "stealth": "centroid"}
     # a rung crafts only against the models one of its filters can filter for: the likelihood, LGM only
     assert set(rungs[("likelihood", 1.0)][1].models) == {"lgm"}
+    assert rungs[("likelihood", 1.0)][1].target_models == dict(tiny_checkpoints)  # the static rung's targets
     assert set(rungs[("centroid", 1.0)][1].models) == {"lgm", "softmax"}
 
 
@@ -65,8 +66,14 @@ def test_ladder_writes_one_row_per_filter_and_weight_with_intervals(tiny_checkpo
     # w = 0 is one experiment shared by every filter's curve: the same unfiltered outcome
     assert len({json.dumps(r["success_unfiltered"]) for (m, _), r in static.items() if m == "lgm"}) == 1
     for stealth in ("likelihood", "centroid", "neighbour"):
-        trial = json.loads(next((tmp_path / stealth / "w1" / "trials").glob("lgm__cm__*.json")).read_text())
-        assert trial["attack"] == "cm"
+        for path in (tmp_path / stealth / "w1" / "trials").glob("*.json"):
+            trial = json.loads(path.read_text())
+            static_trial = json.loads((tmp_path / "static" / "trials" / path.name).read_text())
+            assert trial["attack"] == "cm"
+            # paired with the static rung: the same target and bases, though the likelihood rung
+            # crafts against the LGM model alone (its targets once came from that model only)
+            assert (trial["target_index"], trial["base_indices"]) == \
+                (static_trial["target_index"], static_trial["base_indices"]), (stealth, path.name)
     assert ladder_rows(cfg, tmp_path) == rows  # resumable: rebuilt from the rungs' results
 
 
