@@ -36,7 +36,7 @@ from .gallery import GALLERY_JSON, GALLERY_NPZ, build_gallery
 from .judge import JUDGES, load_judge
 from .attacks import Poisons
 from .models import extract_features
-from .pipeline import FeatureBank, correct_targets, evaluate_poisons, plan_trial, run_trial
+from .pipeline import FeatureBank, TooFewBases, correct_targets, evaluate_poisons, plan_trial, run_trial
 from .report import load_trials, markdown_table, summarise
 from .settings import default_of
 from .victim import SETTINGS, VICTIM_HEADS, HeadData, Retraining, retrain_victim
@@ -343,7 +343,10 @@ def experiment_trial(cfg: ExperimentConfig, targets: dict[str, np.ndarray], mode
     if victim_classes(path) is not None and getattr(asked, "adaptive_weight", 0) and asked.stealth == "likelihood":
         return {"skipped": "the likelihood stealth term reads the model's own Gaussians, which describe the "
                            "classes it was trained on, not the victim's: use fitted-likelihood"}, None
-    name, ds, judge, plan, new_classes = _trial_setup(cfg, targets, path, k, trial)
+    try:
+        name, ds, judge, plan, new_classes = _trial_setup(cfg, targets, path, k, trial)
+    except TooFewBases as exc:  # this trial's plan cannot be drawn (the same for every model): skipped, said
+        return {"skipped": f"trial {trial}: {exc}"}, None
     if "class_size" in entry.settings.knobs():  # the victim's base class, poisons included: the clean
         # set holds n_c - k of them when the poisons take their bases' places, n_c when they come on top
         knobs.setdefault("class_size", int((ds.y_train[plan.clean_indices] == plan.base_class).sum()) + k)
@@ -396,7 +399,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "results.md").write_text(markdown_table(rows))
     datasets = {(_model(path)[1]["config"]["dataset"], victim_classes(path)) for path in cfg.models.values()}
-    if len(datasets) == 1:  # the dashboard's gallery pages through one data set's poisons
+    made = any(not r.get("skipped") for r in records)
+    if len(datasets) == 1 and made:  # the dashboard's gallery pages through one data set's poisons
         name, classes = datasets.pop()
         build_gallery(out, data=_dataset(name, cfg.demo, cfg.data_dir, classes))
     return summary

@@ -102,12 +102,17 @@ def plan_trial(data: Dataset, seed: int | tuple[int, ...], candidates: np.ndarra
         clean = stratified_sample(data.y_train, min(n_clean, len(data.y_train) - n_poisons), rng)
         pool = rng.permutation(np.setdiff1d(np.flatnonzero(data.y_train == base_class), clean))
     if len(pool) < n_poisons:
-        raise ValueError(f"only {len(pool)} training images of class {base_class} are free; ask for fewer poisons")
+        raise TooFewBases(f"only {len(pool)} training images of class {base_class} are free; ask for fewer poisons")
     bases = _judged_bases(data, pool, base_class, n_poisons, judge)
     if bases_from_clean:
         clean = np.setdiff1d(clean, bases)
     return TrialPlan(seed=seed, target_index=int(target_index), target_label=target_label, base_class=base_class,
                      base_indices=bases, clean_indices=clean, test_indices=test)
+
+
+class TooFewBases(ValueError):
+    """A plan's base class has fewer usable images than poisons asked for (e.g. 50 poisons among a
+    class's 250 clean images, of which the judges pass fewer than 50): the trial cannot be drawn."""
 
 
 def _judged_bases(data: Dataset, pool: np.ndarray, base_class: int, n: int, judge: Judge | None) -> np.ndarray:
@@ -121,7 +126,7 @@ def _judged_bases(data: Dataset, pool: np.ndarray, base_class: int, n: int, judg
         chosen.extend(chunk[v.clean_label].tolist())
         if len(chosen) >= n:
             return np.asarray(chosen[:n])
-    raise ValueError(f"fewer than {n} images of class {base_class} are labelled so by the judges")
+    raise TooFewBases(f"fewer than {n} images of class {base_class} are labelled so by the judges")
 
 
 # part of the feature cache's key: bump it when the feature computation itself changes

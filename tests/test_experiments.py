@@ -399,3 +399,14 @@ def test_rejudge_drops_what_the_judge_rejects_and_retrains(tiny_checkpoints, tmp
         run_experiment(cfg, lab, progress=False)
     with pytest.raises(ValueError, match="unknown judge"):
         rejudge_experiment(tmp_path, "a person", progress=False)
+
+
+def test_a_trial_whose_bases_cannot_be_drawn_is_skipped_not_fatal(tiny_checkpoints, tmp_path):
+    """50 poisons among a class's 250 images, of which the judges pass fewer than 50, once stopped a
+    whole grid at that trial; such a trial is now recorded as skipped, with why, for every model."""
+    cfg = ExperimentConfig(models=tiny_checkpoints, attacks=("fc",), n_poisons=(5,), trials=2, iters=2, n_clean=30,
+                           n_test=50, demo=True, bases_from_clean=True, defences=("none",))
+    summary = run_experiment(cfg, tmp_path, progress=False)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "trials").glob("*.json")]
+    assert len(records) == 4 and all("skipped" in r and "training images of class" in r["skipped"] for r in records)
+    assert summary["cells"] == []
