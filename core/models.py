@@ -14,6 +14,7 @@ feature with a softmax or an LGM head.
 from __future__ import annotations
 
 import copy
+import threading
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -159,8 +160,16 @@ def frozen_copy(model: Classifier) -> Classifier:
     for p in frozen.parameters():
         p.requires_grad_(False)
     if frozen.config.arch == "resnet":
-        frozen.extractor = fuse(frozen.extractor).to(memory_format=torch.channels_last)
+        with _TRACING:  # torch.fx's tracer patches module globals: two threads tracing at once break it
+            frozen.extractor = fuse(frozen.extractor)
+        frozen.extractor = frozen.extractor.to(memory_format=torch.channels_last)
     return frozen
+
+
+# torch.fx.symbolic_trace is not thread-safe (it patches torch.nn.Module.__call__ globally): the
+# lab crafts against both models of a pair in two threads, and two ResNets folded at once raised
+# "module is not installed as a submodule" / "CURRENT_PATCHER is None"
+_TRACING = threading.Lock()
 
 
 def default_config(dataset: str, head: str, feat_dim: int, **overrides) -> ModelConfig:

@@ -149,3 +149,19 @@ def test_training_is_deterministic(mnist_demo):
             progress=False)
         outs.append(np.concatenate([p.detach().numpy().ravel() for p in m.parameters()]))
     assert np.array_equal(*outs)
+
+
+def test_frozen_copies_of_resnets_can_be_made_in_parallel_threads():
+    """The lab crafts against both models at once; torch.fx tracing (the batch-norm folding) raced."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.models import Classifier, default_config, frozen_copy
+
+    models = [Classifier(default_config("cifar10", h, 8, depth=1, width=4)) for h in ("softmax", "lgm")] * 4
+    x = torch.rand(2, 3, 32, 32)
+    for _ in range(8):  # without the lock about one round in five raised
+        with ThreadPoolExecutor(8) as pool:
+            copies = list(pool.map(frozen_copy, models))
+    for m, c in zip(models, copies):
+        m.eval()
+        assert torch.allclose(c.features(x), m.features(x), atol=1e-4)
