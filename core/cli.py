@@ -25,7 +25,7 @@ from .embeddings import (MapError, features_path, fit_umap, map_key, map_path, r
                          verify_map)
 from .experiments import ExperimentConfig, rejudge_experiment, replay_experiment, run_experiment
 from .export import BENCHMARK_FILES, write_benchmark
-from .judge import JUDGE_SEED, JUDGES, judge_path, load_judge
+from .judge import JUDGE_SEED, JUDGES, default_judge, judge_path
 from .ladder import LadderConfig, run_ladder
 from .models import Classifier, default_config, extract_features, pick_device
 from .pipeline import plan_trial, run_trial
@@ -184,8 +184,9 @@ def cmd_make_demo(args: argparse.Namespace) -> dict:
 
 
 def _judge_or_none(data):
-    """The data set's clean-label judge when one is shipped (``train-judge`` makes one)."""
-    return load_judge(data) if judge_path(data.name).is_file() else None
+    """The data set's default clean-label judge (the dashboard's) when one is shipped (``train-judge``
+    makes one)."""
+    return default_judge(data) if judge_path(data.name).is_file() else None
 
 
 def _trial_from_args(args: argparse.Namespace, defences: tuple[str, ...]):

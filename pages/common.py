@@ -27,7 +27,7 @@ from core.checkpoints import CheckpointError, list_checkpoints, load_checkpoint,
 from core.data import load_demo
 from core.embeddings import fit_projection, map_key, stored_features
 from core.gallery import load_gallery, shipped_galleries
-from core.judge import load_judge
+from core.judge import default_judge
 from core.pipeline import FeatureBank, correct_targets
 from core.report import experiment_models, load_ladders, load_results
 
@@ -87,8 +87,9 @@ def demo(name: str):
 
 @st.cache_resource(show_spinner="Loading the clean-label judge...")
 def judge(name: str):
-    """The data set's clean-label judge, voting over the embedded sample (shared by every browser)."""
-    return load_judge(demo(name))
+    """The data set's clean-label judge (``core.judge.default_judge``), over the embedded sample (shared
+    by every browser)."""
+    return default_judge(demo(name))
 
 
 @st.cache_resource(show_spinner="Loading the poison gallery...")

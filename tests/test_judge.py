@@ -138,3 +138,23 @@ def test_the_new_classes_judge_is_the_calibrated_ensemble():
         load_judge(ds, name="a person")
     with pytest.raises(ValueError, match="only for a victim of classes"):  # its members are attacked there
         load_judge(load_demo("cifar10"), name="cifar10-new-classes")
+
+
+def test_the_default_cifar_judge_lets_every_base_class_be_drawn():
+    """The dashboard's CIFAR-10 judge: the ConvNet after JPEG, no k-NN. With the k-NN vote over the
+    embedded sample, 4 of 100 cats were accepted and the lab could not draw 5 cat bases outside its
+    clean set; now every class keeps most of its images and the lab plans any base class."""
+    from core.judge import default_judge
+    from core.pipeline import correct_targets, plan_trial
+
+    ds = load_demo("cifar10")
+    judge = default_judge(ds)
+    assert judge.purify == "jpeg75" and not judge.use_knn and "nearest training images" not in judge.who
+    v = judge.verdict(ds.x_train, ds.y_train)
+    assert np.bincount(ds.y_train[v.clean_label], minlength=10).min() >= 50
+    assert default_judge(load_demo("mnist")).use_knn  # the k-NN vote stays where it is a good classifier
+    targets = correct_targets([judge.reference], ds)
+    for base in range(1, 10):
+        plan = plan_trial(ds, 0, targets, n_poisons=10, n_clean=500, n_test=500, base_class=base,
+                          target_index=int(np.intersect1d(np.flatnonzero(ds.y_test == 0), targets)[0]), judge=judge)
+        assert len(plan.base_indices) == 10
