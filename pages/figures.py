@@ -23,6 +23,24 @@ SOFTMAX_COLOUR, REGULARISED_COLOUR, LGM_COLOUR = RED, ORANGE, BLUE
 SHARE_TICKS = [0, 0.25, 0.5, 0.75, 1]  # the bar charts leave room right of 100% for their labels: no tick there
 
 
+class FrozenFigure(go.Figure):
+    """A figure built once per server and never changed after: its plotly dict is made on its first
+    draw and reused. ``st.plotly_chart`` asks every figure for that dict on every run, and for the
+    figures the pages cache that conversion was most of a page's own time under a class of thirty."""
+
+    def to_dict(self) -> dict:
+        done = self.__dict__.get("_frozen_dict")
+        if done is None:
+            done = self.__dict__["_frozen_dict"] = super().to_dict()
+        return done
+
+
+def frozen(fig: go.Figure) -> FrozenFigure:
+    """``fig`` as a ``FrozenFigure``, for a figure a page caches (``st.cache_resource``): change it
+    only before this call."""
+    return FrozenFigure(fig)
+
+
 def rate_figure(rows: list[dict], title: str = ""):
     """Success rate with 95% intervals, one series per model / defence / setting (/ attack when
     several): lines against the number of poisons, or bars when every row has the same number (a

@@ -9,7 +9,7 @@ from core.attacks import ATTACKS, budget_levels, default_eps
 from core.experiments import ExperimentConfig, run_experiment
 from core.report import load_bench, primary_cells, readable, reproduce_command
 from pages.common import DATASET_NAMES, experiments_for, sidebar, space_first
-from pages.figures import budget_figure, curve_figure, detection_figure, rate_figure
+from pages.figures import budget_figure, curve_figure, detection_figure, frozen, rate_figure
 from pages.jobs_ui import heavy_job
 
 @st.cache_resource(show_spinner=False)
@@ -23,8 +23,9 @@ def experiment_figures(dataset: str, name: str) -> list:
         for setting in sorted({c["setting"] for c in cells}):
             sub = [c for c in cells if c["attack"] == attack and c["setting"] == setting]
             if sub:
-                out.append((attack, setting, rate_figure(sub, f"{ATTACKS[attack].label}, {setting} victim: targets flipped"),
-                            detection_figure(sub, f"Poisons caught, at {100 * fpr:.0f}% of clean images thrown away")))
+                out.append((attack, setting,
+                            frozen(rate_figure(sub, f"{ATTACKS[attack].label}, {setting} victim: targets flipped")),
+                            frozen(detection_figure(sub, f"Poisons caught, at {100 * fpr:.0f}% of clean images thrown away"))))
     return out
 
 
@@ -33,6 +34,22 @@ def bench_results(dataset: str) -> tuple:
     """The data set's shipped budget and dose benchmarks (read once per server)."""
     stem = dataset.replace("-", "_")
     return load_bench(f"budget_{stem}"), load_bench(f"dose_{stem}")
+
+
+@st.cache_resource(show_spinner=False)
+def bench_figures(dataset: str) -> tuple:
+    """(budget figure, dose figure) of the shipped benchmarks, None where there is none; built once."""
+    budget, dose = bench_results(dataset)
+    fig_budget = fig_dose = None
+    if budget:
+        rows = budget["rows"]
+        fig_budget = frozen(budget_figure(rows, f"Targets flipped against the budget ({rows[0]['pairs']} pairs per point)",
+                                          "most grey levels any pixel may change (of 255)"))
+    if dose:
+        rows = [r for r in dose["rows"] if r["kind"] == "copies"]
+        fig_dose = frozen(curve_figure(rows, "count", "victim", f"Exact copies of the target's feature needed "
+                                       f"({rows[0]['pairs']} targets)", "copies added (log scale)", log_x=True))
+    return fig_budget, fig_dose
 
 
 dataset, space, pair = sidebar()
@@ -93,19 +110,14 @@ if budget or dose:
     c1, c2 = st.columns(2)
     if budget:
         rows = budget["rows"]
-        c1.plotly_chart(budget_figure(rows, f"Targets flipped against the budget ({rows[0]['pairs']} pairs per point)",
-                                      "most grey levels any pixel may change (of 255)"),
-                        width="stretch", key="budget_curve")
+        c1.plotly_chart(bench_figures(dataset)[0], width="stretch", key="budget_curve")
         soft = sorted((r for r in rows if "softmax" in r["model"]), key=lambda r: r["eps"])
         lost = next((budget_levels(r["eps"]) for r in soft if r["clean_label_rate"] < 0.5), None)
         c1.caption("Poisons still clean-label (Softmax): " + ", ".join(
             f"{100 * r['clean_label_rate']:.0f}% at {budget_levels(r['eps'])}" for r in soft)
             + (f". From {lost}/255 fewer than half are judged clean-label." if lost is not None else "."))
     if dose:
-        rows = [r for r in dose["rows"] if r["kind"] == "copies"]
-        c2.plotly_chart(curve_figure(rows, "count", "victim", f"Exact copies of the target's feature needed "
-                                     f"({rows[0]['pairs']} targets)", "copies added (log scale)", log_x=True),
-                        width="stretch", key="dose_curve")
+        c2.plotly_chart(bench_figures(dataset)[1], width="stretch", key="dose_curve")
         c2.caption("A sanity test of the victims' heads, not an attack: how many training points sitting exactly "
                    "on the target, labelled as the base class, flip each one (bench/bench_dose.py).")
 

@@ -12,7 +12,7 @@ from core.embeddings import ellipse
 from core.export import amplified_change as amplified, to_display as image_for_display  # noqa: F401 - pages' names
 from core.regions import covering_grid, decision_regions, max_log_likelihood
 from pages.common import demo, features, model, projection
-from pages.figures import COLOURS
+from pages.figures import COLOURS, frozen
 
 # class c -> COLOURS[c] for numeric colour arrays (5x faster to build and send than a list of names)
 CLASS_SCALE = [v for c in range(len(COLOURS)) for v in ((c / len(COLOURS), COLOURS[c]),
@@ -147,14 +147,15 @@ def trial_pngs(experiment: str, index: int, n: int = 3) -> dict[str, list[bytes]
 
 
 @st.cache_resource(show_spinner=False, max_entries=512)
-def trial_space_figure(experiment: str, index: int, model_name: str, title: str) -> go.Figure:
+def trial_space_figure(experiment: str, index: int, model_name: str, title: str, sigmas: tuple = (2,),
+                       threshold: float | None = None) -> go.Figure:
     """``space_figure`` of one shipped trial's poisons in one model's features, built once per server
-    (the gallery draws two on every run; the figures are never changed after they are built)."""
+    (the gallery and the showcase draw two on every run; the figures are never changed after)."""
     from pages.common import gallery
 
     g = gallery(experiment)
-    return space_figure(g.models[model_name]["path"], title, poisons=g.features(index, model_name),
-                        class_ids=g.class_ids)
+    return frozen(space_figure(g.models[model_name]["path"], title, poisons=g.features(index, model_name),
+                               sigmas=sigmas, threshold=threshold, class_ids=g.class_ids))
 
 
 def regions_heatmap(head, grid) -> go.Heatmap:
