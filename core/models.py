@@ -14,15 +14,14 @@ feature with a softmax or an LGM head.
 from __future__ import annotations
 
 import copy
-import threading
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
 import torch
-from torch.fx.experimental.optimization import fuse
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .lgm import HEAD_TYPES, LGMHead, SoftmaxHead
 
@@ -160,16 +159,26 @@ def frozen_copy(model: Classifier) -> Classifier:
     for p in frozen.parameters():
         p.requires_grad_(False)
     if frozen.config.arch == "resnet":
-        with _TRACING:  # torch.fx's tracer patches module globals: two threads tracing at once break it
-            frozen.extractor = fuse(frozen.extractor)
+        _fold_batch_norms(frozen.extractor)
         frozen.extractor = frozen.extractor.to(memory_format=torch.channels_last)
     return frozen
 
 
-# torch.fx.symbolic_trace is not thread-safe (it patches torch.nn.Module.__call__ globally): the
-# lab crafts against both models of a pair in two threads, and two ResNets folded at once raised
-# "module is not installed as a submodule" / "CURRENT_PATCHER is None"
-_TRACING = threading.Lock()
+def _fold_batch_norms(module: nn.Module) -> None:
+    """In place, in eval mode: every convolution followed by a batch norm (a ``_Block``'s pairs, and
+    neighbours in a ``Sequential``) becomes one convolution, the norm an identity. By hand rather
+    than with ``torch.fx``'s ``fuse``: its tracer patches ``nn.Module.__call__`` for every thread,
+    and the lab crafts against both models of a pair at once (a forward in one thread while the
+    other traced raised "module is not installed as a submodule")."""
+    for m in list(module.modules()):
+        if isinstance(m, _Block):
+            m.c1, m.b1 = fuse_conv_bn_eval(m.c1, m.b1), nn.Identity()
+            m.c2, m.b2 = fuse_conv_bn_eval(m.c2, m.b2), nn.Identity()
+        elif isinstance(m, nn.Sequential):
+            names = list(m._modules)
+            for a, b in zip(names, names[1:]):
+                if isinstance(m._modules[a], nn.Conv2d) and isinstance(m._modules[b], nn.BatchNorm2d):
+                    m._modules[a], m._modules[b] = fuse_conv_bn_eval(m._modules[a], m._modules[b]), nn.Identity()
 
 
 def default_config(dataset: str, head: str, feat_dim: int, **overrides) -> ModelConfig:
