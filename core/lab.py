@@ -8,17 +8,22 @@
   trials mixed into one clean training pool, scored by every filter that applies (ROC, AUC,
   true-positive rates).
 - ``example_poison``: one poison crafted now, where no shipped example exists.
+- ``lab_default``: the press the lab opens on, chosen by measurement (``bench/lab_default.py``).
 """
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from .attacks import AttackSettings, Poisons, get_attack, settings_for, stealth_for
+from .attacks import ATTACKS, AttackSettings, Poisons, get_attack, settings_for, stealth_for
+from .checkpoints import CHECKPOINT_DIR
 from .data import Dataset
 from .defences import DEFENCES, chi2_threshold, lgm_scores, own_filter, roc
 from .judge import Judge
@@ -177,3 +182,63 @@ def example_poison(model: Classifier, data: Dataset, iters: int = 100) -> tuple[
     p = get_attack("fc").craft(model, data.x_train[bi:bi + 1], data.x_test[ti:ti + 1], np.array([base_class]),
                                int(data.y_test[ti]), settings_for("fc", data.name, iters=iters, record_every=iters))
     return ti, bi, p
+
+
+LAB_DEFAULTS = "lab_defaults.json"  # in the checkpoints folder, written by bench/lab_default.py --ship
+
+
+@dataclass(frozen=True)
+class LabDefault:
+    """The press the Poison lab opens on for one data set and feature space: a target, a base class
+    and the attack's settings for which the lab's defaults were measured to teach something (the
+    softmax victim poisoned by clean-label poisons, the LGM victim not, its filter catching some, a
+    random-noise control leaving the softmax victim alone). ``models``: the checkpoint file names it
+    was measured on; another pair in the sidebar gets no default."""
+
+    dataset: str
+    space: str
+    models: dict[str, str]
+    target_index: int
+    base_class: int
+    attack: str
+    n_poisons: int
+    iters: int
+    why: str
+    measured: dict = field(default_factory=dict)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.attack not in ATTACKS:
+            raise ValueError(f"unknown attack {self.attack!r}")
+        if not 1 <= self.n_poisons <= LAB_MAX_POISONS or not 1 <= self.iters <= LAB_MAX_ITERS:
+            raise ValueError(f"poisons 1..{LAB_MAX_POISONS} and steps 1..{LAB_MAX_ITERS}, got {self.n_poisons}, {self.iters}")
+
+    def fits(self, pair: dict[str, str | Path]) -> bool:
+        """Whether the sidebar's pair ({head: checkpoint path}) is the pair this was measured on."""
+        return all(Path(str(pair.get(h, ""))).name == name for h, name in self.models.items())
+
+
+def _defaults_file(folder: str | Path | None) -> Path:
+    return Path(folder or CHECKPOINT_DIR) / LAB_DEFAULTS
+
+
+def lab_default(dataset: str, space: str, folder: str | Path | None = None) -> LabDefault | None:
+    """The shipped press for ``dataset`` in ``space`` ("2-D" or "high-d"), or None (none measured, or
+    the file unreadable: the lab then opens on its plain defaults)."""
+    try:
+        entry = json.loads(_defaults_file(folder).read_text()).get(f"{dataset}/{space}")
+        return None if entry is None else LabDefault(**entry)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def save_lab_default(default: LabDefault, folder: str | Path | None = None) -> Path:
+    """Add or replace one data set's and space's press in the shipped file."""
+    path = _defaults_file(folder)
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        entries = {}
+    entries[f"{default.dataset}/{default.space}"] = asdict(default)
+    path.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
+    return path

@@ -7,7 +7,8 @@ import streamlit as st
 from core.attacks import ATTACKS, budget_levels, default_eps
 from core.defences import label as defence_label
 from core.export import amplified_change, contact_sheet, largest_change, poisons_npz
-from core.lab import LAB_CLEAN, LAB_MAX_ITERS, LAB_MAX_POISONS, LAB_TEST, guess_label, lab_runs, own_filter_result, run_lab_pair
+from core.lab import (LAB_CLEAN, LAB_MAX_ITERS, LAB_MAX_POISONS, LAB_TEST, guess_label, lab_default, lab_runs,
+                      own_filter_result, run_lab_pair)
 from core.pipeline import plan_trial
 from core.regions import covering_grid
 from core.report import head_label
@@ -31,6 +32,10 @@ live_round = round_store().current()
 if live_round is not None and live_round.accepting():
     st.info(f"A red-team round is open (round {live_round.id}): craft here, then submit on the **Red-team round** page.")
 
+opening = lab_default(dataset, space)  # the measured first press, when the sidebar's pair is the one measured
+if opening is not None and not opening.fits(pair):
+    opening = None
+
 # --- target -----------------------------------------------------------------------------------------
 how = st.radio("Choose the target", ["by class and index", "click it in the scatter", "upload an image"],
                horizontal=True, key="target_how")
@@ -38,10 +43,13 @@ target, target_label = None, None
 target_index = None
 if how == "by class and index":
     c1, c2 = st.columns(2)
-    t_class = c1.selectbox("Target class", range(len(ds.classes)), format_func=lambda c: ds.classes[c])
+    first_class = int(ds.y_test[opening.target_index]) if opening else 0
+    t_class = c1.selectbox("Target class", range(len(ds.classes)), index=first_class,
+                           format_func=lambda c: ds.classes[c])
     pool = np.intersect1d(np.flatnonzero(ds.y_test == t_class), targets(dataset, space))  # both models right
-    k = c2.number_input("Which one of that class", 0, len(pool) - 1, 0, help=f"0..{len(pool) - 1}: test images "
-                        "of that class that both models classify correctly")
+    first = np.flatnonzero(pool == opening.target_index) if opening and t_class == first_class else []
+    k = c2.number_input("Which one of that class", 0, len(pool) - 1, int(first[0]) if len(first) else 0,
+                        help=f"0..{len(pool) - 1}: test images of that class that both models classify correctly")
     target_index = int(pool[int(k)])
     target, target_label = ds.x_test[target_index:target_index + 1], int(ds.y_test[target_index])
 elif how == "click it in the scatter":
@@ -72,15 +80,19 @@ if target is None:
 
 # --- base and attack ----------------------------------------------------------------------------------
 left, right = st.columns([1, 2])
-left.image(image_for_display(target[0]), width=110, caption=f"target: {ds.classes[target_label]}")
+left.image(output_format="PNG", image=image_for_display(target[0]), width=110, caption=f"target: {ds.classes[target_label]}")
 with right:
     others = [c for c in range(len(ds.classes)) if c != target_label]
-    base_class = st.selectbox("Base class (what the target should become)", others, format_func=lambda c: ds.classes[c])
-    attack = st.selectbox("Attack", list(ATTACKS), format_func=lambda a: ATTACKS[a].label,
+    opens_here = opening is not None and target_index == opening.target_index
+    base_class = st.selectbox("Base class (what the target should become)", others,
+                              index=others.index(opening.base_class) if opens_here else 0,
+                              format_func=lambda c: ds.classes[c])
+    attack = st.selectbox("Attack", list(ATTACKS), index=list(ATTACKS).index(opening.attack) if opening else 0,
+                          format_func=lambda a: ATTACKS[a].label,
                           help="; ".join(f"{a.label}: {a.summary}" for a in ATTACKS.values()))
     c1, c2, c3 = st.columns(3)
-    n_poisons = c1.slider("Poisons", 1, LAB_MAX_POISONS, 5)
-    iters = c2.slider("Crafting steps", 10, LAB_MAX_ITERS, 200, step=10)
+    n_poisons = c1.slider("Poisons", 1, LAB_MAX_POISONS, opening.n_poisons if opening else 5)
+    iters = c2.slider("Crafting steps", 10, LAB_MAX_ITERS, opening.iters if opening else 200, step=10)
     fpr = c3.select_slider("Filter: clean images it may throw away", [0.01, 0.02, 0.05, 0.1], value=0.05,
                            format_func=lambda f: f"{100 * f:.0f}%",
                            help="The filter's false-positive rate: the share of clean training images it "
@@ -102,6 +114,13 @@ with right:
         settings[w.name] = (col.number_input(w.label, w.lo, w.hi, w.default, format="%.3g", help=w.help) if wide
                             else col.slider(w.label, w.lo, w.hi, w.default, help=w.help))
     seed = st.number_input("Seed", 0, 2**31 - 1, 0)
+if opens_here and base_class == opening.base_class:
+    t_name, b_name = ds.classes[target_label], ds.classes[base_class]
+    st.caption(f"The lab opens on this {t_name} with base class {b_name}, chosen by measurement: in the softmax "
+               f"model's features it lies close to where that model puts the {b_name} images. With these settings "
+               f"the softmax victim is fooled and the LGM victim is not; random noise of the same size in place of "
+               f"the poisons fools neither, so it is the poisons that do it. Press the button, then change anything.",
+               help=f"Rule: {opening.why}. Measured with seed 0 ({opening.source}).")
 
 key = (dataset, space, tuple(sorted(pair.items())))  # what a result was made for
 pressed = st.button("Craft poisons and retrain the victims", type="primary")
@@ -153,19 +172,18 @@ for head, r in results.items():
 st.dataframe(rows, hide_index=True, width="stretch")
 for head, r in results.items():
     if r.verdict is not None:
-        st.caption(f"{head_label(head)} poisons judged clean-label (both the reference "
-                   f"network and the nearest training images say {ds.classes[base_class]}): "
-                   f"{int(r.verdict.clean_label.sum())} of {len(r.verdict.clean_label)}.")
+        st.caption(f"{head_label(head)} poisons judged clean-label, that is called {ds.classes[base_class]} by "
+                   f"{judge(dataset).who}: {int(r.verdict.clean_label.sum())} of {len(r.verdict.clean_label)}.")
 
 for head, r in results.items():
     st.subheader(f"{head_label(head)} model: {ATTACKS[r.attack].label}, "
                  f"{r.poisons.time_s:.1f} s")
     i = st.slider("Poison", 0, len(r.poisons.poisons) - 1, 0, key=f"which_{head}") if len(r.poisons.poisons) > 1 else 0
     cs = st.columns(4)
-    cs[0].image(image_for_display(r.poisons.bases[i]), width=110, caption=f"base ({ds.classes[base_class]})")
-    cs[1].image(image_for_display(r.poisons.poisons[i]), width=110, caption="poison")
-    cs[2].image(image_for_display(r.poisons.target[0]), width=110, caption="target")
-    cs[3].image(amplified_change(r.poisons.poisons[i], r.poisons.bases[i]), width=110,
+    cs[0].image(output_format="PNG", image=image_for_display(r.poisons.bases[i]), width=110, caption=f"base ({ds.classes[base_class]})")
+    cs[1].image(output_format="PNG", image=image_for_display(r.poisons.poisons[i]), width=110, caption="poison")
+    cs[2].image(output_format="PNG", image=image_for_display(r.poisons.target[0]), width=110, caption="target")
+    cs[3].image(output_format="PNG", image=amplified_change(r.poisons.poisons[i], r.poisons.bases[i]), width=110,
                 caption=f"change, amplified (largest {largest_change(r.poisons.poisons[i], r.poisons.bases[i])} "
                         "of 255 per pixel)")
 

@@ -257,6 +257,10 @@ def test_poison_lab_flow_matches_core():
     from core.pipeline import correct_targets, plan_trial
 
     at = _app("pages/poison_lab.py", "mnist", "high-d")
+    at.selectbox[0].set_value(0).run()  # target class 0, the first of them (the lab may open elsewhere)
+    at.number_input[0].set_value(0).run()
+    next(s for s in at.selectbox if s.label.startswith("Base class")).set_value(1)
+    next(s for s in at.selectbox if s.label == "Attack").set_value("fc")
     at.slider[0].set_value(2)  # poisons
     at.slider[1].set_value(20)  # crafting steps
     at.button[0].click().run()
@@ -302,6 +306,30 @@ def test_poison_lab_first_view_shows_the_shipped_example():
     assert [h.value for h in at.subheader] == ["Until you craft: a shipped example"]
     assert any("A real example, not a staged one" in m.value for m in at.markdown)
     assert len(at.get("plotly_chart")) == 2  # the showcase's two feature spaces
+
+
+@pytest.mark.slow
+def test_poison_lab_opens_on_the_measured_press_and_it_teaches():
+    """The lab's first press, at its defaults, is the shipped measured one (core.lab.lab_default), the
+    page says why, and pressing it shows what was measured: softmax victim fooled, LGM victim not."""
+    from core.lab import lab_default
+
+    d = lab_default("mnist", "2-D")
+    assert d is not None
+    at = _app("pages/poison_lab.py", "mnist", "2-D")
+    assert not at.exception
+    from core.data import load_demo
+
+    assert at.selectbox[0].label == "Target class" and at.selectbox[0].value == int(load_demo("mnist").y_test[d.target_index])
+    assert any("The lab opens on this" in c.value for c in at.caption)
+    assert any(s.label.startswith("Base class") and s.value == d.base_class for s in at.selectbox)
+    assert at.slider[0].value == d.n_poisons and at.slider[1].value == d.iters
+    at.button[0].click().run()
+    _until_done(at)
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[0].value
+    shown = dict(zip(table["victim (retrained on the poisoned data)"], table["poisoned?"]))
+    assert shown["Softmax"] == "yes" and shown["LGM"] == "no"
 
 
 def test_poison_lab_other_target_modes():
@@ -637,3 +665,15 @@ def test_gallery_of_a_labelled_new_classes_experiment_names_the_victims_classes(
         assert f"**{other}**" not in text
     figs = _figures(at)
     assert figs and all("class centre (LGM)" not in [t.get("name") for t in f["data"]] for f in figs)
+
+
+def test_frozen_figures_convert_once_and_draw_the_same():
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    from pages.figures import frozen
+
+    fig = go.Figure(go.Scatter(x=[1, 2], y=[3, 4], name="a"), layout={"title": {"text": "t"}})
+    f = frozen(fig)
+    assert f.to_dict() is f.to_dict() and f.to_dict() == fig.to_dict()
+    assert json.loads(pio.to_json(f.to_dict(), validate=False)) == json.loads(pio.to_json(fig, validate=False))

@@ -124,3 +124,42 @@ def test_feature_bank_cache_returns_the_computed_features_and_recomputes_a_bad_f
     assert np.allclose(FeatureBank.cached(tiny_lgm, data, tmp_path, "abc").train, fresh.train)
     path.write_bytes(path.read_bytes()[:100])  # a truncated file (an interrupted write elsewhere)
     assert np.allclose(FeatureBank.cached(tiny_lgm, data, tmp_path, "abc").train, fresh.train)
+
+
+def test_lab_default_round_trip_and_refusals(tmp_path):
+    """The lab's measured first press: saved, read back, matched to the sidebar's pair; a corrupt
+    file or an absurd entry gives no default instead of a broken page."""
+    from core.lab import LabDefault, lab_default, save_lab_default
+
+    d = LabDefault(dataset="mnist", space="2-D", models={"softmax": "mnist_softmax_d2.pt", "lgm": "mnist_lgm_d2.pt"},
+                   target_index=521, base_class=4, attack="fc", n_poisons=5, iters=100, why="a rule")
+    save_lab_default(d, tmp_path)
+    assert lab_default("mnist", "2-D", tmp_path) == d
+    assert lab_default("mnist", "high-d", tmp_path) is None
+    assert d.fits({"softmax": "checkpoints/mnist_softmax_d2.pt", "lgm": "/x/mnist_lgm_d2.pt"})
+    assert not d.fits({"softmax": "checkpoints/mnist_softmax_d64.pt", "lgm": "checkpoints/mnist_lgm_d2.pt"})
+    with pytest.raises(ValueError):
+        LabDefault(**{**d.__dict__, "n_poisons": 10_000})
+    with pytest.raises(ValueError):
+        LabDefault(**{**d.__dict__, "attack": "rm -rf"})
+    (tmp_path / "lab_defaults.json").write_text('{"mnist/2-D": {"dataset": "mnist", "iters": -1}}')
+    assert lab_default("mnist", "2-D", tmp_path) is None
+    (tmp_path / "lab_defaults.json").write_text("not json")
+    assert lab_default("mnist", "2-D", tmp_path) is None
+
+
+def test_shipped_lab_defaults_are_valid_and_fit_shipped_pairs():
+    import json
+
+    from core.checkpoints import CHECKPOINT_DIR
+    from core.lab import lab_default
+    from pages.common import shipped
+
+    entries = json.loads((CHECKPOINT_DIR / "lab_defaults.json").read_text())
+    assert entries
+    for key in entries:
+        dataset, space = key.split("/")
+        d = lab_default(dataset, space)
+        assert d is not None and d.fits(shipped()[dataset][space])
+        assert d.measured["softmax"]["poisoned"] and not d.measured["lgm"]["poisoned"]
+        assert not any(d.measured["noise_control"][h]["poisoned"] for h in ("softmax", "lgm"))

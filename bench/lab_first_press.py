@@ -1,0 +1,109 @@
+"""The Poison lab's first press, timed in a real browser: a fresh server, the sidebar set to a data
+set and feature space, the server's warm-up waited for, then "Craft poisons and retrain the victims"
+pressed without changing anything, and the time until the verdict table is drawn.
+
+    POISONLAB_DATA_DIR=DIR python bench/lab_first_press.py [--choices mnist/2-D,cifar10/2-D] [--repeats 2]
+
+Needs Debian's chromium and Playwright (as tests/test_browser.py). Writes
+``bench/results/lab_first_press.json``: per choice the seconds of each press (the first and later
+presses of one page: the job queue, the judge and the features are warm after the first) and what the
+verdict table said. Run it on an idle machine (it records ``uptime``'s load beside the numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+BUSY = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]') && !document.querySelector('.stSpinner')"
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _settle(page) -> None:
+    page.wait_for_selector("h1", timeout=180_000)
+    for _ in range(2):
+        page.wait_for_function(BUSY, timeout=300_000)
+        page.wait_for_timeout(1000)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--choices", default="mnist/2-D,fashion-mnist/2-D,cifar10/2-D")
+    p.add_argument("--repeats", type=int, default=2, help="presses per choice (each after a page reload)")
+    p.add_argument("--warm-wait", type=float, default=60, help="seconds to let the server's warm-up finish")
+    args = p.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    port, rows = _port(), []
+    db = Path(tempfile.mkdtemp(prefix="poisonlab-press-")) / "rounds.sqlite"
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+                               "--server.port", str(port), "--server.address", "127.0.0.1"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "POISONLAB_ROUNDS_DB": str(db)})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            for _ in range(120):
+                try:
+                    page.goto(url)
+                    break
+                except Exception:  # the server is still starting
+                    time.sleep(1)
+            _settle(page)
+            time.sleep(args.warm_wait)  # pages/warm.py fills the shared caches when the server starts
+            for choice in args.choices.split(","):
+                dataset, space = choice.split("/")
+                for k in range(args.repeats):
+                    page.goto(url)
+                    _settle(page)
+                    boxes = page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']")
+                    boxes.nth(0).click()
+                    page.get_by_role("option", name=NAMES[dataset], exact=True).click()
+                    _settle(page)
+                    page.locator("[data-testid='stSidebar']").get_by_text(space, exact=True).click()
+                    _settle(page)
+                    page.get_by_role("link", name="Poison lab").click()
+                    _settle(page)
+                    t0 = time.perf_counter()
+                    page.get_by_role("button", name="Craft poisons and retrain the victims").click()
+                    page.wait_for_selector("text=Verdict", timeout=300_000)
+                    page.wait_for_selector("[data-testid='stDataFrame']", timeout=60_000)
+                    seconds = time.perf_counter() - t0
+                    table = page.locator("[data-testid='stDataFrame']").first.inner_text()
+                    shot = ROOT / "bench" / "results" / f"lab_first_press_{dataset}_{space.replace('-', '').lower()}.png"
+                    if k == 0:
+                        page.wait_for_timeout(3000)
+                        page.screenshot(path=str(shot), full_page=True)
+                    rows.append({"dataset": dataset, "space": space, "press": k, "seconds": round(seconds, 2),
+                                 "table": table})
+                    print(json.dumps(rows[-1]), flush=True)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    out = {"rows": rows, "load_before": os.getloadavg(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           "note": "seconds from the click to the verdict table, in Chromium, on this machine"}
+    path = ROOT / "bench" / "results" / "lab_first_press.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()
