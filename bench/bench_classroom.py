@@ -15,7 +15,8 @@ every ``--interval`` seconds (jittered by +-1 s; never before its previous page 
 
 - open the app (Overview);
 - one student in ``--craft-every`` (5) goes to the Poison lab, presses "Craft poisons and retrain
-  the victims" with the default settings (MNIST, 5 poisons, 200 steps), stays on the page (its
+  the victims" with the default settings (the lab's measured opening press, ``core.lab.lab_default``:
+  on MNIST 2-D 5 poisons, 30 steps; 200 steps before 2026-12-02), stays on the page (its
   status fragment polls once a second, as the browser does on the server's ``auto_rerun``) until the
   "Verdict" is drawn, then carries on like the others;
 - a loop over the pages from a random starting point: Guided tour + two "Next" clicks (where the

@@ -6,8 +6,9 @@ pressed without changing anything, and the time until the verdict table is drawn
 
 Needs Debian's chromium and Playwright (as tests/test_browser.py). Writes
 ``bench/results/lab_first_press.json``: per choice the seconds of each press (the first and later
-presses of one page: the job queue, the judge and the features are warm after the first) and what the
-verdict table said. Run it on an idle machine (it records ``uptime``'s load beside the numbers).
+presses of one page: the job queue, the judge and the features are warm after the first) and a
+screenshot of the first (the verdict table is a canvas: read it there). Run it on an idle machine
+(it records the load average beside the numbers).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--choices", default="mnist/2-D,fashion-mnist/2-D,cifar10/2-D")
     p.add_argument("--repeats", type=int, default=2, help="presses per choice (each after a page reload)")
     p.add_argument("--warm-wait", type=float, default=60, help="seconds to let the server's warm-up finish")
+    p.add_argument("--renice-browser", type=int, default=0,
+                   help="nice the browser's processes to this (e.g. 19): does the browser, on the same 2 cores, "
+                        "slow the server's crafts (which run at nice 10)?")
     args = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
@@ -60,6 +64,9 @@ def main(argv: list[str] | None = None) -> dict:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            if args.renice_browser:
+                subprocess.run(f"pgrep -f chrom | xargs -r renice -n {args.renice_browser} -p", shell=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for _ in range(120):
                 try:
                     page.goto(url)
@@ -86,21 +93,20 @@ def main(argv: list[str] | None = None) -> dict:
                     page.wait_for_selector("text=Verdict", timeout=300_000)
                     page.wait_for_selector("[data-testid='stDataFrame']", timeout=60_000)
                     seconds = time.perf_counter() - t0
-                    table = page.locator("[data-testid='stDataFrame']").first.inner_text()
                     shot = ROOT / "bench" / "results" / f"lab_first_press_{dataset}_{space.replace('-', '').lower()}.png"
                     if k == 0:
                         page.wait_for_timeout(3000)
                         page.screenshot(path=str(shot), full_page=True)
                     rows.append({"dataset": dataset, "space": space, "press": k, "seconds": round(seconds, 2),
-                                 "table": table})
+                                 "screenshot": str(shot.relative_to(ROOT)) if k == 0 else None})
                     print(json.dumps(rows[-1]), flush=True)
             browser.close()
     finally:
         server.terminate()
         server.wait(timeout=30)
-    out = {"rows": rows, "load_before": os.getloadavg(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    out = {"rows": rows, "browser_nice": args.renice_browser, "load_before": os.getloadavg(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "note": "seconds from the click to the verdict table, in Chromium, on this machine"}
-    path = ROOT / "bench" / "results" / "lab_first_press.json"
+    path = ROOT / "bench" / "results" / f"lab_first_press{'_browser_nice' if args.renice_browser else ''}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     return out
 

@@ -61,7 +61,10 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, classes: tuple, title
                             "cmax": len(COLOURS) - 0.5, "opacity": 0.55},
                  "customdata": np.stack([np.arange(len(labels)), labels], 1),
                  "hovertemplate": "#%{customdata[0]} class %{customdata[1]}<extra></extra>"})
-    data += [{"type": "scattergl", "x": [None], "y": [None], "mode": "markers", "name": name,  # legend entries
+    # legend entries, of the points' own kind: a WebGL entry in an SVG chart made the browser open a
+    # WebGL context for every chart (the lab's 2-D result page has eight; each costs time to create,
+    # a lot of it without a GPU, and a page gets only so many)
+    data += [{"type": "scatter" if svg else "scattergl", "x": [None], "y": [None], "mode": "markers", "name": name,
               "marker": {"size": 8, "color": COLOURS[c]}} for c, name in enumerate(classes)]
     if gaussians is not None and proj is not None:
         means, variances = gaussians

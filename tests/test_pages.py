@@ -324,6 +324,10 @@ def test_poison_lab_opens_on_the_measured_press_and_it_teaches():
     assert any("The lab opens on this" in c.value for c in at.caption)
     assert any(s.label.startswith("Base class") and s.value == d.base_class for s in at.selectbox)
     assert at.slider[0].value == d.n_poisons and at.slider[1].value == d.iters
+    at.slider[0].set_value(d.n_poisons - 1).run()  # no longer the measured press: the page stops claiming it
+    assert not any("The lab opens on this" in c.value for c in at.caption)
+    at.slider[0].set_value(d.n_poisons).run()
+    assert any("The lab opens on this" in c.value for c in at.caption)
     at.button[0].click().run()
     _until_done(at)
     assert not at.exception, [e.value for e in at.exception]
