@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--iters", type=int, default=200)
     p.add_argument("--attack", default="fc")
     p.add_argument("--ship", action="store_true", help="write the chosen press to checkpoints/lab_defaults.json")
-    p.add_argument("--order", default="index", choices=list(ORDERS), help="; ".join(f"{k}: {v}" for k, v in ORDERS.items()))
+    p.add_argument("--order", default="index", choices=list(ORDERS),
+                   help="; ".join(f"{k}: {v}" for k, v in ORDERS.items()))
     args = p.parse_args(argv)
 
     import torch

@@ -192,7 +192,7 @@ class LabDefault:
     """The press the Poison lab opens on for one data set and feature space: a target, a base class
     and the attack's settings for which the lab's defaults were measured to teach something (the
     softmax victim poisoned by clean-label poisons, the LGM victim not, its filter catching some, a
-    random-noise control leaving the softmax victim alone). ``models``: the checkpoint file names it
+    random-noise control poisoning neither). ``models``: the checkpoint file names it
     was measured on; another pair in the sidebar gets no default."""
 
     dataset: str
@@ -211,7 +211,8 @@ class LabDefault:
         if self.attack not in ATTACKS:
             raise ValueError(f"unknown attack {self.attack!r}")
         if not 1 <= self.n_poisons <= LAB_MAX_POISONS or not 1 <= self.iters <= LAB_MAX_ITERS:
-            raise ValueError(f"poisons 1..{LAB_MAX_POISONS} and steps 1..{LAB_MAX_ITERS}, got {self.n_poisons}, {self.iters}")
+            raise ValueError(f"poisons 1..{LAB_MAX_POISONS} and steps 1..{LAB_MAX_ITERS}, "
+                             f"got {self.n_poisons}, {self.iters}")
 
     def fits(self, pair: dict[str, str | Path]) -> bool:
         """Whether the sidebar's pair ({head: checkpoint path}) is the pair this was measured on."""

@@ -5,7 +5,7 @@ import streamlit as st
 from core.lab import point_report
 from core.report import head_label
 from pages.common import DATASET_NAMES, demo, features, model, sidebar
-from pages.plots import image_for_display, likelihood_heatmap, selected_index, space_figure
+from pages.plots import image_for_display, likelihood_heatmap, selected_index, show_image, space_figure
 
 dataset, space, pair = sidebar()
 ds = demo(dataset)
@@ -55,7 +55,7 @@ if idx is None:
 else:
     st.subheader(f"Test image #{idx}")
     c0, *cs = st.columns([1, 2, 2])
-    c0.image(output_format="PNG", image=image_for_display(ds.x_test[idx]), width=120, caption=f"label: {ds.classes[ds.y_test[idx]]}")
+    show_image(c0, image_for_display(ds.x_test[idx]), width=120, caption=f"label: {ds.classes[ds.y_test[idx]]}")
     for c, head in zip(cs, ("softmax", "lgm")):
         rep = point_report(model(pair[head])[0], features(pair[head], "test"), ds.y_test, idx)
         pred = rep["pred"]

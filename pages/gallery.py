@@ -7,7 +7,7 @@ from core.defences import label as defence_label
 from core.export import contact_sheet, poisons_npz
 from core.report import head_label
 from pages.common import DATASET_NAMES, article, galleries, gallery, named, sidebar
-from pages.plots import trial_pngs, trial_space_figure
+from pages.plots import show_image, trial_pngs, trial_space_figure
 
 PER_PAGE = 6
 
@@ -91,14 +91,14 @@ for i in shown[(page - 1) * PER_PAGE: page * PER_PAGE]:
                 f"model; target {article(target_name)} **{target_name}**, poisons claim **{classes[t['base_class']]}**.  \n"
                 f"{victims_line(t)}")
     cols = st.columns(2 + 2 * n_shown)
-    cols[0].image(output_format="PNG", image=pngs["target"][0], caption=f"target: {classes[t['target_label']]}", width=84)
+    show_image(cols[0], pngs["target"][0], caption=f"target: {classes[t['target_label']]}", width=84)
     verdict = t["judge"].get("clean_label") or [None] * t["n_poisons"]
     for j in range(n_shown):
         looks = "judges: looks like " + named(classes[t["base_class"]]) if verdict[j] else (
             "judges: NOT clean-label" if verdict[j] is False else "not judged")
-        cols[1 + 2 * j].image(output_format="PNG", image=pngs["bases"][j], caption=f"base {j + 1}", width=84)
-        cols[2 + 2 * j].image(output_format="PNG", image=pngs["poisons"][j], caption=f"poison {j + 1}: {looks}", width=84)
-    cols[-1].image(output_format="PNG", image=pngs["change"][0], width=84, caption="poison 1 minus base 1, amplified")
+        show_image(cols[1 + 2 * j], pngs["bases"][j], caption=f"base {j + 1}", width=84)
+        show_image(cols[2 + 2 * j], pngs["poisons"][j], caption=f"poison {j + 1}: {looks}", width=84)
+    show_image(cols[-1], pngs["change"][0], width=84, caption="poison 1 minus base 1, amplified")
     st.divider()
 
 # --- one trial in both feature spaces ----------------------------------------------------------------------

@@ -5,7 +5,7 @@ import streamlit as st
 from core.attacks import budget_levels, default_eps
 from core.report import head_label
 from pages.common import demo, example, named, sidebar
-from pages.plots import image_for_display, space_figure
+from pages.plots import image_for_display, show_image, space_figure
 from pages.showcase import draw_showcase, no_showcase
 
 dataset, space, pair = sidebar()
@@ -35,10 +35,11 @@ if not draw_showcase(dataset, space):
                             width="stretch", key=f"ov_{head}")
     ti, bi, p = example(pair["softmax"], dataset)
     c1, c2, c3 = st.columns(3)
-    c1.image(output_format="PNG", image=image_for_display(p.bases[0]), caption=f"base: {named(ds.classes[int(ds.y_train[bi])])}", width=150)
-    c2.image(output_format="PNG", image=image_for_display(p.poisons[0]), width=150, caption="poison (against the softmax model; every pixel "
+    show_image(c1, image_for_display(p.bases[0]), caption=f"base: {named(ds.classes[int(ds.y_train[bi])])}", width=150)
+    show_image(c2, image_for_display(p.poisons[0]), width=150, caption="poison (against the softmax model; every pixel "
              f"within {budget_levels(default_eps(dataset))}/255)")
-    c3.image(output_format="PNG", image=image_for_display(p.target[0]), caption=f"target: {named(ds.classes[int(ds.y_test[ti])])}", width=150)
+    show_image(c3, image_for_display(p.target[0]), width=150,
+               caption=f"target: {named(ds.classes[int(ds.y_test[ti])])}")
 st.info("Next: **Guided tour** walks a class through it step by step; **Feature space** to explore the clusters; "
         "**Poison lab** to craft your own poisons and retrain a victim; **Poison gallery**, **Attack outcomes** and "
         "**Defences** for what was measured.")

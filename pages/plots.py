@@ -31,6 +31,13 @@ def selected_index(event) -> int | None:
     return int(indices[0]) if indices else None
 
 
+def show_image(where, image, **kwargs) -> None:
+    """``where.image(image, ...)`` sent as PNG: Streamlit's automatic format sends an image without
+    transparency as JPEG, which blurs the very perturbations the pages show, and decoded and
+    re-encoded the gallery's cached PNGs on every run."""
+    where.image(image, output_format="PNG", **kwargs)
+
+
 AXIS_NAMES = {"raw": ("feature 1", "feature 2"), "pca": ("principal direction 1", "principal direction 2"),
               "umap": ("UMAP 1", "UMAP 2")}
 

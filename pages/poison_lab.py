@@ -16,7 +16,8 @@ from core.uploads import UploadError, image_from_bytes
 from pages.common import HEADS, bank, demo, features, judge, model, projection, sidebar, targets
 from pages.jobs_ui import heavy_job
 from pages.rounds_ui import store as round_store
-from pages.plots import feature_figure, image_for_display, poison_markers, regions_heatmap, selected_index, space_figure
+from pages.plots import (feature_figure, image_for_display, poison_markers, regions_heatmap, selected_index, show_image,
+                         space_figure)
 from pages.showcase import draw_showcase, no_showcase
 
 
@@ -80,7 +81,7 @@ if target is None:
 
 # --- base and attack ----------------------------------------------------------------------------------
 left, right = st.columns([1, 2])
-left.image(output_format="PNG", image=image_for_display(target[0]), width=110, caption=f"target: {ds.classes[target_label]}")
+show_image(left, image_for_display(target[0]), width=110, caption=f"target: {ds.classes[target_label]}")
 with right:
     others = [c for c in range(len(ds.classes)) if c != target_label]
     opens_here = opening is not None and target_index == opening.target_index
@@ -182,10 +183,10 @@ for head, r in results.items():
                  f"{r.poisons.time_s:.1f} s")
     i = st.slider("Poison", 0, len(r.poisons.poisons) - 1, 0, key=f"which_{head}") if len(r.poisons.poisons) > 1 else 0
     cs = st.columns(4)
-    cs[0].image(output_format="PNG", image=image_for_display(r.poisons.bases[i]), width=110, caption=f"base ({ds.classes[base_class]})")
-    cs[1].image(output_format="PNG", image=image_for_display(r.poisons.poisons[i]), width=110, caption="poison")
-    cs[2].image(output_format="PNG", image=image_for_display(r.poisons.target[0]), width=110, caption="target")
-    cs[3].image(output_format="PNG", image=amplified_change(r.poisons.poisons[i], r.poisons.bases[i]), width=110,
+    show_image(cs[0], image_for_display(r.poisons.bases[i]), width=110, caption=f"base ({ds.classes[base_class]})")
+    show_image(cs[1], image_for_display(r.poisons.poisons[i]), width=110, caption="poison")
+    show_image(cs[2], image_for_display(r.poisons.target[0]), width=110, caption="target")
+    show_image(cs[3], amplified_change(r.poisons.poisons[i], r.poisons.bases[i]), width=110,
                 caption=f"change, amplified (largest {largest_change(r.poisons.poisons[i], r.poisons.bases[i])} "
                         "of 255 per pixel)")
 

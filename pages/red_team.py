@@ -6,7 +6,7 @@ import streamlit as st
 from core.defences import label as defence_label
 from core.rounds import RoundError, Submission, check_submission, known_attack
 from pages.common import DATASET_NAMES, demo, named, sidebar, targets
-from pages.plots import image_for_display
+from pages.plots import image_for_display, show_image
 from pages.rounds_ui import rules_lines, schedule_scoring, show_leaderboard, store, submission_of
 
 dataset, space, pair = sidebar()
@@ -102,8 +102,8 @@ def live() -> None:
         shown = s.payload(last.id)
         cols = st.columns(min(2 * len(shown.poisons), 10))
         for i, (b, p) in enumerate(zip(shown.base_indices[:5], shown.poisons[:5])):
-            cols[2 * i].image(output_format="PNG", image=image_for_display(ds.x_train[b]), width=80, caption="base")
-            cols[2 * i + 1].image(output_format="PNG", image=image_for_display(p), width=80, caption="your poison")
+            show_image(cols[2 * i], image_for_display(ds.x_train[b]), width=80, caption="base")
+            show_image(cols[2 * i + 1], image_for_display(p), width=80, caption="your poison")
     show_leaderboard(rnd, ds.classes)
     if rnd.revealed:
         st.markdown(f"**The hidden filter was: {defence_label(r.defence)}.**")
@@ -113,8 +113,8 @@ def live() -> None:
             st.markdown(f"**{row.nickname}**: {row.score.describe()}")
             cols = st.columns(10)
             for i, (b, p) in enumerate(zip(shown.base_indices[:5], shown.poisons[:5])):
-                cols[2 * i].image(output_format="PNG", image=image_for_display(ds.x_train[b]), width=70, caption="base")
-                cols[2 * i + 1].image(output_format="PNG", image=image_for_display(p), width=70, caption="poison")
+                show_image(cols[2 * i], image_for_display(ds.x_train[b]), width=70, caption="base")
+                show_image(cols[2 * i + 1], image_for_display(p), width=70, caption="poison")
 
 
     if pending:

@@ -15,7 +15,7 @@ from core.gallery import SHOWCASE_RULE
 from core.report import control_outcomes, head_label
 from core.victim import VICTIM_HEADS
 from pages.common import DATASET_NAMES, article, experiments_for, galleries, gallery, named
-from pages.plots import amplified, image_for_display, trial_space_figure
+from pages.plots import amplified, image_for_display, show_image, trial_space_figure
 
 SPACE_WORDS = {"2-D": "2-D", "high-d": "high-d"}
 OTHER_CLASSES_NOTE = "<br><sup>pretrained on other classes</sup>"  # a second title line: one line was cut off
@@ -116,12 +116,12 @@ def draw_showcase(dataset: str, space: str) -> bool:
     st.caption(SHOWCASE_RULE)
     target, bases, poisons = g.images(sc.softmax)
     cols = st.columns(4)
-    cols[0].image(output_format="PNG", image=image_for_display(target), width=110, caption=f"target: {named(classes[t['target_label']])}")
-    cols[1].image(output_format="PNG", image=image_for_display(bases[0]), width=110, caption=f"base: {named(classes[t['base_class']])}")
-    cols[2].image(output_format="PNG", image=image_for_display(poisons[0]), width=110,
+    show_image(cols[0], image_for_display(target), width=110, caption=f"target: {named(classes[t['target_label']])}")
+    show_image(cols[1], image_for_display(bases[0]), width=110, caption=f"base: {named(classes[t['base_class']])}")
+    show_image(cols[2], image_for_display(poisons[0]), width=110,
                   caption=f"poison: the {'judge calls' if t.get('labelled') else 'judges call'} it "
                           f"{named(classes[t['base_class']])}")
-    cols[3].image(output_format="PNG", image=image_for_display(amplified(poisons[0], bases[0])), width=110,
+    show_image(cols[3], image_for_display(amplified(poisons[0], bases[0])), width=110,
                   caption="what changed, amplified (grey: nothing)")
     sides = [("softmax", sc.softmax)] + ([("lgm", sc.lgm)] if sc.lgm is not None else [])
     cols = st.columns(2)

@@ -10,7 +10,7 @@ from core.judge import JUDGES
 from core.report import copies_needed, load_bench, load_results, primary_cells
 from pages.common import DATASET_NAMES, article, named, sidebar
 from pages.figures import BLUE, budget_figure, curve_figure
-from pages.plots import amplified, image_for_display, space_figure
+from pages.plots import amplified, image_for_display, show_image, space_figure
 from pages.showcase import control_rows, no_showcase, pick_showcase, recipe
 
 dataset, space, pair = sidebar()
@@ -106,9 +106,9 @@ def step_goal() -> None:
                 f"images, honestly labelled **{B}**. Those images are the **poisons**; each starts from a real "
                 f"**{B}** from the training data, its **base**.")
     cols = st.columns(1 + len(bases))
-    cols[0].image(output_format="PNG", image=image_for_display(target), width=110, caption=f"the target: {named(T)}")
+    show_image(cols[0], image_for_display(target), width=110, caption=f"the target: {named(T)}")
     for i, b in enumerate(bases):
-        cols[1 + i].image(output_format="PNG", image=image_for_display(b), width=90, caption=f"base {i + 1}: {named(B)}")
+        show_image(cols[1 + i], image_for_display(b), width=90, caption=f"base {i + 1}: {named(B)}")
 
 
 def step_poison() -> None:
@@ -135,9 +135,9 @@ def step_poison() -> None:
                     f"**{sum(judged)} of {len(judged)}** poisons {article(B)} **{B}**. A poison that passes is "
                     "**clean-label**: correctly labelled, as far as anyone looking can tell.")
     cols = st.columns(3)
-    cols[0].image(output_format="PNG", image=image_for_display(bases[0]), width=140, caption=f"base: {named(B)}")
-    cols[1].image(output_format="PNG", image=image_for_display(poisons[0]), width=140, caption=f"poison: still {named(B)} to the judges")
-    cols[2].image(output_format="PNG", image=image_for_display(amplified(poisons[0], bases[0])), width=140,
+    show_image(cols[0], image_for_display(bases[0]), width=140, caption=f"base: {named(B)}")
+    show_image(cols[1], image_for_display(poisons[0]), width=140, caption=f"poison: still {named(B)} to the judges")
+    show_image(cols[2], image_for_display(amplified(poisons[0], bases[0])), width=140,
                   caption="the change, made visible (grey: no change)")
 
 

@@ -66,18 +66,17 @@ def warm_all(progress: list[str] | None = None) -> list[str]:
 
 @st.cache_resource(show_spinner=False)
 def _one_step_press() -> bool:
-    """Once per server: the lab's pipeline once, one crafting step, on the MNIST 2-D pair: torch imports parts of
-    itself the first time a craft and a retraining run (about 4 s measured), which would otherwise
-    land on the first student who presses the button."""
-    import numpy as np
-
+    """Once per server, the lab's pipeline with one crafting step on the MNIST 2-D pair: torch
+    imports parts of itself the first time a craft and a retraining run (about 4 s measured), which
+    would otherwise land on the first student who presses the button."""
     from core.lab import LAB_CLEAN, LAB_TEST, lab_runs, run_lab_pair
     from core.pipeline import plan_trial
 
     pair, data = shipped()["mnist"]["2-D"], demo("mnist")
-    candidates = targets("mnist", "2-D")
-    plan = plan_trial(data, 0, candidates, n_poisons=1, n_clean=LAB_CLEAN, n_test=LAB_TEST, judge=judge("mnist"),
-                      target_index=int(candidates[0]), base_class=int(np.flatnonzero(np.arange(10) != data.y_test[candidates[0]])[0]))
+    target = int(targets("mnist", "2-D")[0])
+    base = (int(data.y_test[target]) + 1) % len(data.classes)
+    plan = plan_trial(data, 0, targets("mnist", "2-D"), n_poisons=1, n_clean=LAB_CLEAN, n_test=LAB_TEST,
+                      judge=judge("mnist"), target_index=target, base_class=base)
     runs = lab_runs({h: model(pair[h])[0] for h in HEADS}, "fc", "mnist", trial_seed=0, n_poisons=1, iters=1,
                     record_every=1)
     run_lab_pair(runs, data, plan, judge=judge("mnist"), banks={h: bank(pair[h]) for h in HEADS})
