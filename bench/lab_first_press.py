@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    out = {"rows": rows, "browser_nice": args.renice_browser, "load_before": os.getloadavg(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    out = {"rows": rows, "browser_nice": args.renice_browser, "load_at_end": os.getloadavg(),
+           "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "note": "seconds from the click to the verdict table, in Chromium, on this machine"}
     path = ROOT / "bench" / "results" / f"lab_first_press{'_browser_nice' if args.renice_browser else ''}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
