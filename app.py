@@ -8,6 +8,8 @@ import os
 
 import streamlit as st
 
+from pages.admission import PAGE_RUNS
+
 st.set_page_config(page_title="Poison Lab", page_icon=":test_tube:", layout="wide")
 
 PAGES = [
@@ -26,4 +28,5 @@ if os.environ.get("POISONLAB_WARM_UP", "1") != "0":  # fill the shared caches on
 
     warm_up()
 st.session_state["via_app"] = True  # pages check it: see pages/common.sidebar
-st.navigation(PAGES).run()
+with PAGE_RUNS.turn():  # a class that clicks together is served in turn (pages/admission.py)
+    st.navigation(PAGES).run()

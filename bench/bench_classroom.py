@@ -118,6 +118,11 @@ def serve(port: int, stats_path: str, app_root: Path, options: list[str]) -> Non
             if warm is not None and getattr(warm, "STATE", None):
                 stats["warm"] = {"done_s": warm.STATE.get("done_s"), "error": warm.STATE.get("error"),
                                  "steps": len(warm.STATE.get("log", []))}
+            admission = sys.modules.get("pages.admission")  # page runs in turn (absent before 2026-12-02)
+            if admission is not None:
+                turns = admission.PAGE_RUNS
+                stats["page_runs_in_turn"] = {"slots": turns.slots, "wait_s": turns.wait_s,
+                                              "went_ahead_without_a_slot": turns.waited_out}
             core = sys.modules.get("core")
             stats["served_from"] = str(Path(getattr(core, "__file__", "") or "?").parent.parent)
             if options:  # as the server sees them
@@ -639,7 +644,7 @@ def run_once(n: int, args) -> dict:
 
     log = Path(args.log_dir) / f"classroom_server_{n}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {}
+    env = {} if args.page_slots is None else {"POISONLAB_PAGE_SLOTS": str(args.page_slots)}
     if args.round:  # a red-team round open before the class arrives, in a throwaway database
         from core.rounds import RoundRules, RoundStore
 
@@ -755,6 +760,7 @@ def run_once(n: int, args) -> dict:
         "server_cpu_s": round(scpu1 - scpu0, 1),
         "server_cpu_share": round((scpu1 - scpu0) / wall, 2),  # cores' worth the server got, on average
         "settle_timeout_s": args.settle_timeout,
+        "page_slots": args.page_slots,  # None: the app's default (pages/admission.py)
     }
 
 
@@ -804,6 +810,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--log-dir", default="/tmp")
     p.add_argument("--rev", help="serve this git revision (exported with git archive to a temporary folder) "
                                  "instead of the working tree, which others may be editing")
+    p.add_argument("--page-slots", type=int, default=None,
+                   help="page runs the server lets run at once (POISONLAB_PAGE_SLOTS; default: the app's, 1)")
     p.add_argument("--server-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a Streamlit config option for the server, e.g. runner.postScriptGC=false (repeatable)")
     p.add_argument("--app-root", type=Path, default=ROOT, help=argparse.SUPPRESS)
@@ -846,9 +854,9 @@ def measure(args, argv: list[str] | None) -> list[dict]:
         result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         result["command"] = "python bench/bench_classroom.py " + " ".join(argv if argv is not None else sys.argv[1:])
         result["server_options"] = args.server_option
-        same = (n, args.craft_every, args.server_option, args.mix, args.round)
+        same = (n, args.craft_every, args.server_option, args.mix, args.round, args.page_slots)
         runs = [r for r in runs if (r.get("students"), r.get("craft_every", 5), r.get("server_options", []),
-                                    r.get("mix", "loop"), r.get("round_open", False)) != same]
+                                    r.get("mix", "loop"), r.get("round_open", False), r.get("page_slots")) != same]
         runs = sorted(runs + [result], key=lambda r: (r.get("server_options", []), -r.get("craft_every", 5),
                                                       r["students"]))
         out.parent.mkdir(parents=True, exist_ok=True)
