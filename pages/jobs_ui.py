@@ -43,6 +43,14 @@ def job_queue():
 def heavy_job(label: str, start: bool, work) -> object | None:
     """Queue ``work(job)`` for this session when ``start``; show its place in the queue, progress and a
     cancel button while it waits or runs; return its result once, on the run after it finished."""
+    # one block here on every run, empty or not: when the status appeared only while a job ran, every
+    # element under it moved down one place, and the browser drew each of them anew (the lab's shipped
+    # example: seconds of a browser's CPU, taken from the job itself on a small machine)
+    with st.container():
+        return _heavy_job(label, start, work)
+
+
+def _heavy_job(label: str, start: bool, work) -> object | None:
     from core.jobs import CANCELLED, DONE, FAILED
 
     q, owner = job_queue(), session_id()
@@ -68,9 +76,10 @@ def heavy_job(label: str, start: bool, work) -> object | None:
     return None
 
 
-@st.fragment(run_every=1.0)
+@st.fragment(run_every=0.5)
 def _job_status(label: str) -> None:
-    """Polls the session's job once a second without rerunning the page; reruns it when finished."""
+    """Polls the session's job twice a second without rerunning the page; reruns it when finished (at
+    once a second, the result waited half a second on average after the job had finished)."""
     from core.jobs import FINISHED, QUEUED
 
     q = job_queue()

@@ -96,10 +96,20 @@ def feature_figure(points: np.ndarray, labels: np.ndarray, classes: tuple, title
     return go.Figure(data=data, layout=layout, _validate=False)
 
 
+def display_sample(n: int, k: int) -> np.ndarray:
+    """Sorted indices of at most ``k`` of ``n`` points, the same every time (seed 0): a page that draws
+    several maps of one result draws this sample of the test images in each. A browser without a GPU
+    spends ~0.5 ms per drawn point of an SVG chart, so 1000 points in each of the lab's charts kept it
+    busy for seconds."""
+    if n <= k:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, k, replace=False))
+
+
 def space_figure(path: str, title: str, method: str | None = None, poisons: tuple | None = None,
                  extra: list | None = None, gaussians: bool = True, sigmas: tuple = (2,),
                  background: go.Heatmap | None = None, threshold: float | None = None,
-                 class_ids: tuple[int, ...] | None = None) -> go.Figure:
+                 class_ids: tuple[int, ...] | None = None, max_points: int | None = None) -> go.Figure:
     """A checkpoint's feature space as every page draws it: its stored test-sample features, mapped to
     2-D with ``method`` (default: "raw" for d = 2 features, else "pca"), coloured by class, with the
     Gaussians (``sigmas`` rings and centres) when it is an LGM model and ``gaussians`` is true.
@@ -110,7 +120,8 @@ def space_figure(path: str, title: str, method: str | None = None, poisons: tupl
     filter's threshold (minus log-likelihood) to draw as each class's ring, on raw 2-D features.
     ``class_ids``: a model pretrained on other classes, drawn for a victim of these (full-data-set
     ids, in the victim's label order): only their sample images, named as the victim names them, and
-    no Gaussians (the model's own describe the classes it was trained on).
+    no Gaussians (the model's own describe the classes it was trained on). ``max_points``: draw
+    ``display_sample`` of the test images, not all.
     """
     m, meta = model(path)
     cfg = meta["config"]
@@ -124,6 +135,9 @@ def space_figure(path: str, title: str, method: str | None = None, poisons: tupl
         remap[list(class_ids)] = np.arange(len(class_ids))
         points, labels, names = points[keep], remap[labels[keep]], tuple(ds.classes[c] for c in class_ids)
         gaussians, threshold = False, None
+    if max_points is not None:
+        keep = display_sample(len(points), max_points)
+        points, labels = points[keep], labels[keep]
     gauss = tuple(x.numpy() for x in m.head.gaussians()) if gaussians and cfg["head"] == "lgm" else None
     marks = list(extra or [])
     if poisons is not None:

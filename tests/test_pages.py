@@ -25,6 +25,10 @@ def _app(page: str, dataset: str, space: str) -> AppTest:
     return at.run()
 
 
+def _verdict_drawn(at: AppTest) -> bool:
+    return any(s.value == "Verdict" for s in at.subheader) and bool(at.table)
+
+
 def _until_done(at: AppTest, seconds: float = 300, drawn=lambda at: bool(at.dataframe)) -> AppTest:
     """Rerun until the session's queued job has finished and ``drawn(at)`` says its result is shown (a
     browser's page polls once a second; AppTest does not run fragments on a timer)."""
@@ -264,9 +268,9 @@ def test_poison_lab_flow_matches_core():
     at.slider[0].set_value(2)  # poisons
     at.slider[1].set_value(20)  # crafting steps
     at.button[0].click().run()
-    _until_done(at)
+    _until_done(at, drawn=_verdict_drawn)
     assert not at.exception, [e.value for e in at.exception]
-    table = at.dataframe[0].value
+    table = at.table[0].value
     shown = dict(zip(table["victim (retrained on the poisoned data)"], table["poisoned?"]))
     assert list(shown) == ["Softmax", "Softmax + Distance to class centre", "LGM", "LGM + LGM likelihood (the paper)"]
 
@@ -285,6 +289,14 @@ def test_poison_lab_flow_matches_core():
         assert shown[f"{name} + {own}"] == ("yes" if r.victims[list(r.victims)[1]].success else "no")
     assert any("poisons flagged" in c.value for c in at.caption)
     assert any("judged clean-label" in c.value for c in at.caption)
+    # one model's details at a time, the softmax model's first; the other tab draws only once opened
+    models_shown = lambda: [h.value.split(":")[0] for h in at.subheader if h.value.endswith(" s")]  # noqa: E731
+    assert models_shown() == ["Softmax model"]
+    at.session_state["lab_model_tab"] = "LGM model"
+    at.run()
+    assert not at.exception and models_shown() == ["LGM model"]
+    assert any("poisons flagged" in c.value for c in at.caption)
+    assert len(at.table) == 1 and at.table[0].value.equals(table)  # the verdict stays as it was
 
 
 @pytest.mark.slow
@@ -293,11 +305,11 @@ def test_poison_lab_drops_a_result_made_for_other_choices():
     at.slider[0].set_value(1)
     at.slider[1].set_value(10)
     at.button[0].click().run()
-    _until_done(at)
-    assert len(at.dataframe) == 1
+    _until_done(at, drawn=_verdict_drawn)
+    assert len(at.table) == 1
     at.session_state["space"] = "2-D"  # the sidebar changes: the old verdict must not be drawn on the new map
     at.run()
-    assert not at.exception and len(at.dataframe) == 0
+    assert not at.exception and len(at.table) == 0 and not any(s.value == "Verdict" for s in at.subheader)
 
 
 def test_poison_lab_first_view_shows_the_shipped_example():
@@ -329,9 +341,9 @@ def test_poison_lab_opens_on_the_measured_press_and_it_teaches():
     at.slider[0].set_value(d.n_poisons).run()
     assert any("The lab opens on this" in c.value for c in at.caption)
     at.button[0].click().run()
-    _until_done(at)
+    _until_done(at, drawn=_verdict_drawn)
     assert not at.exception, [e.value for e in at.exception]
-    table = at.dataframe[0].value
+    table = at.table[0].value
     shown = dict(zip(table["victim (retrained on the poisoned data)"], table["poisoned?"]))
     assert shown["Softmax"] == "yes" and shown["LGM"] == "no"
 
