@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 RULE = ("the first target and base class, in the search's order, for which the lab's defaults poison "
         "the softmax victim, every poison of both models judged clean-label, while the LGM victim is not poisoned "
-        "and the LGM filter catches at least one of its poisons")
+        "(and still calls the target by its own class) and the LGM filter catches at least one of its poisons")
 ORDERS = {"index": "targets by class, then by index; every other class as the base",
           "margin": "targets by the softmax model's margin over its runner-up class, smallest first (the ones "
                     "nearest another class's region); that runner-up class as the base"}
@@ -73,8 +73,10 @@ def main(argv: list[str] | None = None) -> dict:
             runs.append({**row, "skipped": str(exc)})
             continue
         s, lg = row["softmax"], row["lgm"]
+        # "not poisoned" alone let through an LGM victim that called the target a third class after
+        # retraining (MNIST 2-D, 2026-12-02): a class cannot be shown that as the defence working
         if (s["poisoned"] and s["clean_label"] == lg["clean_label"] == args.poisons and not lg["poisoned"]
-                and lg["caught"] > 0):
+                and lg["called"] == t_class and lg["caught"] > 0):
             # the control: random-sign poisons of the same budget on the same plan; a target so near
             # the boundary that retraining alone moves it would flip here too, and is not a lesson
             row["noise_control"] = _run(models, ds, judge, targets, "noise", args, target_index, base)
@@ -117,7 +119,9 @@ def _run(models, ds, judge, targets, attack: str, args, target_index: int, base:
         own = [n for n in r.victims if n != "none"][0]
         row[head] = {"poisoned": bool(r.victims["none"].success), "clean_label": int(r.verdict.clean_label.sum()),
                      "filtered_poisoned": bool(r.victims[own].success),
-                     "caught": len(r.poisons.poisons) - r.victims[own].poisons_kept}
+                     "caught": len(r.poisons.poisons) - r.victims[own].poisons_kept,
+                     "called": int(r.victims["none"].outcome.pred_after),
+                     "filtered_called": int(r.victims[own].outcome.pred_after)}
     return row
 
 

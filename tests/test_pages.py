@@ -346,6 +346,10 @@ def test_poison_lab_opens_on_the_measured_press_and_it_teaches():
     table = at.table[0].value
     shown = dict(zip(table["victim (retrained on the poisoned data)"], table["poisoned?"]))
     assert shown["Softmax"] == "yes" and shown["LGM"] == "no"
+    called = dict(zip(table["victim (retrained on the poisoned data)"], table["target now called"]))
+    ds = load_demo("mnist")
+    assert called["LGM"] == ds.classes[int(ds.y_test[d.target_index])]  # not fooled: still its own class
+    assert called["Softmax"] == ds.classes[d.base_class]
 
 
 def test_poison_lab_other_target_modes():
