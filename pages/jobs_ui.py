@@ -76,10 +76,11 @@ def _heavy_job(label: str, start: bool, work) -> object | None:
     return None
 
 
-@st.fragment(run_every=0.5)
+@st.fragment(run_every=1.0)
 def _job_status(label: str) -> None:
-    """Polls the session's job twice a second without rerunning the page; reruns it when finished (at
-    once a second, the result waited half a second on average after the job had finished)."""
+    """Polls the session's job once a second without rerunning the page; reruns it when finished.
+    (Twice a second saved the lab's first press 0.25 s on average, but with 30 students, 6 of them
+    crafting, it doubled the polls and the loop mix's p95 went from 1.23 to 2.18 s: BENCHMARKS.)"""
     from core.jobs import FINISHED, QUEUED
 
     q = job_queue()
