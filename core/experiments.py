@@ -32,7 +32,7 @@ from .attacks import ATTACKS, settings_for
 from .checkpoints import load_checkpoint
 from .data import load_dataset, load_demo, stratified_sample
 from .defences import DEFENCES
-from .gallery import GALLERY_JSON, GALLERY_NPZ, build_gallery
+from .gallery import GALLERY_JSON, build_gallery, gallery_files
 from .judge import JUDGES, load_judge
 from .attacks import Poisons
 from .models import extract_features
@@ -644,7 +644,7 @@ def rejudge_experiment(exp_dir: str | Path, judge: str, defences: tuple[str, ...
 def _write_labelled(cfg: ExperimentConfig, out: Path, labelled: list, summary: dict) -> None:
     """The labelled data sets of ``rejudge_experiment`` as an experiment folder (trials, results, gallery)."""
     (out / "trials").mkdir(parents=True, exist_ok=True)
-    for old in [*(out / "trials").iterdir(), out / GALLERY_JSON, out / GALLERY_NPZ]:
+    for old in [*(out / "trials").iterdir(), out / GALLERY_JSON, *gallery_files(out)]:
         old.unlink(missing_ok=True)  # a folder of its own, written whole each time
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     for key, rec, poisons in labelled:

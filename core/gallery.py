@@ -3,7 +3,9 @@
 ``build_gallery`` gathers every trial of an experiment folder into two files beside its results:
 
 - ``gallery.npz``: 8-bit targets, bases and poisons, and the penultimate features of each under
-  every model of the experiment (so the dashboard can place a poison in both feature spaces);
+  every model of the experiment (so the dashboard can place a poison in both feature spaces); a
+  large experiment's arrays are split by trial into ``gallery.npz``, ``gallery.1.npz``, ... so that
+  no shipped file passes the repository's 20 MB limit (the header lists them);
 - ``gallery.json``: one slim record per trial (what was attacked, the judges' verdict on each
   poison, which filter flagged which poison, each victim's outcome) with offsets into the arrays.
 
@@ -25,6 +27,17 @@ from .models import extract_features
 
 GALLERY_NPZ = "gallery.npz"
 GALLERY_JSON = "gallery.json"
+SHARD_BYTES = 16 * 2**20  # uncompressed bytes per npz file at most: compressed, always under 20 MB
+
+
+def _shard_name(i: int) -> str:
+    return GALLERY_NPZ if i == 0 else f"gallery.{i}.npz"
+
+
+def gallery_files(exp_dir: str | Path) -> list[Path]:
+    """Every npz file of the gallery in ``exp_dir`` (written by any version of ``build_gallery``)."""
+    exp_dir = Path(exp_dir)
+    return sorted(exp_dir.glob("gallery*.npz"))
 
 
 def _slim(key: str, rec: dict, start: int, stored: int) -> dict:
@@ -58,8 +71,30 @@ def _slim(key: str, rec: dict, start: int, stored: int) -> dict:
             "labelled": rec.get("labelled")}
 
 
-def build_gallery(exp_dir: str | Path, data: Dataset | None = None, data_dir: str | None = None) -> Path:
-    """Write ``gallery.npz`` and ``gallery.json`` for the experiment in ``exp_dir``; returns the json path.
+def _write_shards(exp_dir: Path, per_trial: list[dict[str, np.ndarray]], shard_bytes: int) -> list[str]:
+    """Consecutive trials' arrays, concatenated into as few npz files as keep each under ``shard_bytes``
+    (uncompressed; one trial alone may exceed it); stale files of an earlier build are removed."""
+    groups, size = [[]], 0
+    for arrays in per_trial:
+        nbytes = sum(a.nbytes for a in arrays.values())
+        if groups[-1] and size + nbytes > shard_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(arrays)
+        size += nbytes
+    names = [_shard_name(i) for i in range(len(groups))]
+    for old in gallery_files(exp_dir):
+        if old.name not in names:
+            old.unlink()
+    for name, group in zip(names, groups):
+        np.savez_compressed(exp_dir / name, **{k: np.concatenate([a[k] for a in group]) for k in group[0]})
+    return names
+
+
+def build_gallery(exp_dir: str | Path, data: Dataset | None = None, data_dir: str | None = None,
+                  shard_bytes: int = SHARD_BYTES) -> Path:
+    """Write ``gallery.npz`` (split by trial when large) and ``gallery.json`` for the experiment in
+    ``exp_dir``; returns the json path.
 
     ``data`` is the data set the experiment ran on (loaded from its config when not given).
     """
@@ -95,14 +130,18 @@ def build_gallery(exp_dir: str | Path, data: Dataset | None = None, data_dir: st
     for model_name, (model, _) in models.items():
         for part in ("targets", "bases", "poisons"):
             arrays[f"{part}__{model_name}"] = extract_features(model, arrays[part]).numpy().astype(np.float32)
-    np.savez_compressed(exp_dir / GALLERY_NPZ, **arrays)
+    per_trial = []  # each trial's slice of every array, so that files split between trials
+    for i, t in enumerate(trials):
+        sl = slice(t["start"], t["start"] + t["n_stored"])
+        per_trial.append({k: a[i:i + 1] if k.startswith("targets") else a[sl] for k, a in arrays.items()})
+    shards = _write_shards(exp_dir, per_trial, shard_bytes)
     # a new-classes experiment's labels index the victim's classes (``Dataset.restrict``), so the
     # gallery names those; ``class_ids`` places them in the full data set (None: all of it)
     header = {"dataset": name, "classes": list(data.classes),
               "class_ids": list(data.class_ids) if data.class_ids is not None else None,
               "models": {n: {"path": cfg["models"][n], "head": meta["config"]["head"],
                              "feat_dim": meta["config"]["feat_dim"]} for n, (_, meta) in models.items()},
-              "config": cfg, "trials": trials}
+              "config": cfg, "trials": trials, "shards": shards}
     out = exp_dir / GALLERY_JSON
     out.write_text(json.dumps(header) + "\n")
     return out
@@ -158,8 +197,11 @@ def shipped_galleries(root: str | Path | None = None) -> dict[str, Path]:
 def load_gallery(exp_dir: str | Path) -> Gallery:
     exp_dir = Path(exp_dir)
     header = json.loads((exp_dir / GALLERY_JSON).read_text())
-    with np.load(exp_dir / GALLERY_NPZ) as z:
-        arrays = {k: z[k] for k in z.files}
+    parts = []
+    for name in header.get("shards", [GALLERY_NPZ]):  # galleries from before shards: one file
+        with np.load(exp_dir / name) as z:
+            parts.append({k: z[k] for k in z.files})
+    arrays = {k: np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k] for k in parts[0]}
     ids = header.get("class_ids")
     return Gallery(header["dataset"], header["classes"], header["models"], header["config"], header["trials"], arrays,
                    tuple(ids) if ids is not None else None)

@@ -55,6 +55,22 @@ def _check_gallery(folder, data, checkpoints):
     assert np.allclose(g.features(0, "lgm")[2], extract_features(model, poisons).numpy(), atol=1e-5)
 
 
+def _check_gallery_shards(folder, data, checkpoints):
+    """A gallery too large for one file is split between trials and reads back the same; a smaller
+    rebuild removes the files it no longer needs."""
+    from core.gallery import build_gallery, gallery_files, load_gallery
+
+    whole = load_gallery(folder)
+    build_gallery(folder, data=data, shard_bytes=1)  # every trial a file of its own
+    assert len(gallery_files(folder)) == len(whole.trials) > 1
+    split = load_gallery(folder)
+    assert split.trials == whole.trials and set(split.arrays) == set(whole.arrays)
+    assert all(np.array_equal(split.arrays[k], whole.arrays[k]) for k in whole.arrays)
+    _check_gallery(folder, data, checkpoints)
+    build_gallery(folder, data=data)
+    assert [p.name for p in gallery_files(folder)] == ["gallery.npz"]
+
+
 @pytest.mark.slow
 def test_tiny_experiment_end_to_end(tiny_checkpoints, tmp_path, mnist_demo):
     cfg = ExperimentConfig(models=tiny_checkpoints, attacks=("fc", "fc-adaptive"), n_poisons=(2,),
@@ -101,6 +117,7 @@ def test_tiny_experiment_end_to_end(tiny_checkpoints, tmp_path, mnist_demo):
     assert "skipped" in skipped
     assert markdown_table(cells).count("\n") == len(cells) + 2
     _check_gallery(tmp_path, mnist_demo, tiny_checkpoints)
+    _check_gallery_shards(tmp_path, mnist_demo, tiny_checkpoints)
 
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "trials").iterdir()}
     again = run_experiment(cfg, tmp_path, progress=False)  # resumes: nothing recomputed
