@@ -11,6 +11,8 @@ same pass through the model as trained. Reports the wall time of
 each craft, its time per iteration, the floor's median and their ratio, and the load average
 before and after (the machine is often shared: read the numbers beside it). Also CP (convex
 weights, five projected steps on the simplex per iteration) at the same size. Prints JSON.
+``--iters 800 --patience 100``: the early stop (a plateau of 100 steps, the best iterate kept),
+whose paired check against the benchmark's 1200 steps is ``bench/bench_early_stop.py``.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="checkpoints/cifar10_softmax_d128.pt")
     ap.add_argument("--poisons", type=int, default=25)
     ap.add_argument("--iters", type=int, default=1200)
+    ap.add_argument("--patience", type=int, default=None,
+                    help="the plateau stop (keeps the best iterate); paired check: bench/bench_early_stop.py")
     ap.add_argument("--trials", type=int, default=2, help="seeded target/base draws per attack")
     ap.add_argument("--attacks", nargs="*", default=["bp", "cp"])
     ap.add_argument("--threads", type=int, default=None)
@@ -60,7 +64,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model, meta = load_checkpoint(args.checkpoint)
     data = load_dataset(meta["config"]["dataset"])
-    out = {"checkpoint": args.checkpoint, "poisons": args.poisons, "iters": args.iters,
+    out = {"checkpoint": args.checkpoint, "poisons": args.poisons, "iters": args.iters, "patience": args.patience,
            "threads": torch.get_num_threads(), "torch": torch.__version__, "load_before": os.getloadavg()[0],
            "crafts": []}
     for attack in args.attacks:
@@ -71,16 +75,18 @@ def main() -> None:
             bases = rng.choice(np.flatnonzero(data.y_train == base_class), args.poisons, replace=False)
             x = to_input(data.x_train[bases])
             before = floor_ms(model, x, 30)
-            settings = settings_for(attack, data.name, trial_seed=trial, iters=args.iters, record_every=args.iters)
+            settings = settings_for(attack, data.name, trial_seed=trial, iters=args.iters, record_every=args.iters,
+                                    patience=args.patience)
             t0 = time.perf_counter()
             p = get_attack(attack).craft(model, data.x_train[bases], data.x_test[target:target + 1],
                                          np.full(args.poisons, base_class), int(data.y_test[target]), settings)
             wall = time.perf_counter() - t0
             after = floor_ms(model, x, 30)
             plain = pass_ms(model, x, 30)  # the model as trained: what the folding saves
-            per_iter = 1000 * wall / args.iters
+            steps = p.params["iterations_run"]
+            per_iter = 1000 * wall / steps
             fl = (before + after) / 2
-            out["crafts"].append({"attack": attack, "trial": trial, "wall_s": round(wall, 2),
+            out["crafts"].append({"attack": attack, "trial": trial, "wall_s": round(wall, 2), "steps": steps,
                                   "ms_per_iter": round(per_iter, 2), "floor_ms": round(fl, 2),
                                   "unfolded_network_ms": round(plain, 2),
                                   "ratio": round(per_iter / fl, 3),

@@ -226,6 +226,9 @@ class PolytopeSettings(AttackSettings):
                              optional=True)
     lr: float = knob(0.01, "Adam step on the pixels", 1e-8, 10.0, art="learning_rate")
     iters: int = knob(1000, "crafting steps", 1, 100_000, art="max_iter")
+    patience: int | None = knob(None, "stop once the objective's best has not improved by 0.1% for this many "
+                                "steps and keep the best iterate (0 or None: run every step and keep the last, "
+                                "as the poisoning benchmark does)", 0, 100_000, optional=True)
 
 
 @dataclass(frozen=True)
@@ -293,6 +296,31 @@ def _project(x: torch.Tensor, anchor: torch.Tensor, eps: float | None) -> torch.
     if eps is not None:
         x = torch.max(torch.min(x, anchor + eps), anchor - eps)
     return x.clamp_(0.0, 1.0)
+
+
+class _Plateau:
+    """The early stop every solver shares: stalled once no entry of the objective's running best
+    has improved by 0.1% for ``patience`` consecutive checks (``None`` or 0: never). It watches the
+    running best, not the last value, so one noisy Adam step neither resets nor trips it;
+    ``new_best`` says whether the value just seen is the best so far (the iterate an early stop keeps)."""
+
+    def __init__(self, patience: int | None, start: torch.Tensor | None = None) -> None:
+        """``start``: the best before the first step (a restart continues from earlier restarts)."""
+        self.patience, self.stale = patience or 0, 0
+        self.best = self.mark = None if start is None else start.detach().reshape(-1).clone()
+        self.new_best = False
+
+    def stalled(self, loss: torch.Tensor) -> bool:
+        loss = loss.detach().reshape(-1)
+        self.new_best = self.best is None or bool((loss < self.best).any())
+        self.best = loss.clone() if self.best is None else torch.minimum(self.best, loss)
+        if not self.patience:
+            return False
+        if self.mark is None or bool((self.best < self.mark * 0.999).any()):
+            self.stale, self.mark = 0, self.best.clone()
+        else:
+            self.stale += 1
+        return self.stale >= self.patience
 
 
 def budget_levels(eps: float) -> int:
@@ -416,7 +444,7 @@ def feature_collision(model: Classifier, bases: np.ndarray, target: np.ndarray, 
         start = torch.zeros_like(b) if restart == 0 else (torch.rand(b.shape, generator=gen) * 2 - 1).to(b.device) * eps
         delta = ((b + start).clamp(0, 1) - b).requires_grad_(True)
         opt = torch.optim.Adam([delta], lr=s.lr * eps)
-        stale, last_best = 0, best_loss.clone()
+        plateau = _Plateau(s.patience, start=best_loss)
         for it in range(1, s.iters + 1):
             for group in opt.param_groups:
                 group["lr"] = s.lr * eps * 0.5 * (1 + np.cos(np.pi * (it - 1) / s.iters))
@@ -435,13 +463,8 @@ def feature_collision(model: Classifier, bases: np.ndarray, target: np.ndarray, 
             total += 1
             if total % s.record_every == 0:
                 run.record(total, best_f, best_loss)
-            if s.patience:
-                if bool((best_loss < last_best * 0.999).any()):
-                    stale, last_best = 0, best_loss.clone()
-                else:
-                    stale += 1
-                    if stale >= s.patience:
-                        break
+            if plateau.stalled(best_loss):
+                break
     params = {"attack": "fc-adaptive" if weight else "fc", "iters": s.iters, "iterations_run": total,
               "eps": eps, "lr": s.lr, "restarts": s.restarts, "adaptive_weight": weight,
               **({"stealth": stealth.name} if weight else {}),
@@ -478,6 +501,7 @@ def polytope(model: Classifier, bases: np.ndarray, target: np.ndarray, base_labe
     delta = torch.zeros_like(b, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=s.lr)
     coeffs = torch.full((k,), 1.0 / k, device=b.device)
+    plateau = _Plateau(s.patience)
 
     def objective(f: torch.Tensor) -> torch.Tensor:
         return 0.5 * (coeffs @ f - ft).pow(2).sum() / scale
@@ -498,16 +522,20 @@ def polytope(model: Classifier, bases: np.ndarray, target: np.ndarray, base_labe
         loss = objective(f)
         if it % s.record_every == 0 or it == s.iters:
             run.record(it, f, torch.full((k,), loss.item()))
-        if it == s.iters:
+        stop = plateau.stalled(loss)
+        if s.patience and plateau.new_best:  # Adam at a fixed step spikes now and then: the last
+            kept = ((b + delta).detach().clone(), coeffs.clone())  # iterate can sit on a spike
+        if it == s.iters or stop:
             break
         (delta.grad,) = torch.autograd.grad(loss, delta)  # gradients for the poisons only, never the model
         opt.step()
         with torch.no_grad():
             delta.copy_(_project(b + delta, b, eps) - b)
-    params = {"attack": "cp" if mode == "convex" else "bp", "iters": s.iters, "eps": eps, "lr": s.lr,
-              "record_every": s.record_every, "coefficients": coeffs.cpu().tolist()}
-    return run.finish(b + delta, eps, s.iters, target_label, params,
-                      lambda fq: torch.full((k,), objective(fq).item()))
+    x, coeffs = kept if s.patience else (b + delta, coeffs)
+    params = {"attack": "cp" if mode == "convex" else "bp", "iters": s.iters, "iterations_run": it, "eps": eps,
+              "lr": s.lr, "patience": s.patience or None, "record_every": s.record_every,
+              "coefficients": coeffs.cpu().tolist()}
+    return run.finish(x, eps, it, target_label, params, lambda fq: torch.full((k,), objective(fq).item()))
 
 
 def _needs(stealth: Stealth, model: Classifier) -> None:
@@ -551,21 +579,27 @@ def class_mean_shift(model: Classifier, bases: np.ndarray, target: np.ndarray, b
 
     delta = torch.zeros_like(b, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=s.lr)
+    plateau = _Plateau(s.patience)
     for it in range(s.iters + 1):
         f = model.features(b + delta)
         loss = objective(f)
         if it % s.record_every == 0 or it == s.iters:
             run.record(it, f, torch.full((k,), loss.item()))
-        if it == s.iters:
+        stop = plateau.stalled(loss)
+        if s.patience and plateau.new_best:
+            kept = (b + delta).detach().clone()
+        if it == s.iters or stop:
             break
         (delta.grad,) = torch.autograd.grad(loss, delta)
         opt.step()
         with torch.no_grad():
             delta.copy_(_project(b + delta, b, eps) - b)
-    params = {"attack": "cm", "iters": s.iters, "eps": eps, "lr": s.lr, "record_every": s.record_every,
+    x = kept if s.patience else b + delta
+    params = {"attack": "cm", "iters": s.iters, "iterations_run": it, "eps": eps, "lr": s.lr,
+              "patience": s.patience or None, "record_every": s.record_every,
               "class_size": s.class_size, "adaptive_weight": s.adaptive_weight,
               **({"stealth": stealth.name} if s.adaptive_weight else {})}
-    return run.finish(b + delta, eps, s.iters, target_label, params,
+    return run.finish(x, eps, it, target_label, params,
                       lambda fq: torch.full((k,), objective(fq).item()))
 
 

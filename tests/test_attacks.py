@@ -187,7 +187,7 @@ def test_settings_for_gives_each_attack_its_own_knobs_and_the_data_sets_defaults
     assert "adaptive_weight" not in settings_for("fc", "mnist", iters=100).to_dict()
     assert settings_for("bp", "cifar10", iters=50).eps == default_eps("cifar10") == 8 / 255
     assert settings_for("cp", "mnist", trial_seed=3, iters=50, eps=0.1).to_dict() == {
-        "iters": 50, "record_every": 1, "eps": 0.1, "lr": 0.01}  # a deterministic attack has no seed to take
+        "iters": 50, "record_every": 1, "eps": 0.1, "lr": 0.01, "patience": None}  # deterministic: no seed
     assert settings_for("fc-frogs", "mnist", iters=50, beta0=9.0).beta0 == 9.0
     with pytest.raises(ValueError, match="has no setting beta0"):
         settings_for("cp", "mnist", beta0=9.0)  # a knob the attack does not have is an error, not ignored
@@ -247,6 +247,42 @@ def test_early_stop_returns_the_best_iterate_seen(tiny, mnist_demo, monkeypatch)
     assert full.params["iterations_run"] == 80
     assert np.allclose(full.traj_objective[n], early.traj_objective[-2], rtol=1e-6)
     assert np.all(full.traj_objective[-2] <= early.traj_objective[-2] + 1e-6)
+
+
+@pytest.mark.parametrize("attack", ["bp", "cp", "cm"])
+def test_polytope_early_stop_keeps_the_best_iterate_which_a_shorter_run_ends_on(tiny, mnist_demo, attack):
+    """With ``patience`` the polytope solvers stop on a plateau and keep the iterate with the
+    lowest objective seen; the trajectory up to it is the full run's, so a run of exactly that
+    many steps (no early stop: the last iterate) returns the same poisons, bit for bit. CP's
+    convex weights come with it."""
+    bases, target, bl, tl = _pair(mnist_demo, n=4)
+    model = tiny["lgm" if attack == "cm" else "softmax"]
+    kw = dict(eps=0.3, lr=0.2, record_every=1, iters=300)  # a large step: it plateaus in 300
+    early = craft(model, attack, bases, target, bl, tl, patience=3, **kw)
+    stop = early.params["iterations_run"]
+    assert stop < 300 and early.params["patience"] == 3  # it did stop early
+    objective = early.traj_objective[:-1, 0]  # one record per step 0..stop, then the saved poisons'
+    assert list(early.traj_iters[:-1]) == list(range(stop + 1))
+    best = int(np.argmin(objective))
+    short = craft(model, attack, bases, target, bl, tl, patience=None, **{**kw, "iters": best})
+    assert np.array_equal(short.poisons, early.poisons)
+    assert np.array_equal(short.params["coefficients"] if attack != "cm" else 0,
+                          early.params["coefficients"] if attack != "cm" else 0)
+    full = craft(model, attack, bases, target, bl, tl, patience=None, **kw)
+    assert full.params["iterations_run"] == 300 and full.params["patience"] is None
+    assert np.allclose(full.traj_objective[:stop + 1, 0], objective, rtol=1e-6)  # the same path until the stop
+
+
+def test_plateau_stops_after_patience_checks_without_a_0_1_percent_gain():
+    """The shared early stop: the running best must fall by 0.1% to reset the count; a spike
+    (a worse value) neither resets it nor becomes the kept iterate."""
+    from core.attacks import _Plateau
+
+    p = _Plateau(2)
+    seen = [(p.stalled(torch.tensor(v)), p.new_best) for v in (10.0, 9.0, 8.9999, 50.0, 8.5, 8.499, 8.4995)]
+    assert seen == [(False, True), (False, True), (False, True), (True, False), (False, True), (False, True),
+                    (True, False)]
+    assert not any(_Plateau(None).stalled(torch.tensor(1.0)) for _ in range(10))
 
 
 def test_the_crafting_copy_of_a_resnet_folds_its_batch_norms_and_computes_the_same_features():
