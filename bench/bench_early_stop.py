@@ -19,53 +19,38 @@ import json
 import statistics
 from pathlib import Path
 
-from core.stats import mcnemar_exact
+from core.report import load_trials, outcomes, paired
 
 
-def _records(folder: Path, attack: str) -> dict[tuple[str, int], dict]:
-    out = {}
-    for path in sorted((folder / "trials").glob(f"*__{attack}__*.json")):
-        if path.name.endswith(".tmp"):
-            continue
-        rec = json.loads(path.read_text())
-        if not rec.get("skipped"):
-            out[(rec["model"], int(rec["trial"]))] = rec
-    return out
+def _by_trial(folder: Path, attack: str) -> dict[tuple[str, int], dict]:
+    return {(r["model"], int(r["trial"])): r for r in load_trials(folder) if r["attack"] == attack}
 
 
-def _outcomes(rec: dict) -> dict[tuple[str, str], bool]:
-    """(victim, defence) -> success: the experiment's own victim and each control."""
-    rows = {(rec["victim_name"], d): v["success"] for d, v in rec["defences"].items()}
-    for victim, by_defence in rec.get("victims", {}).items():
-        rows.update({(victim, d): v["success"] for d, v in by_defence.items()})
-    return rows
-
-
-def _check_paired(a: dict, b: dict) -> None:
-    for key in ("target_index", "base_class", "base_indices", "seeds"):
-        if a.get(key) != b.get(key):
-            raise ValueError(f"trial {a['model']} {a['trial']}: {key} differs: the two experiments are not paired")
+def _cells(rec: dict) -> set[tuple[str | None, str]]:
+    """(victim, defence) pairs a record holds: None for the experiment's own victim, then each control."""
+    return {(None, d) for d in rec["defences"]} | {(v, d) for v, ds in rec.get("victims", {}).items() for d in ds}
 
 
 def compare(full_dir: Path, early_dir: Path, attack: str = "bp") -> dict:
-    full, early = _records(full_dir, attack), _records(early_dir, attack)
+    full, early = _by_trial(full_dir, attack), _by_trial(early_dir, attack)
     keys = sorted(set(full) & set(early))
-    for k in keys:
-        _check_paired(full[k], early[k])
+    for k in keys:  # paired only if each trial drew the same target, bases and seeds in both
+        for field in ("target_index", "base_class", "base_indices", "seeds"):
+            if full[k].get(field) != early[k].get(field):
+                raise ValueError(f"trial {k}: {field} differs: the two experiments are not paired")
+    fr, er = [full[k] for k in keys], [early[k] for k in keys]
     rows = []
     for model in sorted({m for m, _ in keys}):
-        mk = [k for k in keys if k[0] == model]
-        cells = sorted(set.intersection(*(set(_outcomes(full[k])) & set(_outcomes(early[k])) for k in mk)))
-        for victim, defence in cells:
-            a = [_outcomes(full[k])[(victim, defence)] for k in mk]
-            b = [_outcomes(early[k])[(victim, defence)] for k in mk]
-            rows.append({"model": model, "victim": victim, "defence": defence, "trials": len(mk),
-                         "full_successes": sum(a), "early_successes": sum(b),
-                         "lost": sum(x and not y for x, y in zip(a, b)),
-                         "gained": sum(y and not x for x, y in zip(a, b)), "mcnemar_p": mcnemar_exact(a, b)})
+        mine = [k for k in keys if k[0] == model]
+        for victim, defence in sorted(set.intersection(*(_cells(full[k]) & _cells(early[k]) for k in mine)),
+                                      key=lambda c: (c[0] or "", c[1])):
+            pair = paired(outcomes(fr, model, victim, defence), outcomes(er, model, victim, defence), attack)
+            rows.append({"model": model, "victim": victim or full[mine[0]].get("victim_name", "warm"),
+                         "defence": defence, "trials": pair["pairs"], "full_successes": pair["left"],
+                         "early_successes": pair["right"], "lost": pair["only_left"], "gained": pair["only_right"],
+                         "mcnemar_p": pair["p"]})
     sides = {}
-    for name, recs in (("full", full), ("early", early)):
-        chosen = [recs[k] for k in keys]
+    for name, chosen in (("full", fr), ("early", er)):
         sides[name] = {"iterations_run": [r["iterations_run"] for r in chosen],
                        "craft_s_median": statistics.median(r["craft_s"] for r in chosen) if chosen else None,
                        "feature_distance_mean": statistics.fmean(r["feature_distance"] for r in chosen)
@@ -98,6 +83,9 @@ def main() -> None:
             print(f"{name}: steps run median {statistics.median(its)} (min {min(its)}, max {max(its)}), "
                   f"crafting median {side['craft_s_median']:.1f} s, feature distance {side['feature_distance_mean']:.3f}")
     print(markdown(result))
+    cells = result["cells"]
+    print(f"over all {len(cells)} cells: {sum(c['lost'] for c in cells)} successes lost, "
+          f"{sum(c['gained'] for c in cells)} gained (a trial counts once per victim and filter)")
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
 
