@@ -47,6 +47,7 @@ import torch
 from .lgm import FittedGaussians, head_capabilities, heads_with
 from .models import Classifier, frozen_copy, to_images, to_input
 from .settings import Settings, knob
+from .train import augment_batch
 
 
 @dataclass
@@ -241,6 +242,10 @@ class MeanShiftSettings(PolytopeSettings):
                                   widget=("Stealth weight", 0.0, 20.0))
     stealth: str = knob("likelihood", "which filter's statistic the poison keeps typical: " + _STEALTH_HELP,
                         choices=tuple(STEALTH))
+    eot: int = knob(0, "random crop (pad 4) + flip draws averaged in each step (0: none): the attack on a victim "
+                    "that trains with the benchmark's augmentation, which sees only shifted, mirrored poisons",
+                    0, 64)
+    seed: int = knob(0, "seeds the crop and flip draws", 0, 2**31 - 1)
 
 
 # --- the scaffold every solver shares ------------------------------------------------------------------
@@ -557,6 +562,9 @@ def class_mean_shift(model: Classifier, bases: np.ndarray, target: np.ndarray, b
     ||mu_B + (1/n) sum_i (f(p_i) - f(b_i)) - f(t)||^2, mu_B estimated by the bases' mean feature and
     n = ``class_size``, plus ``adaptive_weight`` times a stealth term (``STEALTH``) averaged over the
     poisons. Adam on the pixels, projected onto the budget ball, as the polytope attacks.
+    ``eot``: against a victim that trains on random crops and flips (the benchmark's), the shift is
+    the mean over that many draws per step of sum_i f(A p_i) - f(A b_i), one draw A per pair
+    (expectation over transformations); the recorded objective stays the un-augmented one.
     """
     s = _settings(MeanShiftSettings, settings, knobs)
     stealth = STEALTH[s.stealth]
@@ -569,22 +577,38 @@ def class_mean_shift(model: Classifier, bases: np.ndarray, target: np.ndarray, b
     with torch.no_grad():
         f0 = model.features(b)
     mu = f0.mean(0)
+    gen = torch.Generator().manual_seed(s.seed)
 
-    def objective(f: torch.Tensor) -> torch.Tensor:
-        shifted = mu + (f - f0).sum(0) / s.class_size
+    def objective(f: torch.Tensor, moved: torch.Tensor | None = None) -> torch.Tensor:
+        """``moved``: the summed feature change the victim's training sees (default: f - f0)."""
+        shifted = mu + ((f - f0).sum(0) if moved is None else moved) / s.class_size
         loss = (shifted - ft).pow(2).sum()
         if s.adaptive_weight:
             loss = loss + s.adaptive_weight * stealth.term(model, f, labels, f0).mean()
         return loss
+
+    def augmented_shift(x: torch.Tensor) -> torch.Tensor:
+        """The change an augmenting victim sees, averaged over ``eot`` draws: each draw crops and
+        flips a poison and its base alike (the shift a poison adds to its class's augmented mean)."""
+        moved = torch.zeros_like(mu)
+        for _ in range(s.eot):
+            draw = int(torch.randint(2**31 - 1, (1,), generator=gen))
+            xa = augment_batch(x, "crop-flip", torch.Generator().manual_seed(draw))
+            with torch.no_grad():
+                fa0 = model.features(augment_batch(b, "crop-flip", torch.Generator().manual_seed(draw)))
+            moved = moved + (model.features(xa) - fa0).sum(0)
+        return moved / s.eot
 
     delta = torch.zeros_like(b, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=s.lr)
     plateau = _Plateau(s.patience)
     for it in range(s.iters + 1):
         f = model.features(b + delta)
-        loss = objective(f)
+        loss = objective(f)  # what a victim without augmentation sees: recorded, and the loss without eot
         if it % s.record_every == 0 or it == s.iters:
             run.record(it, f, torch.full((k,), loss.item()))
+        if s.eot:
+            loss = objective(f, augmented_shift(b + delta))
         stop = plateau.stalled(loss)
         if s.patience and plateau.new_best:
             kept = (b + delta).detach().clone()
@@ -598,7 +622,8 @@ def class_mean_shift(model: Classifier, bases: np.ndarray, target: np.ndarray, b
     params = {"attack": "cm", "iters": s.iters, "iterations_run": it, "eps": eps, "lr": s.lr,
               "patience": s.patience or None, "record_every": s.record_every,
               "class_size": s.class_size, "adaptive_weight": s.adaptive_weight,
-              **({"stealth": stealth.name} if s.adaptive_weight else {})}
+              **({"stealth": stealth.name} if s.adaptive_weight else {}),
+              **({"eot": s.eot, "seed": s.seed} if s.eot else {})}
     return run.finish(x, eps, it, target_label, params,
                       lambda fq: torch.full((k,), objective(fq).item()))
 

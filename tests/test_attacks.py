@@ -453,3 +453,26 @@ def test_noise_control_spends_the_whole_budget_at_random(tiny, mnist_demo):
     assert change.max() <= 0.1 + 1e-6
     free = (a.bases > 0.1 + 1e-6) & (a.bases < 0.9 - 1e-6)  # pixels the clamp to [0, 1] leaves alone
     assert np.allclose(change[free], np.floor(0.1 * 255 + 1e-6) / 255, atol=1e-6)
+
+
+def test_class_mean_shift_through_crops_and_flips_keeps_more_of_its_shift_under_them(tiny, mnist_demo):
+    """``eot``: crafted through random crop + flip draws, the poisons' summed feature shift survives
+    the victim's augmentation better than plain poisons' does (measured on fresh draws, as
+    bench/augment_shift.py does); the same seed gives the same poisons, and eot = 0 ignores it."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from augment_shift import shift_kept
+
+    bases, target, bl, tl = _pair(mnist_demo, n=8)
+    model = tiny["lgm"]
+    kw = dict(iters=60, eps=0.3, lr=0.02, class_size=10)
+    plain = craft(model, "cm", bases, target, bl, tl, **kw)
+    eot = craft(model, "cm", bases, target, bl, tl, eot=4, seed=1, **kw)
+    again = craft(model, "cm", bases, target, bl, tl, eot=4, seed=1, **kw)
+    assert np.array_equal(eot.poisons, again.poisons) and eot.params["eot"] == 4
+    assert np.array_equal(craft(model, "cm", bases, target, bl, tl, seed=5, **kw).poisons, plain.poisons)
+    kept = {name: float(np.mean(shift_kept(model, p.poisons, bases, draws=16, seed=100)))
+            for name, p in (("plain", plain), ("eot", eot))}
+    assert kept["eot"] > kept["plain"] + 0.05, kept
