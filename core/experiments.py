@@ -146,8 +146,11 @@ class ExperimentConfig:
 
     @property
     def primary_name(self) -> str:
-        """The own victim's name in results: "warm" (the lab's victim), else its head's name."""
-        return "warm" if self.victim.get("head") == "warm" else str(self.victim["head"])
+        """The own victim's name in results: "warm" (the lab's victim), else its head's name, with
+        "-aug" when it trains on crops and flips (a plain control of the same head may be "linear")."""
+        if self.victim.get("head") == "warm":
+            return "warm"
+        return str(self.victim["head"]) + ("-aug" if self.victim.get("augment") else "")
 
     def primary_recipe(self, trial: int, setting: str = "transfer") -> Retraining:
         """The experiment's own victim of trial ``trial`` (filtered by every defence)."""

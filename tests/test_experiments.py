@@ -227,6 +227,18 @@ def test_attack_settings_are_checked_against_the_registry():
     assert cfg.attack_settings == {"fc": {"lr": 0.2}}  # defaults dropped: equal configs compare equal
 
 
+def test_an_augmenting_victim_is_named_apart_from_its_plain_control():
+    """The own victim's cells carry "-aug" when it trains on crops and flips, so a plain control of
+    the same head can sit beside it (the augmentation pairs); a control may not take the own name."""
+    models = {"lgm": "x.pt"}
+    cfg = ExperimentConfig(models=models, victim={"head": "linear", "augment": True},
+                           victims={"linear": {"head": "linear"}})
+    assert cfg.primary_name == "linear-aug" and set(cfg.control_recipes(0)) == {"linear"}
+    assert ExperimentConfig(models=models, victim={"head": "linear"}).primary_name == "linear"
+    with pytest.raises(ValueError, match="names the experiment's own victim"):
+        ExperimentConfig(models=models, victim={"head": "linear"}, victims={"linear": {"head": "linear"}})
+
+
 @pytest.mark.slow
 def test_control_victims_share_the_poisons_and_the_filters(tiny_checkpoints, tmp_path):
     """Head controls: one crafting, several victims; each control has its own cells and records."""
