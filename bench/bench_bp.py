@@ -48,6 +48,24 @@ def floor_ms(model, x: torch.Tensor, repeats: int) -> float:
     return pass_ms(frozen_copy(model), x, repeats)
 
 
+def cpu() -> dict:
+    """The processor, and the vector units that decide a convolution's speed on it (the machines
+    this project lands on differ: one session's 2 cores ran this pass 2.5-3x slower than another's)."""
+    info = {"model": None, "flags": []}
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        if line.startswith("model name") and info["model"] is None:
+            info["model"] = line.split(":", 1)[1].strip()
+        if line.startswith("flags"):
+            have = set(line.split(":", 1)[1].split())
+            info["flags"] = sorted(f for f in have if f.startswith(("avx", "amx")) or f == "fma")
+            break
+    return info
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="checkpoints/cifar10_softmax_d128.pt")
@@ -65,7 +83,8 @@ def main() -> None:
     model, meta = load_checkpoint(args.checkpoint)
     data = load_dataset(meta["config"]["dataset"])
     out = {"checkpoint": args.checkpoint, "poisons": args.poisons, "iters": args.iters, "patience": args.patience,
-           "threads": torch.get_num_threads(), "torch": torch.__version__, "load_before": os.getloadavg()[0],
+           "threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": cpu(),
+           "load_before": os.getloadavg()[0],
            "crafts": []}
     for attack in args.attacks:
         for trial in range(args.trials):
