@@ -243,7 +243,7 @@ def run_trial(model: Classifier, data: Dataset, plan: TrialPlan, attack: str, se
 
     ``target`` replaces the planned test image (an uploaded picture); its label stays the plan's.
     ``bank``: the model's features of both whole splits, when the caller runs many trials (the
-    clean and test features are then looked up instead of recomputed: same numbers, less time).
+    clean and test features are then looked up instead of recomputed: the same decisions, less time).
     ``new_classes``: ``data``'s classes are not the ones the model was trained on (the benchmark's
     decisive condition, ``data.class_split``). Victims then start from a new head with the data's
     classes (a warm-started head is refused), and the LGM likelihood filter uses class Gaussians

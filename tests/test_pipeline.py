@@ -93,19 +93,32 @@ def test_uploaded_target_needs_its_image(pair, mnist_demo):
     assert r.victims["none"].outcome.target_label == 5
 
 
+def _same_up_to_rounding(a, b) -> bool:
+    """Equal records, floats to 1e-5 relative: labels, counts and decisions exactly."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_up_to_rounding(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same_up_to_rounding(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and not isinstance(a, bool):
+        return bool(np.isclose(a, b, rtol=1e-5, atol=1e-7, equal_nan=True))
+    return a == b
+
+
 def test_a_feature_bank_changes_nothing_but_the_time(tiny_lgm, mnist_demo):
     """The lab passes the model's features of the whole sample (``FeatureBank``) instead of running the
-    clean and test images through the network: every number must be the same."""
+    clean and test images through the network: every decision must be the same. The features agree to
+    float rounding only: on AVX-512 machines a convolution's last digit depends on the batch it ran in."""
     from core.pipeline import FeatureBank
 
     plan = plan_trial(mnist_demo, 3, np.arange(len(mnist_demo.y_test)), n_poisons=2, n_clean=120, n_test=60)
     knobs = settings_for("fc", "mnist", iters=5, seed=0)
     bank = FeatureBank.compute(tiny_lgm, mnist_demo)
     runs = [run_lab(tiny_lgm, mnist_demo, plan, "fc", knobs, bank=b) for b in (None, bank)]
-    assert np.array_equal(runs[0].clean_features, runs[1].clean_features)
+    assert np.allclose(runs[0].clean_features, runs[1].clean_features, rtol=1e-5, atol=1e-6)
     for name in ("none", "lgm"):
         a, b = (r.victims[name] for r in runs)
-        assert a.outcome.to_dict() == b.outcome.to_dict() and a.detection == b.detection
+        assert _same_up_to_rounding(a.outcome.to_dict(), b.outcome.to_dict())
+        assert _same_up_to_rounding(a.detection, b.detection)
 
 
 def test_feature_bank_cache_returns_the_computed_features_and_recomputes_a_bad_file(tmp_path, tiny_lgm, mnist_demo):
