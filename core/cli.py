@@ -115,10 +115,12 @@ def cmd_train_judge(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     data = _data(args, args.dataset)
     cifar = args.dataset == "cifar10"
-    cfg = TrainConfig(epochs=args.epochs or (15 if cifar else 3), lr=0.05, seed=JUDGE_SEED,
+    cfg = TrainConfig(epochs=args.epochs or (15 if cifar else 3), lr=0.05, seed=JUDGE_SEED + (args.arch != "convnet"),
                       augment="crop-flip" if cifar else "shift")
-    overrides = {"arch": "convnet", "in_channels": 3 if cifar else 1}
+    overrides = {"arch": args.arch, "in_channels": 3 if cifar else 1, **({"width": args.width} if args.arch == "vgg" else {})}
     out = judge_path(args.dataset, args.out)
+    if args.arch != "convnet":  # a second judge network beside the shipped one, never over it
+        out = out.with_name(f"{out.stem}_{args.arch}{args.width}.pt")
     out.parent.mkdir(parents=True, exist_ok=True)
     return _train_one(data, out, "softmax", 128, cfg, pick_device(args.device), model_overrides=overrides,
                       resume=True, progress=not args.quiet)
@@ -385,6 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     tj.add_argument("--epochs", type=_bounded(int, 1, 1000), help="default: 3 (MNIST family), 15 (CIFAR-10)")
     tj.add_argument("--out", help="folder (default: checkpoints/judges)")
     tj.add_argument("--threads", type=_bounded(int, 1, 512))
+    tj.add_argument("--arch", choices=("convnet", "vgg"), default="convnet",
+                    help="convnet: the shipped judge; vgg: a deeper, wider one (a second judge network for CIFAR-10, "
+                         "written beside it as DATASET_judge_vggWIDTH.pt, seed 1235)")
+    tj.add_argument("--width", type=_bounded(int, 4, 512), default=64, help="vgg: first-stage channels")
     tj.add_argument("--quiet", action="store_true")
     data_flags(tj)
     tj.set_defaults(func=cmd_train_judge)

@@ -43,7 +43,7 @@ class ModelConfig:
     n_classes: int = 10
     in_channels: int = 1
     depth: int = 1  # ResNet blocks per stage (n in 6n+2)
-    width: int = 16  # ResNet first-stage width
+    width: int = 16  # ResNet (and VGG) first-stage width
     alpha: float = 1.0
     lam: float = 0.1
     covariance: str = "identity"
@@ -120,6 +120,26 @@ class ConvNet(nn.Module):
         return self.fc(self.body(x))
 
 
+class VGGNet(nn.Module):
+    """VGG-style: three stages of two 3x3 convs (``width``, 2x, 4x channels), max-pooling between,
+    global average pooling -> d. A second judge network for CIFAR-10, unlike both the attacked
+    ResNets (no skips) and the small ConvNet (twice the depth, ``width`` 64 for 8x its channels)."""
+
+    def __init__(self, feat_dim: int, width: int = 64, in_channels: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for stage, cout in enumerate((width, 2 * width, 4 * width)):
+            layers += [*_conv_bn(cin, cout, 3), *_conv_bn(cout, cout, 3)]
+            layers.append(nn.MaxPool2d(2) if stage < 2 else nn.AdaptiveAvgPool2d(1))
+            cin = cout
+        self.body = nn.Sequential(*layers, nn.Flatten())
+        self.fc = nn.Linear(cin, feat_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x))
+
+
 class Classifier(nn.Module):
     """Normalise -> feature extractor -> head. ``features`` is the penultimate layer."""
 
@@ -135,6 +155,8 @@ class Classifier(nn.Module):
             self.extractor = CifarResNet(config.feat_dim, config.depth, config.width, config.in_channels)
         elif config.arch == "convnet":
             self.extractor = ConvNet(config.feat_dim, config.in_channels)
+        elif config.arch == "vgg":
+            self.extractor = VGGNet(config.feat_dim, config.width, config.in_channels)
         else:
             raise ValueError(f"unknown architecture {config.arch!r}")
         if config.head not in HEAD_TYPES:

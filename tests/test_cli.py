@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from core.cli import build_parser, main
 
@@ -103,3 +104,17 @@ def test_train_suite_only_trains_the_models_named_and_skips_finished_ones(tmp_pa
     with pytest.raises(SystemExit) as err:
         build_parser().parse_args(["train-suite", "--dataset", "mnist", "--out", "x", "--only", "lgm_d3"])
     assert err.value.code == 2
+
+
+def test_train_judge_writes_a_second_vgg_judge_beside_the_shipped_one(tmp_path):
+    """``--arch vgg`` trains the deeper judge network into its own file; the ConvNet's name is untouched."""
+    from core.checkpoints import load_checkpoint
+    from core.models import VGGNet
+
+    assert main(["train-judge", "--dataset", "cifar10", "--arch", "vgg", "--width", "8", "--epochs", "1",
+                 "--demo", "--quiet", "--out", str(tmp_path)]) == 0
+    assert not (tmp_path / "cifar10_judge.pt").exists()
+    model, meta = load_checkpoint(tmp_path / "cifar10_judge_vgg8.pt")
+    assert isinstance(model.extractor, VGGNet) and meta["config"]["width"] == 8 and meta["seed"] == 1235
+    x = torch.rand(3, 3, 32, 32)
+    assert model(x).shape == (3, 10) and model.features(x).shape == (3, 128)
