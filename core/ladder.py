@@ -122,12 +122,15 @@ def run_ladder(cfg: LadderConfig, out: str | Path, progress: bool = True) -> lis
 
 
 def write_ladder(cfg: LadderConfig, out: str | Path) -> list[dict]:
-    """``ladder.json`` from the rungs finished so far (a ladder still climbing shows what it has)."""
+    """``ladder.json`` from the rungs finished so far (a ladder still climbing shows what it has):
+    ``rows``, each filter against its own rungs, and ``others``, each filter behind the other
+    filters' adaptive rungs (an attacker who hides from one statistic may slip past another)."""
     out = Path(out)
     rows = ladder_rows(cfg, out)
     (out / "ladder.json").write_text(json.dumps({"attack": cfg.attack, "weights": list(cfg.weights),
                                                  "stealth_weights": {k: list(v) for k, v in cfg.stealth_weights.items()},
-                                                 "filters": list(cfg.filters), "rows": rows}, indent=2) + "\n")
+                                                 "filters": list(cfg.filters), "rows": rows,
+                                                 "others": rival_rows(cfg, out)}, indent=2) + "\n")
     return rows
 
 
@@ -135,11 +138,37 @@ def _rate(successes: int, n: int) -> dict:
     return {"rate": successes / n if n else 0.0, "ci95": list(wilson_interval(successes, n))}
 
 
+def _rung_rows(folder: Path, defence: str, stealth: str, w: float, victim: str | None) -> list[dict]:
+    """Per model, ``defence`` behind one rung's poisons: the share it flags (Wilson over poisons),
+    the victim's success without and behind it (Wilson over trials), clean accuracy after filtering
+    and how clean-label the poisons were. ``victim``: a control's name (default: the experiment's own)."""
+    results = folder / "results.json"
+    if not results.is_file():
+        return []
+    cells = json.loads(results.read_text())["cells"]
+    rows = []
+    for model in sorted({c["model"] for c in cells}):
+        mine = [c for c in cells if c["model"] == model
+                and (c["victim"] == victim if victim else c.get("primary", c["victim"] == "warm"))]
+        by = {c["defence"]: c for c in mine}
+        if defence not in by or "none" not in by:
+            continue
+        f, none = by[defence], by["none"]
+        n_poisons = f["trials"] * f["n_poisons"]
+        flagged = round(f["poisons_flagged"] * n_poisons)
+        rows.append({"model": model, "victim": f["victim"], "filter": defence, "stealth": stealth,
+                     "weight": w, "trials": f["trials"], "n_poisons": f["n_poisons"],
+                     "flagged": {"share": f["poisons_flagged"], "ci95": list(wilson_interval(flagged, n_poisons))},
+                     "clean_flagged": f["clean_flagged"],
+                     "success_unfiltered": {"successes": none["successes"], **_rate(none["successes"], none["trials"])},
+                     "success_filtered": {"successes": f["successes"], **_rate(f["successes"], f["trials"])},
+                     "clean_acc_after": f["clean_acc_after"], "clean_label_rate": f["clean_label_rate"],
+                     "mean_feature_distance": f["mean_feature_distance"]})
+    return rows
+
+
 def ladder_rows(cfg: LadderConfig, out: str | Path, victim: str | None = None) -> list[dict]:
-    """Per (model, filter, w): the share of poisons the filter flags (Wilson over poisons), the
-    victim's success without and behind the filter (Wilson over trials), clean accuracy after
-    filtering and how clean-label the poisons were. ``victim``: a control's name (default: the
-    experiment's own victim)."""
+    """Per (model, filter, w): the filter against the rung of its own statistic (``_rung_rows``)."""
     rows = []
     rungs = cfg.rungs()
     for defence in cfg.filters:
@@ -148,27 +177,21 @@ def ladder_rows(cfg: LadderConfig, out: str | Path, victim: str | None = None) -
             if w and (stealth, w) not in rungs:
                 continue
             folder, _ = rungs[(None, 0.0)] if w == 0 else rungs[(stealth, w)]
-            results = Path(out, folder, "results.json")
-            if not results.is_file():
-                continue
-            cells = json.loads(results.read_text())["cells"]
-            for model in sorted({c["model"] for c in cells}):
-                mine = [c for c in cells if c["model"] == model
-                        and (c["victim"] == victim if victim else c.get("primary", c["victim"] == "warm"))]
-                by = {c["defence"]: c for c in mine}
-                if defence not in by or "none" not in by:
-                    continue
-                f, none = by[defence], by["none"]
-                n_poisons = f["trials"] * f["n_poisons"]
-                flagged = round(f["poisons_flagged"] * n_poisons)
-                rows.append({"model": model, "victim": f["victim"], "filter": defence, "stealth": stealth,
-                             "weight": w, "trials": f["trials"], "n_poisons": f["n_poisons"],
-                             "flagged": {"share": f["poisons_flagged"], "ci95": list(wilson_interval(flagged, n_poisons))},
-                             "clean_flagged": f["clean_flagged"],
-                             "success_unfiltered": {"successes": none["successes"], **_rate(none["successes"], none["trials"])},
-                             "success_filtered": {"successes": f["successes"], **_rate(f["successes"], f["trials"])},
-                             "clean_acc_after": f["clean_acc_after"], "clean_label_rate": f["clean_label_rate"],
-                             "mean_feature_distance": f["mean_feature_distance"]})
+            rows += _rung_rows(Path(out, folder), defence, stealth, w, victim)
+    return rows
+
+
+def rival_rows(cfg: LadderConfig, out: str | Path, victim: str | None = None) -> list[dict]:
+    """Per (model, filter, stealth, w): a filter behind an adaptive rung aimed at *another*
+    statistic. A filter's own curve is not its worst case: poisons kept near the class centre may
+    also look likely under the class Gaussian."""
+    rows = []
+    for (stealth, w), (folder, _) in cfg.rungs().items():
+        if stealth is None:
+            continue
+        for defence in cfg.filters:
+            if cfg.stealth(defence) != stealth:
+                rows += _rung_rows(Path(out, folder), defence, stealth, w, victim)
     return rows
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .attacks import ATTACKS, budget_levels
+from .attacks import ATTACKS, STEALTH, budget_levels
 from .checkpoints import CHECKPOINT_DIR, CheckpointError, read_meta
 from .defences import label
 from .stats import mcnemar_exact, wilson_interval
@@ -229,11 +229,28 @@ def load_ladders(root: str | Path | None = None) -> dict[str, dict]:
     return out
 
 
-def ladder_sentence(rows: list[dict], model: str, defence: str) -> str | None:
+def fullest_ladder(ladders: dict[str, dict]) -> str | None:
+    """The shipped ladder with the most adaptive trials (the best evidence): where the pages open."""
+    return max(ladders, key=lambda n: sum(r["trials"] for r in ladders[n]["rows"] if r["weight"]), default=None)
+
+
+def stronger_rival(ladder: dict, model: str, defence: str) -> dict | None:
+    """The rung aimed at *another* filter's statistic (``ladder["others"]``) that flips more targets
+    behind ``defence`` than any rung of its own curve, static included (ties: the fewest flagged);
+    None when the filter's own curve is its worst case."""
+    own = [r["success_filtered"]["rate"] for r in ladder.get("rows", [])
+           if r["model"] == model and r["filter"] == defence]
+    rivals = [r for r in ladder.get("others", []) if r["model"] == model and r["filter"] == defence
+              and own and r["success_filtered"]["rate"] > max(own)]
+    return max(rivals, key=lambda r: (r["success_filtered"]["rate"], -r["flagged"]["share"]), default=None)
+
+
+def ladder_sentence(ladder: dict, model: str, defence: str) -> str | None:
     """What one filter's ladder says, in words a teacher can repeat: the static attack's flagged
     share and success behind the filter, then the adaptive weight that flipped the most targets
-    behind it (ties: the fewest flagged) and what it cost."""
-    mine = sorted((r for r in rows if r["model"] == model and r["filter"] == defence), key=lambda r: r["weight"])
+    behind it (ties: the fewest flagged) and what it cost, then a rival attack that did better."""
+    mine = sorted((r for r in ladder["rows"] if r["model"] == model and r["filter"] == defence),
+                  key=lambda r: r["weight"])
     static = next((r for r in mine if r["weight"] == 0), None)
     if static is None:
         return None
@@ -247,6 +264,12 @@ def ladder_sentence(rows: list[dict], model: str, defence: str) -> str | None:
         text += (f" Knowing the filter, the attacker's best weight (w = {best['weight']:g}) leaves "
                  f"{pct(best['flagged']['share'])} flagged and flips {best['success_filtered']['successes']} of "
                  f"{best['trials']} behind it ({best['success_unfiltered']['successes']} with no filter).")
+    rival = stronger_rival(ladder, model, defence)
+    if rival:
+        aimed_at = label(STEALTH[rival["stealth"]].filters[0])  # the filter whose statistic the rival hides from
+        text += (f" Stronger still: the attack aimed at another filter ({aimed_at}, w = {rival['weight']:g}) "
+                 f"leaves {pct(rival['flagged']['share'])} flagged here and flips "
+                 f"{rival['success_filtered']['successes']} of {rival['trials']} behind this filter.")
     return text
 
 

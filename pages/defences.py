@@ -9,7 +9,7 @@ import streamlit as st
 from core.attacks import ATTACKS
 from core.defences import label as defence_label
 from core.lab import defence_comparison
-from core.report import head_label, ladder_sentence, model_name, primary_cells
+from core.report import fullest_ladder, head_label, ladder_sentence, model_name, primary_cells
 from pages.common import DATASET_NAMES, HEADS, demo, experiments_for, judge, ladders_for, model, sidebar, targets
 from pages.figures import detection_figure, ladder_figure
 from pages.jobs_ui import heavy_job
@@ -118,20 +118,20 @@ if not ladders:
     st.caption(f"No adaptive ladder is shipped for {DATASET_NAMES[dataset]} yet (`poisonlab ladder`).")
 else:
     names = list(ladders)
-    # several ladders (e.g. two poison counts): open on the one with the most adaptive trials
-    most = max(names, key=lambda n: sum(r["trials"] for r in ladders[n]["rows"] if r["weight"]))
+    most = fullest_ladder(ladders)  # several ladders (e.g. two poison counts): the best evidence first
     name = names[0] if len(names) == 1 else st.selectbox(
         "Shipped ladder", names, index=names.index(most), key="ladder_pick",
         format_func=lambda n: f"{n}: {ladders[n]['rows'][0]['n_poisons']} poisons" if ladders[n]["rows"] else n)
     ladder = ladders[name]
     st.markdown(f"Each filter against **{ATTACKS[ladder['attack']].label}** with a stealth term that mirrors the "
                 "filter's own score, weighted by w (w = 0: the plain attack, hollow). A point high and to the "
-                "left means poisons that stay unflagged and still flip the target.")
+                "left means poisons that stay unflagged and still flip the target. A star: an attack aimed at "
+                "*another* filter that did better against this one than the filter's own curve.")
     for m in sorted({r["model"] for r in ladder["rows"]}):
-        st.plotly_chart(ladder_figure(ladder["rows"], m, f"{model_name(m)} model"), width="stretch",
+        st.plotly_chart(ladder_figure(ladder, m, f"{model_name(m)} model"), width="stretch",
                         key=f"ladder_{name}_{m}")
         for defence in dict.fromkeys(r["filter"] for r in ladder["rows"] if r["model"] == m):
-            sentence = ladder_sentence(ladder["rows"], m, defence)
+            sentence = ladder_sentence(ladder, m, defence)
             if sentence:
                 st.caption(sentence)
     models = ", ".join(Path(p).name for p in ladder["config"]["models"].values())

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from core.attacks import ATTACKS, budget_levels
-from core.defences import label
-from core.report import head_label, model_name, victim_name
+from core.attacks import ATTACKS, STEALTH, budget_levels
+from core.defences import DEFENCES, label
+from core.report import head_label, model_name, stronger_rival, victim_name
 
 # Plotly's default palette (D3's category10): class c is drawn in COLOURS[c]
 COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 BLUE, ORANGE, RED, GREY = COLOURS[0], COLOURS[1], COLOURS[3], COLOURS[7]
 SOFTMAX_COLOUR, REGULARISED_COLOUR, LGM_COLOUR = RED, ORANGE, BLUE
+
+# one colour per filter on every chart (the LGM filter in the LGM blue; none in the victims' red or orange)
+FILTER_COLOURS = {d: LGM_COLOUR if d == "lgm" else c for d, c in
+                  zip(DEFENCES, [LGM_COLOUR] + [COLOURS[i] for i in (2, 4, 5, 6, 8, 9)])}
 
 SHARE_TICKS = [0, 0.25, 0.5, 0.75, 1]  # the bar charts leave room right of 100% for their labels: no tick there
 
@@ -133,16 +137,18 @@ def _error_bars(rows: list[dict]) -> dict:
             "arrayminus": [r["rate"] - r["ci95"][0] for r in rows]}
 
 
-def ladder_figure(rows: list[dict], model: str, title: str = ""):
+def ladder_figure(ladder: dict, model: str, title: str = ""):
     """The adaptive ladder of one model (``core.ladder``): per filter, the share of poisons it flags
     (x) against targets flipped behind it (y), one point per stealth weight w, the static attack
     (w = 0) hollow. An attacker who knows the filter wins where a curve reaches the top left:
-    poisons unflagged and effective. The dotted line is the unfiltered victim at w = 0."""
-    rs = [r for r in rows if r["model"] == model]
+    poisons unflagged and effective. The dotted line is the unfiltered victim at w = 0. A star in a
+    filter's colour: an attack aimed at another filter that did better against it
+    (``core.report.stronger_rival``)."""
+    rs = [r for r in ladder["rows"] if r["model"] == model]
     fig = go.Figure()
-    for i, defence in enumerate(dict.fromkeys(r["filter"] for r in rs)):
+    for defence in dict.fromkeys(r["filter"] for r in rs):
         mine = sorted((r for r in rs if r["filter"] == defence), key=lambda r: r["weight"])
-        colour = LGM_COLOUR if defence == "lgm" else COLOURS[(i + 1) % len(COLOURS)]
+        colour = FILTER_COLOURS.get(defence, GREY)
         ys = [r["success_filtered"] for r in mine]
         fig.add_trace(go.Scatter(
             x=[r["flagged"]["share"] for r in mine], y=[y["rate"] for y in ys], mode="lines+markers+text",
@@ -155,6 +161,15 @@ def ladder_figure(rows: list[dict], model: str, title: str = ""):
                      "arrayminus": [y["rate"] - y["ci95"][0] for y in ys]},
             hovertemplate="%{customdata}: %{x:.0%} of poisons flagged, %{y:.0%} of targets flipped<extra>" + label(defence)
             + "</extra>"))
+        rival = stronger_rival(ladder, model, defence)
+        if rival:
+            aimed_at = label(STEALTH[rival["stealth"]].filters[0])
+            fig.add_trace(go.Scatter(
+                x=[rival["flagged"]["share"]], y=[rival["success_filtered"]["rate"]], mode="markers",
+                name=f"{label(defence)}, attack aimed at {aimed_at}",
+                marker={"color": colour, "size": 16, "symbol": "star", "line": {"color": "black", "width": 1}},
+                hovertemplate=f"aimed at {aimed_at}, w={rival['weight']:g}: " + "%{x:.0%} of poisons flagged, "
+                "%{y:.0%} of targets flipped<extra>" + label(defence) + "</extra>"))
     static = [r for r in rs if r["weight"] == 0]
     if static:
         fig.add_hline(y=static[0]["success_unfiltered"]["rate"], line_dash="dot", line_color=GREY,

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from core.attacks import stealth_for
 from core.cli import main
 from core.experiments import ExperimentConfig
 from core.ladder import LadderConfig, ladder_rows, run_ladder
@@ -75,6 +76,15 @@ def test_ladder_writes_one_row_per_filter_and_weight_with_intervals(tiny_checkpo
             assert (trial["target_index"], trial["base_indices"]) == \
                 (static_trial["target_index"], static_trial["base_indices"]), (stealth, path.name)
     assert ladder_rows(cfg, tmp_path) == rows  # resumable: rebuilt from the rungs' results
+    # every filter behind every other statistic's adaptive rung, on the models that rung crafted against
+    others = {(r["model"], r["filter"], r["stealth"], r["weight"]) for r in stored["others"]}
+    assert len(others) == len(stored["others"])
+    assert others == {(m, f, s, 1.0) for m in ("lgm", "softmax") for f in ("centroid", "knn")
+                      for s in ("centroid", "neighbour") if stealth_for(f) != s} | \
+        {("lgm", "centroid", "likelihood", 1.0), ("lgm", "knn", "likelihood", 1.0),
+         ("lgm", "lgm", "centroid", 1.0), ("lgm", "lgm", "neighbour", 1.0)}
+    for r in stored["others"]:  # the same trials as the filter's own rung, paired
+        assert r["trials"] == 2 and r["success_unfiltered"]["successes"] <= 2
 
 
 def test_ladder_cli(tiny_checkpoints, tmp_path, capsys):  # noqa: F811
@@ -91,10 +101,43 @@ def test_ladder_figure_marks_the_static_attack_and_each_filter():
     from pages.figures import ladder_figure
     from tests.test_pages import _ladder_rows
 
-    fig = ladder_figure(_ladder_rows(), "lgm")
+    fig = ladder_figure({"rows": _ladder_rows()}, "lgm")
     assert [t.name for t in fig.data] == ["LGM likelihood (the paper)", "Distance to class centre"]
     for trace in fig.data:
         assert list(trace.marker.symbol) == ["circle-open", "circle", "circle"]  # w = 0 hollow
         assert list(trace.text) == ["", "w=1", "w=10"]  # the static point is the hollow one, unlabelled
         assert list(trace.customdata) == ["w=0", "w=1", "w=10"]  # its hover still names it
     assert fig.layout.shapes[0].y0 == 4 / 6  # the unfiltered static attack's rate, dotted
+    # a filter keeps its colour on both models' charts (the softmax model has no LGM filter before it)
+    soft = ladder_figure({"rows": _ladder_rows()}, "softmax")
+    assert soft.data[0].name == fig.data[1].name and soft.data[0].marker.color == fig.data[1].marker.color
+
+
+def _rival(model="lgm", defence="lgm", wins=4, flagged=0.04) -> dict:
+    from tests.test_pages import _ladder_rows
+
+    row = next(r for r in _ladder_rows() if r["model"] == model and r["weight"] == 1.0)
+    return {**row, "filter": defence, "stealth": "centroid", "weight": 0.1, "flagged": {"share": flagged, "ci95": [0, 1]},
+            "success_filtered": {"successes": wins, "rate": wins / 6, "ci95": [0, 1]}}
+
+
+def test_a_rival_counts_only_when_it_beats_the_filters_whole_own_curve():
+    from core.report import ladder_sentence, stronger_rival
+    from pages.figures import ladder_figure
+    from tests.test_pages import _ladder_rows
+
+    rows = _ladder_rows()  # the LGM filter's own curve flips at most 2 of 6 behind it (w = 10)
+    assert stronger_rival({"rows": rows, "others": [_rival(wins=2)]}, "lgm", "lgm") is None  # a tie is no rival
+    assert stronger_rival({"rows": rows}, "lgm", "lgm") is None  # ladders written before rivals
+    ladder = {"rows": rows, "others": [_rival(wins=3, flagged=0.2), _rival(wins=4), _rival(wins=4, flagged=0.5),
+                                       _rival("softmax", "centroid", wins=6)]}
+    best = stronger_rival(ladder, "lgm", "lgm")
+    assert best["success_filtered"]["successes"] == 4 and best["flagged"]["share"] == 0.04  # most flips, then fewest flagged
+    assert stronger_rival(ladder, "lgm", "centroid") is None  # rivals of one filter on one model only
+    text = ladder_sentence(ladder, "lgm", "lgm")
+    assert text.endswith("Stronger still: the attack aimed at another filter (Distance to class centre, w = 0.1) "
+                         "leaves 4% flagged here and flips 4 of 6 behind this filter.")
+    fig = ladder_figure(ladder, "lgm")
+    stars = [t for t in fig.data if t.marker.symbol == "star"]
+    assert len(stars) == 1 and (stars[0].x[0], stars[0].y[0]) == (0.04, 4 / 6)
+    assert stars[0].marker.color == fig.data[0].marker.color  # in the colour of the filter it beats

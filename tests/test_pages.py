@@ -633,7 +633,9 @@ def test_defences_page_draws_a_shipped_ladder_with_what_it_means(monkeypatch):
     repeat, its numbers from the ladder's rows."""
     import pages.common as common
 
-    ladder = {"attack": "cm", "rows": _ladder_rows(), "config": {"models": {
+    rival = {**_ladder_rows()[1], "stealth": "centroid", "weight": 0.1, "flagged": {"share": 0.04, "ci95": [0, 1]},
+             "success_filtered": {"successes": 5, "rate": 5 / 6, "ci95": [0, 1]}}  # the LGM filter, centroid rung
+    ladder = {"attack": "cm", "rows": _ladder_rows(), "others": [rival], "config": {"models": {
         "softmax": "checkpoints/mnist_softmax_d64.pt", "lgm": "checkpoints/mnist_lgm_d64.pt"}}}
     monkeypatch.setattr(common, "load_ladders", lambda: {"test_ladder": ladder})
     common.ladders_for.clear()
@@ -646,7 +648,10 @@ def test_defences_page_draws_a_shipped_ladder_with_what_it_means(monkeypatch):
     caption = " ".join(c.value for c in at.caption)
     assert ("LGM likelihood (the paper): the static attack flips 4 of 6 targets with no filter; the filter flags "
             "96% of its poisons and 0 of 6 still flip behind it. Knowing the filter, the attacker's best weight "
-            "(w = 10) leaves 10% flagged and flips 2 of 6 behind it (2 with no filter).") in caption
+            "(w = 10) leaves 10% flagged and flips 2 of 6 behind it (2 with no filter). Stronger still: the attack "
+            "aimed at another filter (Distance to class centre, w = 0.1) leaves 4% flagged here and flips 5 of 6 "
+            "behind this filter.") in caption
+    assert "Distance to class centre: the static attack" in caption and caption.count("Stronger still") == 1
     assert "Shipped ladder `test_ladder`" in caption
     # two ladders: a choice, opening on the one with the most adaptive trials
     small = {**ladder, "rows": [{**r, "trials": 1} for r in ladder["rows"]]}
