@@ -1,4 +1,5 @@
-"""Guided tour: seven one-click steps through one shipped trial, for a class. Nothing is computed live."""
+"""Guided tour: seven one-click steps through one shipped trial, for a class, and an eighth from the shipped
+adaptive ladder where the data set has one. Nothing is computed live."""
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -7,9 +8,9 @@ from core.attacks import budget_levels
 from core.data import CLASSES
 from core.gallery import SHOWCASE_RULE
 from core.judge import JUDGES
-from core.report import copies_needed, load_bench, load_results, primary_cells
-from pages.common import DATASET_NAMES, article, named, sidebar
-from pages.figures import BLUE, budget_figure, curve_figure
+from core.report import copies_needed, fullest_ladder, ladder_sentence, load_bench, load_results, primary_cells
+from pages.common import DATASET_NAMES, article, ladders_for, named, sidebar
+from pages.figures import BLUE, budget_figure, curve_figure, ladder_figure
 from pages.plots import amplified, image_for_display, show_image, space_figure
 from pages.showcase import control_rows, no_showcase, pick_showcase, recipe
 
@@ -258,6 +259,31 @@ def step_measured() -> None:
                 "images). Explore further in **Poison lab** and **Poison gallery**.")
 
 
+def step_adaptive() -> None:
+    """The last lesson, from the shipped adaptive ladder: what the filter stops, and what an attacker
+    who knows it can still do (``core.ladder``)."""
+    ladders = ladders_for(dataset)
+    ladder = ladders[fullest_ladder(ladders)]
+    rows = [r for r in ladder["rows"] if r["model"] == "lgm" and r["filter"] == "lgm"]
+    static = next(r for r in rows if r["weight"] == 0)
+    adaptive = [r for r in rows + ladder.get("others", []) if r["model"] == "lgm" and r["filter"] == "lgm" and r["weight"]]
+    better = max((r["success_filtered"]["rate"] for r in adaptive), default=0) > static["success_filtered"]["rate"]
+    if not predict("adaptive", "Now the attacker *knows* the filters and changes the poisons to look typical of "
+                   "their class. Will more targets fool the LGM victim behind its filter?",
+                   ("yes, more", "no, not more"), "yes, more" if better else "no, not more"):
+        return
+    st.markdown(f"Measured over many targets with {static['n_poisons']} poisons each (a stronger attack than the one "
+                "above). Each point is one attack: how many of its poisons the filter flags (right: more) against "
+                "how often the victim behind the filter is still fooled (up: more). Hollow: the plain attack; "
+                "filled: the attack that knows the filter, at growing strength w; a star: an attack built to hide "
+                "from *another* filter, which did better.")
+    st.plotly_chart(ladder_figure(ladder, "lgm", "LGM network: each filter against an attacker who knows it"),
+                    width="stretch", key="tour_ladder")
+    st.markdown(ladder_sentence(ladder, "lgm", "lgm"))
+    st.caption("A filter is only as good as the attacker it was tested against: the Defences page has every filter's "
+               "curve, on both networks.")
+
+
 def feature_dims(gallery) -> str:
     """ "64 features each", or "2 and 64 features" when the two models differ."""
     dims = sorted({m["feat_dim"] for m in gallery.models.values()})
@@ -268,6 +294,9 @@ STEPS = [("Two networks, one job", step_networks), ("The attacker's plan", step_
          ("A poison: a small change", step_poison), ("Inside the network", step_features),
          ("Is the softmax victim fooled?", step_fooled), ("Will the LGM network raise the alarm?", step_alarm),
          ("And the LGM victim? What we measured", step_measured)]
+if any(r["model"] == "lgm" and r["filter"] == "lgm" and r["weight"] == 0 for ladder in ladders_for(dataset).values()
+       for r in ladder["rows"]):  # a shipped adaptive ladder on this data set: the last lesson
+    STEPS.append(("An attacker who knows the filter", step_adaptive))
 
 
 def _go(delta: int) -> None:

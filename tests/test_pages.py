@@ -547,6 +547,39 @@ def test_every_tour_step_renders_and_explains_its_terms():
     assert at.subheader[0].value == seen[5]
 
 
+def test_tour_ends_on_the_shipped_ladder_where_the_data_set_has_one(monkeypatch):
+    """CIFAR-10 ships an adaptive ladder: an eighth step asks whether an attacker who knows the filters
+    fools the LGM victim behind its filter more often, then draws the LGM network's ladder and says what
+    it measured. MNIST has none: seven steps (the test above)."""
+    import pages.common as common
+
+    rows = [r for r in _ladder_rows() if r["model"] == "lgm"]
+    rival = {**rows[1], "stealth": "centroid", "weight": 0.1, "flagged": {"share": 0.04, "ci95": [0, 1]},
+             "success_filtered": {"successes": 5, "rate": 5 / 6, "ci95": [0, 1]}}
+    ladder = {"attack": "cm", "rows": rows, "others": [rival], "config": {"models": {
+        "softmax": "checkpoints/newclasses/cifar10_split0_softmax_d128.pt",
+        "lgm": "checkpoints/newclasses/cifar10_split0_lgm_d128.pt"}}}
+    monkeypatch.setattr(common, "load_ladders", lambda: {"test_ladder": ladder})
+    common.ladders_for.clear()
+    try:
+        at = _app("pages/tour.py", "cifar10", "high-d")
+        assert not at.exception and at.progress[0].proto.text.endswith("of 8")
+        at.session_state["tour_step"] = 7
+        at.run()
+        assert at.subheader[0].value == "An attacker who knows the filter" and not _figures(at)
+        guess = next(r for r in at.radio if r.key.startswith("_predict_"))
+        assert guess.options == ["yes, more", "no, not more"]
+        guess.set_value("no, not more").run()
+        next(b for b in at.button if b.label == "Reveal the result").click().run()
+        assert not at.exception and any("yes, more" in m.value for m in (*at.success, *at.warning))
+        assert [_title(f) for f in _figures(at)] == ["LGM network: each filter against an attacker who knows it"]
+        text = " ".join(m.value for m in at.markdown)
+        assert "the static attack flips 4 of 6 targets with no filter" in text and "flips 5 of 6 behind this filter" in text
+        assert at.button(key="tour_next").disabled
+    finally:
+        common.ladders_for.clear()
+
+
 def test_tour_never_draws_models_the_sidebar_does_not_name():
     """MNIST 2-D has no clean-label poisoning shipped: the tour says so and offers to switch the sidebar
     to models that have one, instead of drawing them under a 2-D sidebar."""
