@@ -24,6 +24,7 @@ from .attacks import ATTACKS, STEALTH, stealth_for
 from .defences import applies
 from .checkpoints import read_meta
 from .experiments import ExperimentConfig, run_experiment, victim_classes
+from .report import load_trials, outcomes, paired
 from .stats import wilson_interval
 
 LADDER_WEIGHTS = (0.0, 0.1, 1.0, 10.0, 100.0)  # the issue's sweep of the stealth weight
@@ -138,14 +139,18 @@ def _rate(successes: int, n: int) -> dict:
     return {"rate": successes / n if n else 0.0, "ci95": list(wilson_interval(successes, n))}
 
 
-def _rung_rows(folder: Path, defence: str, stealth: str, w: float, victim: str | None) -> list[dict]:
+def _rung_rows(folder: Path, defence: str, stealth: str, w: float, victim: str | None,
+               static: Path | None = None) -> list[dict]:
     """Per model, ``defence`` behind one rung's poisons: the share it flags (Wilson over poisons),
     the victim's success without and behind it (Wilson over trials), clean accuracy after filtering
-    and how clean-label the poisons were. ``victim``: a control's name (default: the experiment's own)."""
+    and how clean-label the poisons were. ``victim``: a control's name (default: the experiment's own).
+    With the ``static`` rung's folder, ``vs_static``: success behind the filter paired by trial with
+    the static attack's (the same targets and bases), discordant counts and the exact McNemar p."""
     results = folder / "results.json"
     if not results.is_file():
         return []
     cells = json.loads(results.read_text())["cells"]
+    mine_records, static_records = (load_trials(folder), load_trials(static)) if static else ([], [])
     rows = []
     for model in sorted({c["model"] for c in cells}):
         mine = [c for c in cells if c["model"] == model
@@ -164,6 +169,10 @@ def _rung_rows(folder: Path, defence: str, stealth: str, w: float, victim: str |
                      "success_filtered": {"successes": f["successes"], **_rate(f["successes"], f["trials"])},
                      "clean_acc_after": f["clean_acc_after"], "clean_label_rate": f["clean_label_rate"],
                      "mean_feature_distance": f["mean_feature_distance"]})
+        if static:
+            pair = paired(outcomes(mine_records, model, victim, defence), outcomes(static_records, model, victim, defence))
+            rows[-1]["vs_static"] = {"pairs": pair["pairs"], "adaptive": pair["left"], "static": pair["right"],
+                                     "only_adaptive": pair["only_left"], "only_static": pair["only_right"], "p": pair["p"]}
     return rows
 
 
@@ -177,7 +186,8 @@ def ladder_rows(cfg: LadderConfig, out: str | Path, victim: str | None = None) -
             if w and (stealth, w) not in rungs:
                 continue
             folder, _ = rungs[(None, 0.0)] if w == 0 else rungs[(stealth, w)]
-            rows += _rung_rows(Path(out, folder), defence, stealth, w, victim)
+            rows += _rung_rows(Path(out, folder), defence, stealth, w, victim,
+                               Path(out, rungs[(None, 0.0)][0]) if w else None)
     return rows
 
 
@@ -186,12 +196,13 @@ def rival_rows(cfg: LadderConfig, out: str | Path, victim: str | None = None) ->
     statistic. A filter's own curve is not its worst case: poisons kept near the class centre may
     also look likely under the class Gaussian."""
     rows = []
-    for (stealth, w), (folder, _) in cfg.rungs().items():
+    rungs = cfg.rungs()
+    for (stealth, w), (folder, _) in rungs.items():
         if stealth is None:
             continue
         for defence in cfg.filters:
             if cfg.stealth(defence) != stealth:
-                rows += _rung_rows(Path(out, folder), defence, stealth, w, victim)
+                rows += _rung_rows(Path(out, folder), defence, stealth, w, victim, Path(out, rungs[(None, 0.0)][0]))
     return rows
 
 

@@ -263,14 +263,26 @@ def ladder_sentence(ladder: dict, model: str, defence: str) -> str | None:
         best = max(adaptive, key=lambda r: (r["success_filtered"]["rate"], -r["flagged"]["share"]))
         text += (f" Knowing the filter, the attacker's best weight (w = {best['weight']:g}) leaves "
                  f"{pct(best['flagged']['share'])} flagged and flips {best['success_filtered']['successes']} of "
-                 f"{best['trials']} behind it ({best['success_unfiltered']['successes']} with no filter).")
+                 f"{best['trials']} behind it ({best['success_unfiltered']['successes']} with no filter"
+                 f"{_against_static(best)}).")
     rival = stronger_rival(ladder, model, defence)
     if rival:
         aimed_at = label(STEALTH[rival["stealth"]].filters[0])  # the filter whose statistic the rival hides from
         text += (f" Stronger still: the attack aimed at another filter ({aimed_at}, w = {rival['weight']:g}) "
                  f"leaves {pct(rival['flagged']['share'])} flagged here and flips "
-                 f"{rival['success_filtered']['successes']} of {rival['trials']} behind this filter.")
+                 f"{rival['success_filtered']['successes']} of {rival['trials']} behind this filter"
+                 + (f" ({_against_static(rival)[2:]})" if rival.get("vs_static") else "") + ".")
     return text
+
+
+def _against_static(row: dict) -> str:
+    """An adaptive rung against the static attack behind the same filter, paired by target (``vs_static``
+    of ``core.ladder``): what a reader needs to call the difference real or not."""
+    v = row.get("vs_static")
+    if not v:
+        return ""
+    return (f"; against the static attack on the same {v['pairs']} targets: {v['only_adaptive']} gained, "
+            f"{v['only_static']} lost, exact McNemar p = {v['p']:.2g}")
 
 
 def load_bench(name: str, root: str | Path | None = None) -> dict | None:

@@ -83,8 +83,13 @@ def test_ladder_writes_one_row_per_filter_and_weight_with_intervals(tiny_checkpo
                       for s in ("centroid", "neighbour") if stealth_for(f) != s} | \
         {("lgm", "centroid", "likelihood", 1.0), ("lgm", "knn", "likelihood", 1.0),
          ("lgm", "lgm", "centroid", 1.0), ("lgm", "lgm", "neighbour", 1.0)}
-    for r in stored["others"]:  # the same trials as the filter's own rung, paired
-        assert r["trials"] == 2 and r["success_unfiltered"]["successes"] <= 2
+    for r in stored["others"] + [r for r in rows if r["weight"]]:  # paired with the static rung by trial
+        v = r["vs_static"]
+        assert r["trials"] == v["pairs"] == 2 and v["adaptive"] == r["success_filtered"]["successes"]
+        assert v["adaptive"] - v["only_adaptive"] == v["static"] - v["only_static"] and 0 <= v["p"] <= 1
+        static_row = static[(r["model"], r["filter"])]
+        assert v["static"] == static_row["success_filtered"]["successes"]
+    assert all("vs_static" not in r for r in rows if r["weight"] == 0)
 
 
 def test_ladder_cli(tiny_checkpoints, tmp_path, capsys):  # noqa: F811
@@ -137,6 +142,11 @@ def test_a_rival_counts_only_when_it_beats_the_filters_whole_own_curve():
     text = ladder_sentence(ladder, "lgm", "lgm")
     assert text.endswith("Stronger still: the attack aimed at another filter (Distance to class centre, w = 0.1) "
                          "leaves 4% flagged here and flips 4 of 6 behind this filter.")
+    paired = {"pairs": 6, "adaptive": 4, "static": 0, "only_adaptive": 4, "only_static": 0, "p": 0.125}
+    ladder["others"][1]["vs_static"] = paired
+    assert ladder_sentence(ladder, "lgm", "lgm").endswith(
+        "flips 4 of 6 behind this filter (against the static attack on the same 6 targets: 4 gained, 0 lost, "
+        "exact McNemar p = 0.12).")
     fig = ladder_figure(ladder, "lgm")
     stars = [t for t in fig.data if t.marker.symbol == "star"]
     assert len(stars) == 1 and (stars[0].x[0], stars[0].y[0]) == (0.04, 4 / 6)
