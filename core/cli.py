@@ -26,7 +26,7 @@ from .embeddings import (MapError, features_path, fit_umap, map_key, map_path, r
 from .experiments import ExperimentConfig, rejudge_experiment, replay_experiment, run_experiment
 from .export import BENCHMARK_FILES, write_benchmark
 from .judge import JUDGE_SEED, JUDGES, default_judge, judge_path
-from .ladder import LadderConfig, run_ladder
+from .ladder import LadderConfig, parse_rung, run_ladder
 from .models import Classifier, default_config, extract_features, pick_device
 from .pipeline import plan_trial, run_trial
 from .settings import knob_type
@@ -245,7 +245,8 @@ def cmd_ladder(args: argparse.Namespace) -> dict:
     overrides = {k: v for k, v in {"n_jobs": args.n_jobs, "trials": args.trials}.items() if v is not None}
     if overrides:
         cfg = LadderConfig(cfg.experiment.replace(**overrides), cfg.weights, cfg.stealth_weights)
-    rows = run_ladder(cfg, args.out, progress=not args.quiet)
+    only = {parse_rung(r) for r in args.only} if args.only else None
+    rows = run_ladder(cfg, args.out, progress=not args.quiet, only=only)
     return {"out": args.out, "rungs": len(cfg.rungs()), "rows": len(rows)}
 
 
@@ -475,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--out", required=True)
     ld.add_argument("--n-jobs", type=_bounded(int, -1, 512), help="joblib workers (-1: all cores)")
     ld.add_argument("--trials", type=_bounded(int, 1, 100_000), help="override the config's trials per cell")
+    ld.add_argument("--only", nargs="+", metavar="STEALTH:W", help="grow only these adaptive rungs (and the static "
+                    "one), e.g. centroid:0.1; ladder.json is still written from every rung's results")
     ld.add_argument("--quiet", action="store_true")
     ld.set_defaults(func=cmd_ladder)
 

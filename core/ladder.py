@@ -113,12 +113,33 @@ class LadderConfig:
         return self.experiment.replace(attack_settings={self.attack: mine}, models=models, target_models=targets)
 
 
-def run_ladder(cfg: LadderConfig, out: str | Path, progress: bool = True) -> list[dict]:
-    """Run (or resume) every rung, then write ``ladder.json``: one row per (model, filter, w)."""
+def parse_rung(text: str) -> tuple[str, float]:
+    """``STEALTH:W`` (e.g. ``centroid:0.1``), one adaptive rung, as ``--only`` names it."""
+    stealth, sep, w = text.partition(":")
+    try:
+        weight = float(w)
+    except ValueError:
+        weight = -1.0
+    if not sep or stealth not in STEALTH or weight <= 0:
+        raise ValueError(f"{text!r}: name a rung as STEALTH:W with W > 0 and STEALTH one of {', '.join(STEALTH)}")
+    return stealth, weight
+
+
+def run_ladder(cfg: LadderConfig, out: str | Path, progress: bool = True,
+               only: set[tuple[str, float]] | None = None) -> list[dict]:
+    """Run (or resume) every rung, or with ``only`` the static rung and those adaptive rungs (the
+    CPU where the evidence is wanted; the rest keep what they have), then write ``ladder.json``
+    from every rung's results: one row per (model, filter, w), and the ``others``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for folder, exp in cfg.rungs().values():
-        run_experiment(exp, out / folder, progress=progress)
+    rungs = cfg.rungs()
+    unknown = set(only or ()) - set(rungs)
+    if unknown:
+        raise ValueError(f"the config has no rung {sorted(unknown)}; its adaptive rungs: "
+                         + ", ".join(f"{s}:{w:g}" for s, w in rungs if s))
+    for key, (folder, exp) in rungs.items():
+        if only is None or key[0] is None or key in only:
+            run_experiment(exp, out / folder, progress=progress)
     return write_ladder(cfg, out)
 
 
@@ -139,8 +160,17 @@ def _rate(successes: int, n: int) -> dict:
     return {"rate": successes / n if n else 0.0, "ci95": list(wilson_interval(successes, n))}
 
 
+def _counted(folder: Path, cache: dict) -> list[dict]:
+    """A rung's trial records that its ``results.json`` counts (trials still being written while a
+    round runs are left out), read once per ladder written."""
+    if folder not in cache:
+        n = json.loads((folder / "results.json").read_text())["config"]["trials"]
+        cache[folder] = [r for r in load_trials(folder) if r["trial"] < n]
+    return cache[folder]
+
+
 def _rung_rows(folder: Path, defence: str, stealth: str, w: float, victim: str | None,
-               static: Path | None = None) -> list[dict]:
+               static: Path | None = None, cache: dict | None = None) -> list[dict]:
     """Per model, ``defence`` behind one rung's poisons: the share it flags (Wilson over poisons),
     the victim's success without and behind it (Wilson over trials), clean accuracy after filtering
     and how clean-label the poisons were. ``victim``: a control's name (default: the experiment's own).
@@ -150,7 +180,8 @@ def _rung_rows(folder: Path, defence: str, stealth: str, w: float, victim: str |
     if not results.is_file():
         return []
     cells = json.loads(results.read_text())["cells"]
-    mine_records, static_records = (load_trials(folder), load_trials(static)) if static else ([], [])
+    cache = {} if cache is None else cache
+    paired_with = static is not None and (static / "results.json").is_file()
     rows = []
     for model in sorted({c["model"] for c in cells}):
         mine = [c for c in cells if c["model"] == model
@@ -169,25 +200,28 @@ def _rung_rows(folder: Path, defence: str, stealth: str, w: float, victim: str |
                      "success_filtered": {"successes": f["successes"], **_rate(f["successes"], f["trials"])},
                      "clean_acc_after": f["clean_acc_after"], "clean_label_rate": f["clean_label_rate"],
                      "mean_feature_distance": f["mean_feature_distance"]})
-        if static:
-            pair = paired(outcomes(mine_records, model, victim, defence), outcomes(static_records, model, victim, defence))
-            rows[-1]["vs_static"] = {"pairs": pair["pairs"], "adaptive": pair["left"], "static": pair["right"],
-                                     "only_adaptive": pair["only_left"], "only_static": pair["only_right"], "p": pair["p"]}
+        if paired_with:
+            pair = paired(outcomes(_counted(folder, cache), model, victim, defence),
+                          outcomes(_counted(static, cache), model, victim, defence))
+            if pair["pairs"]:
+                rows[-1]["vs_static"] = {"pairs": pair["pairs"], "adaptive": pair["left"], "static": pair["right"],
+                                         "only_adaptive": pair["only_left"], "only_static": pair["only_right"],
+                                         "p": pair["p"]}
     return rows
 
 
 def ladder_rows(cfg: LadderConfig, out: str | Path, victim: str | None = None) -> list[dict]:
     """Per (model, filter, w): the filter against the rung of its own statistic (``_rung_rows``)."""
-    rows = []
+    rows, cache = [], {}
     rungs = cfg.rungs()
+    static = Path(out, rungs[(None, 0.0)][0])
     for defence in cfg.filters:
         stealth = cfg.stealth(defence)
         for w in cfg.weights_for(stealth):
             if w and (stealth, w) not in rungs:
                 continue
-            folder, _ = rungs[(None, 0.0)] if w == 0 else rungs[(stealth, w)]
-            rows += _rung_rows(Path(out, folder), defence, stealth, w, victim,
-                               Path(out, rungs[(None, 0.0)][0]) if w else None)
+            folder = static if w == 0 else Path(out, rungs[(stealth, w)][0])
+            rows += _rung_rows(folder, defence, stealth, w, victim, static if w else None, cache)
     return rows
 
 
@@ -195,14 +229,15 @@ def rival_rows(cfg: LadderConfig, out: str | Path, victim: str | None = None) ->
     """Per (model, filter, stealth, w): a filter behind an adaptive rung aimed at *another*
     statistic. A filter's own curve is not its worst case: poisons kept near the class centre may
     also look likely under the class Gaussian."""
-    rows = []
+    rows, cache = [], {}
     rungs = cfg.rungs()
+    static = Path(out, rungs[(None, 0.0)][0])
     for (stealth, w), (folder, _) in rungs.items():
         if stealth is None:
             continue
         for defence in cfg.filters:
             if cfg.stealth(defence) != stealth:
-                rows += _rung_rows(Path(out, folder), defence, stealth, w, victim, Path(out, rungs[(None, 0.0)][0]))
+                rows += _rung_rows(Path(out, folder), defence, stealth, w, victim, static, cache)
     return rows
 
 

@@ -267,22 +267,27 @@ def ladder_sentence(ladder: dict, model: str, defence: str) -> str | None:
                  f"{_against_static(best)}).")
     rival = stronger_rival(ladder, model, defence)
     if rival:
-        aimed_at = label(STEALTH[rival["stealth"]].filters[0])  # the filter whose statistic the rival hides from
-        text += (f" Stronger still: the attack aimed at another filter ({aimed_at}, w = {rival['weight']:g}) "
-                 f"leaves {pct(rival['flagged']['share'])} flagged here and flips "
+        text += (f" {'Stronger still' if adaptive else 'An attack aimed at another filter did better'}: the attack "
+                 f"aimed at {rival_aimed_at(rival)} (w = {rival['weight']:g}) leaves "
+                 f"{pct(rival['flagged']['share'])} flagged here and flips "
                  f"{rival['success_filtered']['successes']} of {rival['trials']} behind this filter"
-                 + (f" ({_against_static(rival)[2:]})" if rival.get("vs_static") else "") + ".")
+                 f"{_against_static(rival, ' (')}{')' if rival.get('vs_static') else ''}.")
     return text
 
 
-def _against_static(row: dict) -> str:
+def rival_aimed_at(row: dict) -> str:
+    """The filter whose statistic an adaptive rung hides from (its stealth term's first filter)."""
+    return label(STEALTH[row["stealth"]].filters[0])
+
+
+def _against_static(row: dict, lead: str = "; ") -> str:
     """An adaptive rung against the static attack behind the same filter, paired by target (``vs_static``
     of ``core.ladder``): what a reader needs to call the difference real or not."""
     v = row.get("vs_static")
     if not v:
         return ""
-    return (f"; against the static attack on the same {v['pairs']} targets: {v['only_adaptive']} gained, "
-            f"{v['only_static']} lost, exact McNemar p = {v['p']:.2g}")
+    return (f"{lead}against the static attack on the same {v['pairs']} targets: {v['only_adaptive']} flipped only "
+            f"by this attack, {v['only_static']} only by the static one, exact McNemar p = {v['p']:.2g}")
 
 
 def load_bench(name: str, root: str | Path | None = None) -> dict | None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from core.attacks import ATTACKS, STEALTH, budget_levels
+from core.attacks import ATTACKS, budget_levels
 from core.defences import DEFENCES, label
-from core.report import head_label, model_name, stronger_rival, victim_name
+from core.report import head_label, model_name, rival_aimed_at, stronger_rival, victim_name
 
 # Plotly's default palette (D3's category10): class c is drawn in COLOURS[c]
 COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -21,8 +21,7 @@ BLUE, ORANGE, RED, GREY = COLOURS[0], COLOURS[1], COLOURS[3], COLOURS[7]
 SOFTMAX_COLOUR, REGULARISED_COLOUR, LGM_COLOUR = RED, ORANGE, BLUE
 
 # one colour per filter on every chart (the LGM filter in the LGM blue; none in the victims' red or orange)
-FILTER_COLOURS = {d: LGM_COLOUR if d == "lgm" else c for d, c in
-                  zip(DEFENCES, [LGM_COLOUR] + [COLOURS[i] for i in (2, 4, 5, 6, 8, 9)])}
+FILTER_COLOURS = {"lgm": LGM_COLOUR, **dict(zip((d for d in DEFENCES if d != "lgm"), (COLOURS[i] for i in (2, 4, 5, 6, 8, 9))))}
 
 SHARE_TICKS = [0, 0.25, 0.5, 0.75, 1]  # the bar charts leave room right of 100% for their labels: no tick there
 
@@ -163,7 +162,7 @@ def ladder_figure(ladder: dict, model: str, title: str = ""):
             + "</extra>"))
         rival = stronger_rival(ladder, model, defence)
         if rival:
-            aimed_at = label(STEALTH[rival["stealth"]].filters[0])
+            aimed_at = rival_aimed_at(rival)
             fig.add_trace(go.Scatter(
                 x=[rival["flagged"]["share"]], y=[rival["success_filtered"]["rate"]], mode="markers",
                 name=f"{label(defence)}, attack aimed at {aimed_at}",

@@ -4,7 +4,7 @@ adaptive ladder where the data set has one. Nothing is computed live."""
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.attacks import budget_levels
+from core.attacks import ATTACKS, budget_levels
 from core.data import CLASSES
 from core.gallery import SHOWCASE_RULE
 from core.judge import JUDGES
@@ -259,28 +259,38 @@ def step_measured() -> None:
                 "images). Explore further in **Poison lab** and **Poison gallery**.")
 
 
+def _lgm_ladder() -> dict | None:
+    """The shipped ladder of this data set that measured the LGM filter on the LGM model (the fullest
+    such), or None: the eighth step is shown only with one."""
+    ladders = {n: l for n, l in ladders_for(dataset).items()
+               if any((r["model"], r["filter"], r["weight"]) == ("lgm", "lgm", 0) for r in l["rows"])}
+    return ladders.get(fullest_ladder(ladders))
+
+
 def step_adaptive() -> None:
     """The last lesson, from the shipped adaptive ladder: what the filter stops, and what an attacker
-    who knows it can still do (``core.ladder``)."""
-    ladders = ladders_for(dataset)
-    ladder = ladders[fullest_ladder(ladders)]
-    rows = [r for r in ladder["rows"] if r["model"] == "lgm" and r["filter"] == "lgm"]
-    static = next(r for r in rows if r["weight"] == 0)
-    adaptive = [r for r in rows + ladder.get("others", []) if r["model"] == "lgm" and r["filter"] == "lgm" and r["weight"]]
-    better = max((r["success_filtered"]["rate"] for r in adaptive), default=0) > static["success_filtered"]["rate"]
+    who knows the filters can still do (``core.ladder``)."""
+    ladder = _lgm_ladder()
+    mine = [r for r in ladder["rows"] + ladder.get("others", []) if (r["model"], r["filter"]) == ("lgm", "lgm")]
+    static = next(r for r in mine if r["weight"] == 0)
+    clearly_more = any(r.get("vs_static") and r["vs_static"]["p"] < 0.05
+                       and r["vs_static"]["only_adaptive"] > r["vs_static"]["only_static"] for r in mine)
     if not predict("adaptive", "Now the attacker *knows* the filters and changes the poisons to look typical of "
-                   "their class. Will more targets fool the LGM victim behind its filter?",
-                   ("yes, more", "no, not more"), "yes, more" if better else "no, not more"):
+                   "their class. Will the LGM victim, behind its filter, be fooled on more targets than by the plain "
+                   "attack?", ("yes, clearly more", "no, not clearly more"),
+                   "yes, clearly more" if clearly_more else "no, not clearly more"):
         return
-    st.markdown(f"Measured over many targets with {static['n_poisons']} poisons each (a stronger attack than the one "
-                "above). Each point is one attack: how many of its poisons the filter flags (right: more) against "
-                "how often the victim behind the filter is still fooled (up: more). Hollow: the plain attack; "
-                "filled: the attack that knows the filter, at growing strength w; a star: an attack built to hide "
-                "from *another* filter, which did better.")
+    st.markdown(f"Measured on {static['trials']} targets, {static['n_poisons']} poisons each "
+                f"({ATTACKS[ladder['attack']].label}). Each point is one attack: how many of its poisons the filter "
+                "flags (right: more) against how often the victim behind the filter is still fooled (up: more). "
+                "Hollow: the plain attack; filled: the attack that knows the filter, at growing strength w; a star: "
+                "an attack built to hide from *another* filter, which did better against this one.")
     st.plotly_chart(ladder_figure(ladder, "lgm", "LGM network: each filter against an attacker who knows it"),
                     width="stretch", key="tour_ladder")
     st.markdown(ladder_sentence(ladder, "lgm", "lgm"))
-    st.caption("A filter is only as good as the attacker it was tested against: the Defences page has every filter's "
+    st.caption("Each attack is compared with the plain one on the same targets. p is the chance of a difference at "
+               "least this large if knowing the filter changed nothing: below 0.05 it is unlikely to be luck. A "
+               "filter is only as good as the attacker it was tested against: the Defences page has every filter's "
                "curve, on both networks.")
 
 
@@ -294,8 +304,7 @@ STEPS = [("Two networks, one job", step_networks), ("The attacker's plan", step_
          ("A poison: a small change", step_poison), ("Inside the network", step_features),
          ("Is the softmax victim fooled?", step_fooled), ("Will the LGM network raise the alarm?", step_alarm),
          ("And the LGM victim? What we measured", step_measured)]
-if any(r["model"] == "lgm" and r["filter"] == "lgm" and r["weight"] == 0 for ladder in ladders_for(dataset).values()
-       for r in ladder["rows"]):  # a shipped adaptive ladder on this data set: the last lesson
+if _lgm_ladder() is not None:  # a shipped adaptive ladder on this data set: the last lesson
     STEPS.append(("An attacker who knows the filter", step_adaptive))
 
 

@@ -8,6 +8,7 @@ from core.attacks import stealth_for
 from core.cli import main
 from core.experiments import ExperimentConfig
 from core.ladder import LadderConfig, ladder_rows, run_ladder
+from core.stats import mcnemar_exact
 
 from tests.test_experiments import tiny_checkpoints  # noqa: F401 - the module's tiny pair, reused
 
@@ -86,9 +87,13 @@ def test_ladder_writes_one_row_per_filter_and_weight_with_intervals(tiny_checkpo
     for r in stored["others"] + [r for r in rows if r["weight"]]:  # paired with the static rung by trial
         v = r["vs_static"]
         assert r["trials"] == v["pairs"] == 2 and v["adaptive"] == r["success_filtered"]["successes"]
-        assert v["adaptive"] - v["only_adaptive"] == v["static"] - v["only_static"] and 0 <= v["p"] <= 1
-        static_row = static[(r["model"], r["filter"])]
-        assert v["static"] == static_row["success_filtered"]["successes"]
+        assert v["static"] == static[(r["model"], r["filter"])]["success_filtered"]["successes"]
+        folder = tmp_path / r["stealth"] / f"w{r['weight']:g}"
+        mine, theirs = ([json.loads((f / "trials" / f"{r['model']}__cm__k2__transfer__t{t:04d}.json").read_text())
+                         ["defences"][r["filter"]]["success"] for t in (0, 1)] for f in (folder, tmp_path / "static"))
+        assert v["p"] == mcnemar_exact(mine, theirs)
+        assert (v["only_adaptive"], v["only_static"]) == (sum(a and not b for a, b in zip(mine, theirs)),
+                                                          sum(b and not a for a, b in zip(mine, theirs)))
     assert all("vs_static" not in r for r in rows if r["weight"] == 0)
 
 
@@ -97,9 +102,16 @@ def test_ladder_cli(tiny_checkpoints, tmp_path, capsys):  # noqa: F811
     raw = json.loads(json.dumps(cfg.__dict__, default=list))
     raw.update(weights=[0, 1], trials=1)
     (tmp_path / "ladder.json").write_text(json.dumps(raw))
-    assert main(["ladder", "--config", str(tmp_path / "ladder.json"), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert main(["ladder", "--config", str(tmp_path / "ladder.json"), "--out", str(tmp_path / "out"), "--quiet",
+                 "--only", "likelihood:1"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["rungs"] == 2 and out["rows"] == 2
+    # a rung the config does not have, or a malformed one: a message, nothing run
+    for bad, why in (("centroid:1", "no rung"), ("likelihood", "STEALTH:W"), ("likelihood:-1", "STEALTH:W")):
+        assert main(["ladder", "--config", str(tmp_path / "ladder.json"), "--out", str(tmp_path / "other"),
+                     "--quiet", "--only", bad]) != 0
+        assert why in capsys.readouterr().err
+    assert not (tmp_path / "other" / "static").exists()
 
 
 def test_ladder_figure_marks_the_static_attack_and_each_filter():
@@ -140,13 +152,16 @@ def test_a_rival_counts_only_when_it_beats_the_filters_whole_own_curve():
     assert best["success_filtered"]["successes"] == 4 and best["flagged"]["share"] == 0.04  # most flips, then fewest flagged
     assert stronger_rival(ladder, "lgm", "centroid") is None  # rivals of one filter on one model only
     text = ladder_sentence(ladder, "lgm", "lgm")
-    assert text.endswith("Stronger still: the attack aimed at another filter (Distance to class centre, w = 0.1) "
+    assert text.endswith("Stronger still: the attack aimed at Distance to class centre (w = 0.1) "
                          "leaves 4% flagged here and flips 4 of 6 behind this filter.")
+    # a filter with no adaptive rung of its own: nothing before it to be "still" stronger than
+    alone = {"rows": [r for r in rows if r["weight"] == 0], "others": ladder["others"]}
+    assert "did better: the attack aimed at Distance to class centre" in ladder_sentence(alone, "lgm", "lgm")
     paired = {"pairs": 6, "adaptive": 4, "static": 0, "only_adaptive": 4, "only_static": 0, "p": 0.125}
     ladder["others"][1]["vs_static"] = paired
     assert ladder_sentence(ladder, "lgm", "lgm").endswith(
-        "flips 4 of 6 behind this filter (against the static attack on the same 6 targets: 4 gained, 0 lost, "
-        "exact McNemar p = 0.12).")
+        "flips 4 of 6 behind this filter (against the static attack on the same 6 targets: 4 flipped only by this "
+        "attack, 0 only by the static one, exact McNemar p = 0.12).")
     fig = ladder_figure(ladder, "lgm")
     stars = [t for t in fig.data if t.marker.symbol == "star"]
     assert len(stars) == 1 and (stars[0].x[0], stars[0].y[0]) == (0.04, 4 / 6)

@@ -555,11 +555,14 @@ def test_tour_ends_on_the_shipped_ladder_where_the_data_set_has_one(monkeypatch)
 
     rows = [r for r in _ladder_rows() if r["model"] == "lgm"]
     rival = {**rows[1], "stealth": "centroid", "weight": 0.1, "flagged": {"share": 0.04, "ci95": [0, 1]},
-             "success_filtered": {"successes": 5, "rate": 5 / 6, "ci95": [0, 1]}}
-    ladder = {"attack": "cm", "rows": rows, "others": [rival], "config": {"models": {
-        "softmax": "checkpoints/newclasses/cifar10_split0_softmax_d128.pt",
-        "lgm": "checkpoints/newclasses/cifar10_split0_lgm_d128.pt"}}}
-    monkeypatch.setattr(common, "load_ladders", lambda: {"test_ladder": ladder})
+             "success_filtered": {"successes": 5, "rate": 5 / 6, "ci95": [0, 1]},
+             "vs_static": {"pairs": 6, "adaptive": 5, "static": 0, "only_adaptive": 5, "only_static": 0, "p": 0.0625}}
+    models = {"config": {"models": {"softmax": "checkpoints/newclasses/cifar10_split0_softmax_d128.pt",
+                                    "lgm": "checkpoints/newclasses/cifar10_split0_lgm_d128.pt"}}}
+    ladder = {"attack": "cm", "rows": rows, "others": [rival], **models}
+    # a fuller ladder that never measured the LGM filter (softmax rows only) must not be the one opened
+    fuller = {"attack": "cm", "rows": [{**r, "trials": 60} for r in _ladder_rows() if r["model"] == "softmax"], **models}
+    monkeypatch.setattr(common, "load_ladders", lambda: {"test_ladder": ladder, "z_fuller": fuller})
     common.ladders_for.clear()
     try:
         at = _app("pages/tour.py", "cifar10", "high-d")
@@ -568,14 +571,26 @@ def test_tour_ends_on_the_shipped_ladder_where_the_data_set_has_one(monkeypatch)
         at.run()
         assert at.subheader[0].value == "An attacker who knows the filter" and not _figures(at)
         guess = next(r for r in at.radio if r.key.startswith("_predict_"))
-        assert guess.options == ["yes, more", "no, not more"]
-        guess.set_value("no, not more").run()
+        assert guess.options == ["yes, clearly more", "no, not clearly more"]
+        guess.set_value("yes, clearly more").run()
         next(b for b in at.button if b.label == "Reveal the result").click().run()
-        assert not at.exception and any("yes, more" in m.value for m in (*at.success, *at.warning))
+        # 5 of 6 against none, but p = 0.06: not clearly more, and the page says so
+        assert not at.exception and any("no, not clearly more" in m.value for m in (*at.success, *at.warning))
         assert [_title(f) for f in _figures(at)] == ["LGM network: each filter against an attacker who knows it"]
         text = " ".join(m.value for m in at.markdown)
+        assert "Measured on 6 targets, 25 poisons each" in text
         assert "the static attack flips 4 of 6 targets with no filter" in text and "flips 5 of 6 behind this filter" in text
+        assert "exact McNemar p = 0.062" in text and "unlikely to be luck" in " ".join(c.value for c in at.caption)
         assert at.button(key="tour_next").disabled
+        # with a significant gain the answer is "yes"
+        rival["vs_static"].update(pairs=12, only_adaptive=9, p=0.004)
+        common.ladders_for.clear()
+        at = _app("pages/tour.py", "cifar10", "high-d")
+        at.session_state["tour_step"] = 7
+        at.run()
+        next(r for r in at.radio if r.key.startswith("_predict_")).set_value("yes, clearly more").run()
+        next(b for b in at.button if b.label == "Reveal the result").click().run()
+        assert any("yes, clearly more" in m.value for m in at.success)
     finally:
         common.ladders_for.clear()
 
@@ -682,7 +697,7 @@ def test_defences_page_draws_a_shipped_ladder_with_what_it_means(monkeypatch):
     assert ("LGM likelihood (the paper): the static attack flips 4 of 6 targets with no filter; the filter flags "
             "96% of its poisons and 0 of 6 still flip behind it. Knowing the filter, the attacker's best weight "
             "(w = 10) leaves 10% flagged and flips 2 of 6 behind it (2 with no filter). Stronger still: the attack "
-            "aimed at another filter (Distance to class centre, w = 0.1) leaves 4% flagged here and flips 5 of 6 "
+            "aimed at Distance to class centre (w = 0.1) leaves 4% flagged here and flips 5 of 6 "
             "behind this filter.") in caption
     assert "Distance to class centre: the static attack" in caption and caption.count("Stronger still") == 1
     assert "Shipped ladder `test_ladder`" in caption
