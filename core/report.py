@@ -236,12 +236,14 @@ def fullest_ladder(ladders: dict[str, dict]) -> str | None:
 
 def stronger_rival(ladder: dict, model: str, defence: str) -> dict | None:
     """The rung aimed at *another* filter's statistic (``ladder["others"]``) that flips more targets
-    behind ``defence`` than any rung of its own curve, static included (ties: the fewest flagged);
-    None when the filter's own curve is its worst case."""
+    behind ``defence`` than any rung of its own curve, static included, and, paired by target, more
+    than the static attack did (``vs_static``: a rival that merely drew easier targets is none);
+    ties: the fewest flagged. None when the filter's own curve is its worst case."""
     own = [r["success_filtered"]["rate"] for r in ladder.get("rows", [])
            if r["model"] == model and r["filter"] == defence]
     rivals = [r for r in ladder.get("others", []) if r["model"] == model and r["filter"] == defence
-              and own and r["success_filtered"]["rate"] > max(own)]
+              and own and r["success_filtered"]["rate"] > max(own)
+              and r.get("vs_static", {}).get("only_adaptive", 1) > r.get("vs_static", {}).get("only_static", 0)]
     return max(rivals, key=lambda r: (r["success_filtered"]["rate"], -r["flagged"]["share"]), default=None)
 
 

@@ -136,14 +136,27 @@ def _error_bars(rows: list[dict]) -> dict:
             "arrayminus": [r["rate"] - r["ci95"][0] for r in rows]}
 
 
-def ladder_figure(ladder: dict, model: str, title: str = ""):
+def _weight_labels(rows: list[dict]) -> list[str]:
+    """One label per point, "w=..." for w > 0 (the static point is the hollow one); points that
+    coincide share one label ("w=0.01, 0.1, 1") instead of printing over each other."""
+    first: dict = {}
+    for i, r in enumerate(rows):
+        if r["weight"]:
+            first.setdefault((r["flagged"]["share"], r["success_filtered"]["rate"]), []).append(i)
+    out = [""] * len(rows)
+    for idx in first.values():
+        out[idx[0]] = "w=" + ", ".join(f"{rows[i]['weight']:g}" for i in idx)
+    return out
+
+
+def ladder_figure(ladder: dict, model: str, title: str = "", filters: tuple[str, ...] | None = None):
     """The adaptive ladder of one model (``core.ladder``): per filter, the share of poisons it flags
     (x) against targets flipped behind it (y), one point per stealth weight w, the static attack
     (w = 0) hollow. An attacker who knows the filter wins where a curve reaches the top left:
     poisons unflagged and effective. The dotted line is the unfiltered victim at w = 0. A star in a
     filter's colour: an attack aimed at another filter that did better against it
-    (``core.report.stronger_rival``)."""
-    rs = [r for r in ladder["rows"] if r["model"] == model]
+    (``core.report.stronger_rival``). ``filters``: draw only these (the tour shows the LGM filter alone)."""
+    rs = [r for r in ladder["rows"] if r["model"] == model and (filters is None or r["filter"] in filters)]
     fig = go.Figure()
     for defence in dict.fromkeys(r["filter"] for r in rs):
         mine = sorted((r for r in rs if r["filter"] == defence), key=lambda r: r["weight"])
@@ -152,7 +165,7 @@ def ladder_figure(ladder: dict, model: str, title: str = ""):
         fig.add_trace(go.Scatter(
             x=[r["flagged"]["share"] for r in mine], y=[y["rate"] for y in ys], mode="lines+markers+text",
             # the static points are the hollow ones (several filters' can coincide): only w > 0 is labelled
-            name=label(defence), text=[f"w={r['weight']:g}" if r["weight"] else "" for r in mine],
+            name=label(defence), text=_weight_labels(mine),
             customdata=[f"w={r['weight']:g}" for r in mine], textposition="top right",
             marker={"color": colour, "size": 10, "symbol": ["circle-open" if r["weight"] == 0 else "circle" for r in mine]},
             line={"color": colour},

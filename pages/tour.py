@@ -284,9 +284,10 @@ def step_adaptive() -> None:
                 f"({ATTACKS[ladder['attack']].label}). Each point is one attack: how many of its poisons the filter "
                 "flags (right: more) against how often the victim behind the filter is still fooled (up: more). "
                 "Hollow: the plain attack; filled: the attack that knows the filter, at growing strength w; a star: "
-                "an attack built to hide from *another* filter, which did better against this one.")
-    st.plotly_chart(ladder_figure(ladder, "lgm", "LGM network: each filter against an attacker who knows it"),
-                    width="stretch", key="tour_ladder")
+                "an attack built to hide from *another* filter, which did better against this one. The dotted line: "
+                "the plain attack with no filter at all.")
+    st.plotly_chart(ladder_figure(ladder, "lgm", "LGM network: its filter against an attacker who knows it",
+                                  filters=("lgm",)), width="stretch", key="tour_ladder")
     st.markdown(ladder_sentence(ladder, "lgm", "lgm"))
     st.caption("Each attack is compared with the plain one on the same targets. p is the chance of a difference at "
                "least this large if knowing the filter changed nothing: below 0.05 it is unlikely to be luck. A "

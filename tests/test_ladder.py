@@ -125,6 +125,10 @@ def test_ladder_figure_marks_the_static_attack_and_each_filter():
         assert list(trace.text) == ["", "w=1", "w=10"]  # the static point is the hollow one, unlabelled
         assert list(trace.customdata) == ["w=0", "w=1", "w=10"]  # its hover still names it
     assert fig.layout.shapes[0].y0 == 4 / 6  # the unfiltered static attack's rate, dotted
+    # points that coincide share one label rather than printing over each other
+    flat = [{**r, "flagged": {"share": 0.0, "ci95": [0, 0.1]}, "success_filtered": {"successes": 0, "rate": 0.0,
+             "ci95": [0, 0.3]}} if r["weight"] else r for r in _ladder_rows() if r["filter"] == "lgm"]
+    assert list(ladder_figure({"rows": flat}, "lgm").data[0].text) == ["", "w=1, 10", ""]
     # a filter keeps its colour on both models' charts (the softmax model has no LGM filter before it)
     soft = ladder_figure({"rows": _ladder_rows()}, "softmax")
     assert soft.data[0].name == fig.data[1].name and soft.data[0].marker.color == fig.data[1].marker.color
@@ -151,6 +155,10 @@ def test_a_rival_counts_only_when_it_beats_the_filters_whole_own_curve():
     best = stronger_rival(ladder, "lgm", "lgm")
     assert best["success_filtered"]["successes"] == 4 and best["flagged"]["share"] == 0.04  # most flips, then fewest flagged
     assert stronger_rival(ladder, "lgm", "centroid") is None  # rivals of one filter on one model only
+    # more flips than the curve, but on easier targets: paired with the static attack it gained nothing
+    easy = {**_rival(wins=5), "vs_static": {"pairs": 6, "adaptive": 5, "static": 5, "only_adaptive": 1,
+                                             "only_static": 1, "p": 1.0}}
+    assert stronger_rival({"rows": rows, "others": [easy]}, "lgm", "lgm") is None
     text = ladder_sentence(ladder, "lgm", "lgm")
     assert text.endswith("Stronger still: the attack aimed at Distance to class centre (w = 0.1) "
                          "leaves 4% flagged here and flips 4 of 6 behind this filter.")

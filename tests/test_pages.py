@@ -576,7 +576,10 @@ def test_tour_ends_on_the_shipped_ladder_where_the_data_set_has_one(monkeypatch)
         next(b for b in at.button if b.label == "Reveal the result").click().run()
         # 5 of 6 against none, but p = 0.06: not clearly more, and the page says so
         assert not at.exception and any("no, not clearly more" in m.value for m in (*at.success, *at.warning))
-        assert [_title(f) for f in _figures(at)] == ["LGM network: each filter against an attacker who knows it"]
+        figs = _figures(at)
+        assert [_title(f) for f in figs] == ["LGM network: its filter against an attacker who knows it"]
+        assert [t["name"] for t in figs[0]["data"]] == ["LGM likelihood (the paper)", "LGM likelihood (the paper), "
+                                                        "attack aimed at Distance to class centre"]  # its curve, its rival
         text = " ".join(m.value for m in at.markdown)
         assert "Measured on 6 targets, 25 poisons each" in text
         assert "the static attack flips 4 of 6 targets with no filter" in text and "flips 5 of 6 behind this filter" in text
