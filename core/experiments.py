@@ -368,10 +368,12 @@ def experiment_trial(cfg: ExperimentConfig, targets: dict[str, np.ndarray], mode
 
 
 def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True,
-                   on_trial: Callable[[int, int], None] | None = None) -> dict:
+                   on_trial: Callable[[int, int], None] | None = None, gallery: bool = True) -> dict:
     """Run (or resume) every trial of ``cfg``; writes results.json, results.md and trials/*.
 
-    ``on_trial(done, total)`` is called after each trial (the dashboard's progress bar).
+    ``on_trial(done, total)`` is called after each trial (the dashboard's progress bar). ``gallery``:
+    also gather the poisons for the dashboard's gallery (a ladder's rungs, which no page pages
+    through, skip it: the static rung's would copy its experiment's, many MB).
     """
     out = Path(out)
     _refuse_labelled(out, "run an experiment into")
@@ -403,7 +405,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, progress: bool = True
     (out / "results.md").write_text(markdown_table(rows))
     datasets = {(_model(path)[1]["config"]["dataset"], victim_classes(path)) for path in cfg.models.values()}
     made = any(not r.get("skipped") for r in records)
-    if len(datasets) == 1 and made:  # the dashboard's gallery pages through one data set's poisons
+    if gallery and len(datasets) == 1 and made:  # the dashboard's gallery pages through one data set's poisons
         name, classes = datasets.pop()
         build_gallery(out, data=_dataset(name, cfg.demo, cfg.data_dir, classes))
     return summary

@@ -139,7 +139,7 @@ def run_ladder(cfg: LadderConfig, out: str | Path, progress: bool = True,
                          + ", ".join(f"{s}:{w:g}" for s, w in rungs if s))
     for key, (folder, exp) in rungs.items():
         if only is None or key[0] is None or key in only:
-            run_experiment(exp, out / folder, progress=progress)
+            run_experiment(exp, out / folder, progress=progress, gallery=False)
     return write_ladder(cfg, out)
 
 

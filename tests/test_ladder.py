@@ -95,6 +95,7 @@ def test_ladder_writes_one_row_per_filter_and_weight_with_intervals(tiny_checkpo
         assert (v["only_adaptive"], v["only_static"]) == (sum(a and not b for a, b in zip(mine, theirs)),
                                                           sum(b and not a for a, b in zip(mine, theirs)))
     assert all("vs_static" not in r for r in rows if r["weight"] == 0)
+    assert not list(tmp_path.rglob("gallery*"))  # no page pages through a rung's poisons: no gallery copies
 
 
 def test_ladder_cli(tiny_checkpoints, tmp_path, capsys):  # noqa: F811
