@@ -292,7 +292,8 @@ def step_adaptive() -> None:
     st.caption("Each attack is compared with the plain one on the same targets. p is the chance of a difference at "
                "least this large if knowing the filter changed nothing: below 0.05 it is unlikely to be luck. A "
                "filter is only as good as the attacker it was tested against: the Defences page has every filter's "
-               "curve, on both networks.")
+               "curve, on both networks. Measured on these models, not the sidebar's: "
+               + ", ".join(p.rsplit("/", 1)[-1] for p in ladder["config"]["models"].values()) + ".")
 
 
 def feature_dims(gallery) -> str:

@@ -583,7 +583,9 @@ def test_tour_ends_on_the_shipped_ladder_where_the_data_set_has_one(monkeypatch)
         text = " ".join(m.value for m in at.markdown)
         assert "Measured on 6 targets, 25 poisons each" in text
         assert "the static attack flips 4 of 6 targets with no filter" in text and "flips 5 of 6 behind this filter" in text
-        assert "exact McNemar p = 0.062" in text and "unlikely to be luck" in " ".join(c.value for c in at.caption)
+        captions = " ".join(c.value for c in at.caption)
+        assert "exact McNemar p = 0.062" in text and "unlikely to be luck" in captions
+        assert "not the sidebar's: cifar10_split0_softmax_d128.pt, cifar10_split0_lgm_d128.pt." in captions
         assert at.button(key="tour_next").disabled
         # with a significant gain the answer is "yes"
         rival["vs_static"].update(pairs=12, only_adaptive=9, p=0.004)
