@@ -247,6 +247,14 @@ def stronger_rival(ladder: dict, model: str, defence: str) -> dict | None:
     return max(rivals, key=lambda r: (r["success_filtered"]["rate"], -r["flagged"]["share"]), default=None)
 
 
+def significant_gain(ladder: dict, model: str, defence: str, alpha: float = 0.05) -> bool:
+    """Whether some adaptive rung, aimed at this filter or another, flipped more targets behind
+    ``defence`` than the static attack on the same targets, at exact McNemar p < ``alpha``."""
+    return any(r["model"] == model and r["filter"] == defence and r.get("vs_static")
+               and r["vs_static"]["p"] < alpha and r["vs_static"]["only_adaptive"] > r["vs_static"]["only_static"]
+               for r in ladder.get("rows", []) + ladder.get("others", []))
+
+
 def ladder_sentence(ladder: dict, model: str, defence: str) -> str | None:
     """What one filter's ladder says, in words a teacher can repeat: the static attack's flagged
     share and success behind the filter, then the adaptive weight that flipped the most targets

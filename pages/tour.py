@@ -8,7 +8,8 @@ from core.attacks import ATTACKS, budget_levels
 from core.data import CLASSES
 from core.gallery import SHOWCASE_RULE
 from core.judge import JUDGES
-from core.report import copies_needed, fullest_ladder, ladder_sentence, load_bench, load_results, primary_cells
+from core.report import (copies_needed, fullest_ladder, ladder_sentence, load_bench, load_results, primary_cells,
+                         significant_gain)
 from pages.common import DATASET_NAMES, article, ladders_for, named, sidebar
 from pages.figures import BLUE, budget_figure, curve_figure, ladder_figure
 from pages.plots import amplified, image_for_display, show_image, space_figure
@@ -271,10 +272,8 @@ def step_adaptive() -> None:
     """The last lesson, from the shipped adaptive ladder: what the filter stops, and what an attacker
     who knows the filters can still do (``core.ladder``)."""
     ladder = _lgm_ladder()
-    mine = [r for r in ladder["rows"] + ladder.get("others", []) if (r["model"], r["filter"]) == ("lgm", "lgm")]
-    static = next(r for r in mine if r["weight"] == 0)
-    clearly_more = any(r.get("vs_static") and r["vs_static"]["p"] < 0.05
-                       and r["vs_static"]["only_adaptive"] > r["vs_static"]["only_static"] for r in mine)
+    static = next(r for r in ladder["rows"] if (r["model"], r["filter"], r["weight"]) == ("lgm", "lgm", 0))
+    clearly_more = significant_gain(ladder, "lgm", "lgm")
     if not predict("adaptive", "Now the attacker *knows* the filters and changes the poisons to look typical of "
                    "their class. Will the LGM victim, behind its filter, be fooled on more targets than by the plain "
                    "attack?", ("yes, clearly more", "no, not clearly more"),

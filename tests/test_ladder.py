@@ -171,6 +171,13 @@ def test_a_rival_counts_only_when_it_beats_the_filters_whole_own_curve():
     assert ladder_sentence(ladder, "lgm", "lgm").endswith(
         "flips 4 of 6 behind this filter (against the static attack on the same 6 targets: 4 flipped only by this "
         "attack, 0 only by the static one, exact McNemar p = 0.12).")
+    from core.report import significant_gain
+    assert not significant_gain(ladder, "lgm", "lgm")  # 4 gained, none lost, but p = 0.12
+    ladder["others"][1]["vs_static"] = {**paired, "p": 0.03}
+    assert significant_gain(ladder, "lgm", "lgm") and not significant_gain(ladder, "lgm", "centroid")
+    ladder["others"][1]["vs_static"] = {**paired, "only_adaptive": 0, "only_static": 4, "p": 0.03}
+    assert not significant_gain(ladder, "lgm", "lgm")  # significantly fewer is no gain
+    ladder["others"][1]["vs_static"] = paired
     fig = ladder_figure(ladder, "lgm")
     stars = [t for t in fig.data if t.marker.symbol == "star"]
     assert len(stars) == 1 and (stars[0].x[0], stars[0].y[0]) == (0.04, 4 / 6)
